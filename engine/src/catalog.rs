@@ -1,0 +1,250 @@
+//! Finding stages and runners by name.
+//!
+//! A stage is an executable plus its options schema. strata looks in every
+//! `--libdir DIR` first (`DIR/stages/NAME` + `DIR/schemas/stages/NAME.json`),
+//! then among the built-in stages: the schema is compiled into strata, the
+//! program is `strata-stage-NAME` beside the `strata` binary (or
+//! `../lib/strata/stages/NAME` from it, as installed). Runners are
+//! `DIR/runners/NAME`, then the built-in ones compiled into strata.
+
+use crate::schema;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Built-in stage schemas, by stage name.
+const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
+    ("mkdir", include_str!("../../schemas/stages/mkdir.json")),
+    ("write", include_str!("../../schemas/stages/write.json")),
+    ("copy", include_str!("../../schemas/stages/copy.json")),
+    ("tar", include_str!("../../schemas/stages/tar.json")),
+];
+
+/// Built-in runners, by name.
+const BUILTIN_RUNNERS: &[(&str, &str)] = &[("linux", include_str!("../../runners/linux"))];
+
+/// What a stage needs from its sandbox, from the schema's `x-strata` key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// The stage may open network connections.
+    pub network: bool,
+}
+
+/// A stage found by name.
+#[derive(Debug)]
+pub struct StageDef {
+    /// The stage type.
+    pub name: String,
+    /// The program.
+    pub exe: PathBuf,
+    /// Its options schema, compiled.
+    pub validator: jsonschema::Validator,
+    /// Its needs.
+    pub needs: Needs,
+}
+
+/// A runner: a script run first inside the build root, which then execs the stage.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// A runner file from a libdir.
+    File(PathBuf),
+    /// A built-in runner's text.
+    Builtin(&'static str),
+}
+
+/// Errors finding stages and runners.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// No stage of that name anywhere.
+    #[error("unknown stage type `{name}`")]
+    UnknownStage {
+        /// The name asked for.
+        name: String,
+        /// Closest known name.
+        suggestion: Option<String>,
+    },
+    /// The program exists but its schema does not, or vice versa.
+    #[error("stage `{name}`: {detail}")]
+    Broken {
+        /// The stage.
+        name: String,
+        /// What is missing or wrong.
+        detail: String,
+    },
+    /// No runner of that name.
+    #[error("unknown runner `{name}` (known: {known})")]
+    UnknownRunner {
+        /// The name asked for.
+        name: String,
+        /// The runners that exist.
+        known: String,
+    },
+}
+
+/// Where stages and runners are looked up.
+#[derive(Debug)]
+pub struct Catalog {
+    libdirs: Vec<PathBuf>,
+    builtin_dirs: Vec<PathBuf>,
+    cache: Mutex<HashMap<String, Arc<StageDef>>>,
+}
+
+impl Catalog {
+    /// A catalog over `libdirs` (searched in order) and the built-in stages.
+    pub fn new(libdirs: Vec<PathBuf>) -> Catalog {
+        let mut builtin_dirs = Vec::new();
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            builtin_dirs.push(dir.join("../lib/strata/stages"));
+            builtin_dirs.push(dir);
+        }
+        Catalog {
+            libdirs,
+            builtin_dirs,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The stage named `name`.
+    pub fn stage(&self, name: &str) -> Result<Arc<StageDef>, CatalogError> {
+        if let Some(def) = self.cache.lock().expect("catalog lock").get(name) {
+            return Ok(def.clone());
+        }
+        let def = Arc::new(self.find_stage(name)?);
+        self.cache
+            .lock()
+            .expect("catalog lock")
+            .insert(name.to_owned(), def.clone());
+        Ok(def)
+    }
+
+    fn find_stage(&self, name: &str) -> Result<StageDef, CatalogError> {
+        let broken = |detail: String| CatalogError::Broken {
+            name: name.to_owned(),
+            detail,
+        };
+        for dir in &self.libdirs {
+            let exe = dir.join("stages").join(name);
+            if !exe.exists() {
+                continue;
+            }
+            let schema_path = dir.join("schemas/stages").join(format!("{name}.json"));
+            let text = fs_err::read_to_string(&schema_path)
+                .map_err(|e| broken(format!("{e} (every stage needs an options schema)")))?;
+            let schema: Value = serde_json::from_str(&text)
+                .map_err(|e| broken(format!("{}: {e}", schema_path.display())))?;
+            return compile(name, exe, &schema).map_err(broken);
+        }
+        if let Some((_, text)) = BUILTIN_SCHEMAS.iter().find(|(n, _)| *n == name) {
+            let schema: Value = serde_json::from_str(text).expect("built-in schemas are JSON");
+            let exe = self
+                .builtin_dirs
+                .iter()
+                .flat_map(|d| [d.join(format!("strata-stage-{name}")), d.join(name)])
+                .find(|p| p.is_file())
+                .ok_or_else(|| {
+                    broken(format!(
+                        "the program strata-stage-{name} is not installed beside strata \
+                         (build the workspace: cargo build --workspace)"
+                    ))
+                })?;
+            return compile(name, exe, &schema).map_err(broken);
+        }
+        Err(CatalogError::UnknownStage {
+            name: name.to_owned(),
+            suggestion: closest(name, &self.stage_names()),
+        })
+    }
+
+    /// Every stage name this catalog knows.
+    pub fn stage_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = BUILTIN_SCHEMAS.iter().map(|(n, _)| n.to_string()).collect();
+        for dir in &self.libdirs {
+            if let Ok(entries) = std::fs::read_dir(dir.join("stages")) {
+                names.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The runner named `name`.
+    pub fn runner(&self, name: &str) -> Result<Runner, CatalogError> {
+        for dir in &self.libdirs {
+            let path = dir.join("runners").join(name);
+            if path.is_file() {
+                return Ok(Runner::File(path));
+            }
+        }
+        BUILTIN_RUNNERS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, text)| Runner::Builtin(text))
+            .ok_or_else(|| CatalogError::UnknownRunner {
+                name: name.to_owned(),
+                known: BUILTIN_RUNNERS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+fn compile(name: &str, exe: PathBuf, schema: &Value) -> Result<StageDef, String> {
+    let needs = match schema.get("x-strata") {
+        None => Needs::default(),
+        Some(x) => Needs {
+            network: x.get("network").and_then(Value::as_bool).unwrap_or(false),
+        },
+    };
+    let validator = schema::compile(schema).map_err(|e| format!("bad options schema: {e}"))?;
+    Ok(StageDef {
+        name: name.to_owned(),
+        exe,
+        validator,
+        needs,
+    })
+}
+
+/// The known name closest to `name`, if it is close enough to be a likely typo.
+pub fn closest(name: &str, known: &[String]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (levenshtein(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k.clone())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_near_names_only() {
+        let known: Vec<String> = ["mkdir", "write", "copy", "tar"].map(String::from).to_vec();
+        assert_eq!(closest("mkdri", &known).as_deref(), Some("mkdir"));
+        assert_eq!(closest("wirte", &known).as_deref(), Some("write"));
+        assert_eq!(closest("bootstrap", &known), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! Manifests: format version 2, osbuild's shape.
+//!
+//! ```text
+//! {"version": "2",
+//!  "pipelines": [{"name", "build": "name:P", "runner", "source-epoch",
+//!                 "stages": [{"type", "options", "inputs": {NAME: {"type", "origin", "references"}}}]}],
+//!  "sources": {TYPE: {"items": {CHECKSUM: ITEM}}}}
+//! ```
+//!
+//! [`load`] turns text into a checked [`Manifest`]: JSON syntax (line and
+//! column), the manifest schema, each stage's options schema, then the rules
+//! no schema can say (names, references, sources, cycles). Every problem is a
+//! [`Diagnostic`] with its JSON pointer and, where it lies inside one, the
+//! pipeline and stage.
+
+mod diagnostic;
+mod load;
+
+pub use diagnostic::{Diagnostic, ManifestError};
+pub use load::load;
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A checked manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Pipelines in manifest order.
+    pub pipelines: Vec<Pipeline>,
+    /// Source items by checksum.
+    pub sources: BTreeMap<String, SourceItem>,
+    /// The `sources` object as written, for printing back.
+    pub raw_sources: Value,
+}
+
+/// One source item, already parsed.
+#[derive(Debug, Clone)]
+pub struct SourceItem {
+    /// The source type that lists it.
+    pub ty: strata_sources::SourceType,
+    /// Its checksum.
+    pub checksum: strata_sources::Checksum,
+    /// How to get it.
+    pub item: strata_sources::Item,
+}
+
+/// A named, ordered list of stages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Unique name.
+    pub name: String,
+    /// `name:PIPELINE` whose tree is the build root.
+    #[serde(default)]
+    pub build: Option<String>,
+    /// Runner name (runners/NAME); `linux` when unset.
+    #[serde(default)]
+    pub runner: Option<String>,
+    /// SOURCE_DATE_EPOCH for every stage.
+    #[serde(default, rename = "source-epoch")]
+    pub source_epoch: Option<u64>,
+    /// The stages, in order.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// The build pipeline's name, without its `name:` prefix.
+    pub fn build_name(&self) -> Option<&str> {
+        self.build.as_deref().map(strip_name)
+    }
+
+    /// The runner, defaulted.
+    pub fn runner_name(&self) -> &str {
+        self.runner.as_deref().unwrap_or("linux")
+    }
+}
+
+/// One stage of a pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// The stage type: the executable's name.
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Options, checked against `schemas/stages/TYPE.json`.
+    #[serde(default = "empty_object")]
+    pub options: Value,
+    /// Inputs by name, in name order.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, Input>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// A stage input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Input {
+    /// What the stage gets.
+    #[serde(rename = "type")]
+    pub ty: InputType,
+    /// Where it comes from.
+    pub origin: Origin,
+    /// What it refers to; all three manifest forms normalize to one list.
+    #[serde(deserialize_with = "references")]
+    pub references: Vec<Reference>,
+}
+
+/// Input types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    /// Another pipeline's tree, bound read-only.
+    Tree,
+    /// Source items, one file each, named by checksum.
+    Files,
+}
+
+impl InputType {
+    /// The manifest name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputType::Tree => "tree",
+            InputType::Files => "files",
+        }
+    }
+}
+
+/// Input origins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Items from `sources`.
+    Source,
+    /// Trees of other pipelines.
+    Pipeline,
+}
+
+impl Origin {
+    /// The manifest name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Source => "source",
+            Origin::Pipeline => "pipeline",
+        }
+    }
+}
+
+/// One reference: `name:PIPELINE` or a checksum, with per-reference options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    /// What is referred to.
+    pub id: String,
+    /// Options for this reference (`{}` when none).
+    pub options: Value,
+}
+
+impl Reference {
+    /// The pipeline name of a `name:` reference.
+    pub fn pipeline(&self) -> Option<&str> {
+        self.id.strip_prefix("name:")
+    }
+}
+
+fn strip_name(s: &str) -> &str {
+    s.strip_prefix("name:").unwrap_or(s)
+}
+
+/// Accepts a list of ids, a map id → options, or a list of `{id, options}`.
+fn references<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Reference>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<Entry>),
+        Map(serde_json::Map<String, Value>),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Entry {
+        Id(String),
+        Full {
+            id: String,
+            #[serde(default = "empty_object")]
+            options: Value,
+        },
+    }
+    Ok(match Form::deserialize(d)? {
+        Form::List(entries) => entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Id(id) => Reference {
+                    id,
+                    options: empty_object(),
+                },
+                Entry::Full { id, options } => Reference { id, options },
+            })
+            .collect(),
+        Form::Map(map) => map
+            .into_iter()
+            .map(|(id, options)| Reference { id, options })
+            .collect(),
+    })
+}

@@ -1,0 +1,139 @@
+//! A manifest with ids: what [`crate::id`] says of each stage, computed in
+//! build order so every referenced pipeline's id is known first.
+
+use crate::id::{Id, InputKey, StageKey};
+use crate::manifest::{Manifest, Origin};
+use crate::graph;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// Ids of a manifest's pipelines and stages.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Pipeline indices in build order.
+    pub order: Vec<usize>,
+    /// Per pipeline (manifest order): its stages' ids.
+    pub stage_ids: Vec<Vec<Id>>,
+}
+
+impl Plan {
+    /// Computes every id. The manifest must have passed [`crate::manifest::load`].
+    pub fn new(m: &Manifest) -> Plan {
+        let order = graph::order(&m.pipelines).expect("load rejects cycles");
+        let index: HashMap<&str, usize> = m
+            .pipelines
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let mut stage_ids: Vec<Vec<Id>> = vec![Vec::new(); m.pipelines.len()];
+        for &pi in &order {
+            let p = &m.pipelines[pi];
+            let pipeline_id = |name: &str| -> Option<Id> {
+                stage_ids[index[name]].last().cloned()
+            };
+            let build = p.build_name().and_then(pipeline_id);
+            let mut ids: Vec<Id> = Vec::with_capacity(p.stages.len());
+            for stage in &p.stages {
+                let inputs = stage
+                    .inputs
+                    .iter()
+                    .map(|(name, input)| {
+                        let references = input
+                            .references
+                            .iter()
+                            .map(|r| {
+                                let id = match (input.origin, r.pipeline()) {
+                                    (Origin::Pipeline, Some(n)) => pipeline_id(n)
+                                        .map_or_else(|| "empty".to_owned(), |id| id.to_string()),
+                                    _ => r.id.clone(),
+                                };
+                                (id, r.options.clone())
+                            })
+                            .collect();
+                        let key = InputKey {
+                            ty: input.ty.as_str(),
+                            origin: input.origin.as_str(),
+                            references,
+                        };
+                        (name.as_str(), key)
+                    })
+                    .collect();
+                let id = StageKey {
+                    ty: &stage.ty,
+                    options: &stage.options,
+                    base: ids.last(),
+                    build: build.as_ref(),
+                    source_epoch: p.source_epoch,
+                    inputs,
+                }
+                .id();
+                ids.push(id);
+            }
+            stage_ids[pi] = ids;
+        }
+        Plan { order, stage_ids }
+    }
+
+    /// A pipeline's id: its last stage's.
+    pub fn pipeline_id(&self, pi: usize) -> Option<&Id> {
+        self.stage_ids[pi].last()
+    }
+
+    /// The manifest printed back with every id, and `name:` references
+    /// resolved to ids (what `strata inspect` shows).
+    pub fn describe(&self, m: &Manifest) -> Value {
+        let index: HashMap<&str, usize> = m
+            .pipelines
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.name.as_str(), i))
+            .collect();
+        let resolve = |name: &str| self.pipeline_id(index[name]).map(Id::to_string);
+        let pipelines: Vec<Value> = m
+            .pipelines
+            .iter()
+            .enumerate()
+            .map(|(pi, p)| {
+                let stages: Vec<Value> = p
+                    .stages
+                    .iter()
+                    .zip(&self.stage_ids[pi])
+                    .map(|(s, id)| {
+                        let inputs: serde_json::Map<String, Value> = s
+                            .inputs
+                            .iter()
+                            .map(|(name, input)| {
+                                let refs: Vec<Value> = input
+                                    .references
+                                    .iter()
+                                    .map(|r| {
+                                        let id = match r.pipeline() {
+                                            Some(n) if input.origin == Origin::Pipeline => json!(resolve(n)),
+                                            _ => json!(r.id),
+                                        };
+                                        json!({"id": id, "options": r.options})
+                                    })
+                                    .collect();
+                                (
+                                    name.clone(),
+                                    json!({"type": input.ty.as_str(), "origin": input.origin.as_str(), "references": refs}),
+                                )
+                            })
+                            .collect();
+                        json!({"id": id.as_str(), "type": s.ty, "options": s.options, "inputs": inputs})
+                    })
+                    .collect();
+                json!({
+                    "name": p.name,
+                    "id": self.pipeline_id(pi).map(Id::as_str),
+                    "build": p.build_name().map(resolve),
+                    "runner": p.runner_name(),
+                    "source-epoch": p.source_epoch,
+                    "stages": stages,
+                })
+            })
+            .collect();
+        json!({"version": "2", "pipelines": pipelines, "sources": m.raw_sources})
+    }
+}

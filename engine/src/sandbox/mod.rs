@@ -1,0 +1,333 @@
+//! Sandboxes for stages: a typed bubblewrap command line.
+//!
+//! [`BwrapSpec`] says what a sandbox is; [`BwrapSpec::to_argv`] turns it into
+//! `bwrap` arguments and is pure, so tests check it without running anything.
+//! [`process`] is the one place that spawns a sandbox.
+//!
+//! Every sandbox gets: a new session, die-with-parent, its own pid, ipc, uts
+//! and cgroup namespaces, and its own network namespace (only loopback)
+//! unless the stage declares `network`. The root is either the build
+//! pipeline's tree, read-only, or — without a build pipeline — the host's
+//! `/usr` read-only plus the usual merged-usr links and a short allow-list of
+//! `/etc` files. `/proc`, `/dev`, and tmpfs `/tmp`, `/var/tmp` and `/run` are
+//! fresh. The environment is cleared and set to the allow-list in
+//! [`environment`].
+
+pub mod process;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Host `/etc` files bound into a host build root (read-only, when present).
+pub const HOST_ETC: &[&str] = &[
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    "/etc/ld.so.cache",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d",
+    "/etc/alternatives",
+    "/etc/localtime",
+    "/etc/debian_version",
+    "/etc/os-release",
+    "/etc/dpkg",
+    "/etc/apt",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/etc/mmdebstrap",
+];
+
+/// Host `/etc` files bound only for stages that declare network.
+pub const HOST_ETC_NETWORK: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/gai.conf"];
+
+/// Top-level names that merged-/usr systems make symlinks into /usr.
+pub const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// How the host's root is laid out, as far as a host build root needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostLayout {
+    /// `/bin` → `usr/bin` and the like, as found on the host.
+    pub links: Vec<(String, String)>,
+    /// Top-level dirs that are real directories on the host (not merged-usr).
+    pub dirs: Vec<String>,
+    /// The `/etc` entries that exist.
+    pub etc: Vec<String>,
+    /// The network-only `/etc` entries that exist.
+    pub etc_network: Vec<String>,
+}
+
+impl HostLayout {
+    /// Reads the layout off this machine.
+    pub fn detect() -> HostLayout {
+        let mut layout = HostLayout::default();
+        for name in USR_LINKS {
+            let path = Path::new("/").join(name);
+            match std::fs::read_link(&path) {
+                Ok(target) => layout
+                    .links
+                    .push((path.display().to_string(), target.display().to_string())),
+                Err(_) if path.is_dir() => layout.dirs.push(path.display().to_string()),
+                Err(_) => {}
+            }
+        }
+        let existing = |list: &[&str]| {
+            list.iter()
+                .filter(|p| Path::new(p).exists())
+                .map(|p| p.to_string())
+                .collect()
+        };
+        layout.etc = existing(HOST_ETC);
+        layout.etc_network = existing(HOST_ETC_NETWORK);
+        layout
+    }
+}
+
+/// What the sandbox's `/` is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Root {
+    /// The host's /usr and a few /etc files.
+    Host(HostLayout),
+    /// A build pipeline's tree, read-only.
+    Tree(PathBuf),
+}
+
+/// One mount, in bwrap's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mount {
+    /// Read-write bind.
+    Bind(PathBuf, String),
+    /// Read-only bind.
+    RoBind(PathBuf, String),
+    /// A fresh tmpfs.
+    Tmpfs(String),
+}
+
+/// A sandbox, described.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BwrapSpec {
+    /// The root.
+    pub root: Root,
+    /// Mounts after the root's, in order.
+    pub mounts: Vec<Mount>,
+    /// Share the host's network.
+    pub network: bool,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+    /// The command inside.
+    pub argv: Vec<OsString>,
+}
+
+/// The environment of a stage: nothing from the host but the proxy
+/// variables, and those only for stages with network.
+///
+/// | variable            | value                                 |
+/// |---------------------|---------------------------------------|
+/// | `PATH`              | `/usr/sbin:/usr/bin:/sbin:/bin`       |
+/// | `HOME`              | `/root`                               |
+/// | `LANG`              | `C.UTF-8`                             |
+/// | `SOURCE_DATE_EPOCH` | the pipeline's source-epoch, when set |
+/// | `STRATA_STAGE`      | the stage type                        |
+/// | `*_proxy`, `*_PROXY`| from the host, network stages only    |
+pub fn environment(stage: &str, source_epoch: Option<u64>, network: bool) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        ("HOME".into(), "/root".into()),
+        ("LANG".into(), "C.UTF-8".into()),
+        ("STRATA_STAGE".into(), stage.into()),
+    ];
+    if let Some(epoch) = source_epoch {
+        env.push(("SOURCE_DATE_EPOCH".into(), epoch.to_string()));
+    }
+    if network {
+        for key in ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+            if let Ok(v) = std::env::var(key) {
+                env.push((key.into(), v));
+            }
+        }
+    }
+    env
+}
+
+impl BwrapSpec {
+    /// The `bwrap` arguments (without the program name).
+    pub fn to_argv(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        push(&[
+            "--die-with-parent",
+            "--new-session",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--hostname",
+            "strata",
+        ]);
+        if !self.network {
+            push(&["--unshare-net"]);
+        }
+        push(&["--clearenv"]);
+        for (k, v) in &self.env {
+            push(&["--setenv", k, v]);
+        }
+        match &self.root {
+            Root::Host(layout) => {
+                push(&["--ro-bind", "/usr", "/usr"]);
+                for (link, target) in &layout.links {
+                    push(&["--symlink", target, link]);
+                }
+                for dir in &layout.dirs {
+                    push(&["--ro-bind", dir, dir]);
+                }
+                let etc = layout.etc.iter();
+                let net = layout.etc_network.iter().filter(|_| self.network);
+                for path in etc.chain(net) {
+                    push(&["--ro-bind", path, path]);
+                }
+                push(&["--dir", "/root", "--dir", "/var"]);
+            }
+            Root::Tree(tree) => {
+                a.extend(["--ro-bind".into(), tree.into(), "/".into()]);
+            }
+        }
+        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+        push(&[
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
+            "--tmpfs", "/run",
+        ]);
+        for m in &self.mounts {
+            let (flag, src, dest) = match m {
+                Mount::Bind(src, dest) => ("--bind", Some(src), dest),
+                Mount::RoBind(src, dest) => ("--ro-bind", Some(src), dest),
+                Mount::Tmpfs(dest) => ("--tmpfs", None, dest),
+            };
+            a.push(flag.into());
+            if let Some(src) = src {
+                a.push(src.into());
+            }
+            a.push(dest.into());
+        }
+        a.extend(["--chdir".into(), "/".into(), "--".into()]);
+        a.extend(self.argv.iter().cloned());
+        a
+    }
+}
+
+/// The dynamic loader a program asks for (its ELF `PT_INTERP`), if any.
+///
+/// Built-in stages are built on the host; started through the host's loader
+/// with the host's libraries they run in any build root, while the tools
+/// they spawn use the root's own libraries.
+pub fn elf_interpreter(program: &Path) -> Option<PathBuf> {
+    let data = std::fs::read(program).ok()?;
+    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 || data[5] != 1 {
+        return None; // not a little-endian ELF64: a script, or a platform we do not decode
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
+    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
+    let phentsize = usize::from(u16_at(0x36)?);
+    let phnum = usize::from(u16_at(0x38)?);
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        let p_type = u32::from_le_bytes(data.get(ph..ph + 4)?.try_into().ok()?);
+        if p_type == 3 {
+            let off = usize::try_from(u64_at(ph + 8)?).ok()?;
+            let len = usize::try_from(u64_at(ph + 32)?).ok()?;
+            let raw = data.get(off..off + len)?;
+            let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+            return Some(PathBuf::from(String::from_utf8_lossy(&raw[..end]).into_owned()));
+        }
+    }
+    None
+}
+
+/// The host's library folder for this architecture (Debian multiarch).
+pub fn host_libdir() -> PathBuf {
+    let triplet = match std::env::consts::ARCH {
+        "x86_64" => "x86_64-linux-gnu",
+        "aarch64" => "aarch64-linux-gnu",
+        "arm" => "arm-linux-gnueabihf",
+        "riscv64" => "riscv64-linux-gnu",
+        "powerpc64" => "powerpc64le-linux-gnu",
+        "s390x" => "s390x-linux-gnu",
+        other => other,
+    };
+    PathBuf::from("/usr/lib").join(triplet)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(network: bool) -> BwrapSpec {
+        BwrapSpec {
+            root: Root::Host(HostLayout {
+                links: vec![("/bin".into(), "usr/bin".into())],
+                dirs: vec![],
+                etc: vec!["/etc/passwd".into()],
+                etc_network: vec!["/etc/resolv.conf".into()],
+            }),
+            mounts: vec![
+                Mount::Bind("/w/tree".into(), "/run/strata/tree".into()),
+                Mount::RoBind("/w/in".into(), "/run/strata/inputs/x".into()),
+            ],
+            network,
+            env: vec![("PATH".into(), "/usr/bin".into())],
+            argv: vec!["/run/strata/runner".into(), "/run/strata/stage".into()],
+        }
+    }
+
+    fn joined(spec: &BwrapSpec) -> String {
+        spec.to_argv()
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn host_root_is_read_only_and_isolated() {
+        let s = joined(&spec(false));
+        assert!(s.starts_with("--die-with-parent --new-session --unshare-pid"));
+        assert!(s.contains("--unshare-net"));
+        assert!(s.contains("--clearenv --setenv PATH /usr/bin"));
+        assert!(s.contains("--ro-bind /usr /usr --symlink usr/bin /bin"));
+        assert!(s.contains("--ro-bind /etc/passwd /etc/passwd"));
+        assert!(!s.contains("resolv.conf"), "no DNS config without network");
+        assert!(s.contains("--bind /w/tree /run/strata/tree --ro-bind /w/in /run/strata/inputs/x"));
+        assert!(s.ends_with("--chdir / -- /run/strata/runner /run/strata/stage"));
+        assert!(!s.contains("/root /root"), "the host's /root is never bound");
+    }
+
+    #[test]
+    fn network_is_shared_only_when_declared() {
+        let s = joined(&spec(true));
+        assert!(!s.contains("--unshare-net"));
+        assert!(s.contains("--ro-bind /etc/resolv.conf /etc/resolv.conf"));
+    }
+
+    #[test]
+    fn tree_root_is_bound_read_only_at_slash() {
+        let mut sp = spec(false);
+        sp.root = Root::Tree("/store/objects/abc/tree".into());
+        let s = joined(&sp);
+        assert!(s.contains("--ro-bind /store/objects/abc/tree / --proc /proc"));
+        assert!(!s.contains("--ro-bind /usr /usr"));
+    }
+
+    #[test]
+    fn finds_our_own_interpreter() {
+        let me = std::env::current_exe().unwrap();
+        let interp = elf_interpreter(&me).expect("test binaries are dynamically linked");
+        assert!(interp.exists(), "{}", interp.display());
+        assert_eq!(elf_interpreter(Path::new("/etc/passwd")), None);
+    }
+
+    #[test]
+    fn environment_is_an_allow_list() {
+        let env = environment("mkdir", Some(5), false);
+        let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["PATH", "HOME", "LANG", "STRATA_STAGE", "SOURCE_DATE_EPOCH"]);
+    }
+}

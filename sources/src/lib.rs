@@ -1,0 +1,24 @@
+//! Source fetchers: get every item a manifest's `sources` lists into the
+//! store, verified against its checksum, on the host before any stage runs.
+//!
+//! ```text
+//! "sources": {
+//!   "inline": {"items": {"sha256:<hex>": {"encoding": "base64", "data": "…"}}},
+//!   "curl":   {"items": {"sha256:<hex>": {"url": "https://…"},
+//!                        "sha256:<hex>": "file:///…"}}
+//! }
+//!        │ parse_item                      (manifest load: shape, checksum, URL scheme)
+//!        ▼
+//! (Checksum, Item) ── SourceStore::fetch ──▶ sources/<type>/sha256:<hex>
+//! ```
+
+mod checksum;
+mod curl;
+mod error;
+mod item;
+mod store;
+
+pub use checksum::{Checksum, InvalidChecksum, sha256_file};
+pub use error::{SourceError, UnknownSourceType};
+pub use item::{Item, SourceType, parse_item};
+pub use store::{Fetched, SourceStore};

@@ -1,0 +1,156 @@
+//! The fetched source items on disk.
+//!
+//! ```text
+//! <sources_dir>/
+//!   inline/sha256:<hex>     one read-only file per item, named by checksum
+//!   curl/sha256:<hex>
+//! <tmp_dir>/
+//!   source-XXXXXX           a download in progress (same filesystem)
+//! ```
+//!
+//! A file under `sources_dir` is always complete and verified: data is
+//! written and checked in `tmp_dir`, then renamed into place without
+//! replacing anything, so a crash or a concurrent fetch of the same item can
+//! never expose a partial file.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+
+use crate::curl::{self, CurlFailure};
+use crate::{Checksum, Item, SourceError, SourceType, sha256_file};
+
+/// Where fetched source items live.
+#[derive(Debug, Clone)]
+pub struct SourceStore {
+    sources_dir: PathBuf,
+    tmp_dir: PathBuf,
+}
+
+/// The outcome of [`SourceStore::fetch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The item's file in the store.
+    pub path: PathBuf,
+    /// True when the item was already in the store and nothing was fetched.
+    pub cached: bool,
+    /// The item's size in bytes.
+    pub bytes: u64,
+}
+
+impl SourceStore {
+    /// A store rooted at `sources_dir` that stages downloads in `tmp_dir`,
+    /// which must be on the same filesystem. Touches nothing on disk.
+    pub fn new(sources_dir: &Path, tmp_dir: &Path) -> Self {
+        Self {
+            sources_dir: sources_dir.to_path_buf(),
+            tmp_dir: tmp_dir.to_path_buf(),
+        }
+    }
+
+    /// Where the item lives once fetched: `sources_dir/<type>/<checksum>`.
+    pub fn path(&self, ty: SourceType, checksum: &Checksum) -> PathBuf {
+        self.sources_dir.join(ty.as_str()).join(checksum.as_str())
+    }
+
+    /// Whether the item is in the store. Its content is trusted: only
+    /// verified data is ever renamed into place.
+    pub fn contains(&self, ty: SourceType, checksum: &Checksum) -> bool {
+        std::fs::symlink_metadata(self.path(ty, checksum)).is_ok_and(|m| m.is_file())
+    }
+
+    /// Puts the item in the store unless it is there already, verifying its
+    /// checksum. On failure nothing is left under `sources_dir` or `tmp_dir`.
+    pub fn fetch(
+        &self,
+        ty: SourceType,
+        checksum: &Checksum,
+        item: &Item,
+    ) -> Result<Fetched, SourceError> {
+        let io_err = |error: io::Error| SourceError::Io {
+            ty,
+            checksum: checksum.clone(),
+            error,
+        };
+        let dest = self.path(ty, checksum);
+        if let Ok(meta) = std::fs::symlink_metadata(&dest)
+            && meta.is_file()
+        {
+            return Ok(Fetched {
+                path: dest,
+                cached: true,
+                bytes: meta.len(),
+            });
+        }
+
+        fs::create_dir_all(&self.tmp_dir).map_err(io_err)?;
+        // Dropping `tmp` on any early return removes the partial file.
+        let tmp = tempfile::Builder::new()
+            .prefix("source-")
+            .tempfile_in(&self.tmp_dir)
+            .map_err(io_err)?;
+        let actual = match (ty, item) {
+            (SourceType::Inline, Item::Inline { data }) => {
+                fs::write(tmp.path(), data).map_err(io_err)?;
+                Checksum::of_bytes(data)
+            }
+            (SourceType::Curl, Item::Curl { url }) => {
+                curl::download(url, tmp.path()).map_err(|f| match f {
+                    CurlFailure::Spawn(error) => SourceError::CurlSpawn {
+                        checksum: checksum.clone(),
+                        error,
+                    },
+                    CurlFailure::Failed(message) => SourceError::Download {
+                        checksum: checksum.clone(),
+                        url: url.clone(),
+                        message,
+                    },
+                })?;
+                sha256_file(tmp.path()).map_err(io_err)?
+            }
+            _ => {
+                return Err(SourceError::InvalidItem {
+                    ty,
+                    checksum: checksum.clone(),
+                    reason: format!("item {item:?} is not of type {ty}"),
+                });
+            }
+        };
+        if actual != *checksum {
+            return Err(SourceError::Mismatch {
+                ty,
+                checksum: checksum.clone(),
+                actual,
+            });
+        }
+        let bytes = fs::metadata(tmp.path()).map_err(io_err)?.len();
+        // Read-only: items are shared by hard link with every stage input
+        // that uses them, and content-addressed files must never change.
+        fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444)).map_err(io_err)?;
+        fs::create_dir_all(self.sources_dir.join(ty.as_str())).map_err(io_err)?;
+        match tmp.persist_noclobber(&dest) {
+            Ok(_) => {}
+            // Another fetch of the same item finished first; its file has the
+            // same verified content, and dropping `e.file` removes ours.
+            Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(io_err(io::Error::new(
+                    e.error.kind(),
+                    format!(
+                        "failed to move {} to {}: {}",
+                        e.file.path().display(),
+                        dest.display(),
+                        e.error
+                    ),
+                )));
+            }
+        }
+        Ok(Fetched {
+            path: dest,
+            cached: false,
+            bytes,
+        })
+    }
+}

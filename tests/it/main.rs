@@ -1,0 +1,8 @@
+//! strata's integration tests: one binary, one module per feature. They run
+//! the built `strata` and its stages for real (bubblewrap, GNU tar, curl),
+//! so build the workspace first: `make test` does both.
+
+mod build;
+mod ids;
+mod manifest_errors;
+mod support;

@@ -1,0 +1,247 @@
+//! Helpers shared by the integration tests: the built binaries, a store per
+//! test, manifests built from JSON, a libdir with script stages, and a tiny
+//! HTTP server on 127.0.0.1.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// target/debug (or release), where cargo put strata and the stage programs.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    for name in ["strata", "strata-stage-mkdir", "strata-stage-tar"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: build the workspace first (`cargo build --workspace`; `make test` does)",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A scratch folder with a store in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new().prefix("strata-it-").tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path("out")
+    }
+
+    /// `strata ARGS` with stdin `input`.
+    pub fn strata(&self, args: &[&str], input: Option<&str>) -> Run {
+        let mut cmd = Command::new(bin_dir().join("strata"));
+        cmd.args(args)
+            .env("STRATA_STORE", self.store())
+            .env_remove("NO_COLOR")
+            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = input {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        Run(child.wait_with_output().unwrap())
+    }
+
+    /// `strata build -` of `manifest` with `extra` flags.
+    pub fn build(&self, manifest: &Value, extra: &[&str]) -> Run {
+        let mut args = vec!["build", "-"];
+        args.extend_from_slice(extra);
+        self.strata(&args, Some(&manifest.to_string()))
+    }
+
+    /// `strata build --json`, parsed.
+    pub fn build_json(&self, manifest: &Value, extra: &[&str]) -> (Run, Value) {
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        let run = self.build(manifest, &args);
+        let doc = serde_json::from_slice(&run.0.stdout)
+            .unwrap_or_else(|e| panic!("--json printed no JSON ({e}):\n{}", run.describe()));
+        (run, doc)
+    }
+
+    /// Object ids in the store.
+    pub fn objects(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(self.store().join("objects"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// Entries left under STORE/tmp.
+    pub fn tmp_entries(&self) -> Vec<String> {
+        std::fs::read_dir(self.store().join("tmp"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// A libdir with one shell-script stage named `name`, whose options
+    /// schema accepts anything and declares `needs` under x-strata.
+    pub fn script_stage(&self, name: &str, script: &str, needs: Value) -> PathBuf {
+        let lib = self.path("lib");
+        std::fs::create_dir_all(lib.join("stages")).unwrap();
+        std::fs::create_dir_all(lib.join("schemas/stages")).unwrap();
+        let exe = lib.join("stages").join(name);
+        std::fs::write(&exe, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut schema = json!({"type": "object"});
+        if !needs.is_null() {
+            schema["x-strata"] = needs;
+        }
+        std::fs::write(
+            lib.join("schemas/stages").join(format!("{name}.json")),
+            schema.to_string(),
+        )
+        .unwrap();
+        lib
+    }
+}
+
+/// A finished strata process.
+pub struct Run(pub Output);
+
+impl Run {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn describe(&self) -> String {
+        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code(), self.stdout(), self.stderr())
+    }
+    #[track_caller]
+    pub fn success(&self) -> &Run {
+        assert_eq!(self.code(), 0, "{}", self.describe());
+        self
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+/// A checksum reference for `data`.
+pub fn checksum(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
+}
+
+/// `sources.inline` for these blobs.
+pub fn inline_sources(blobs: &[&[u8]]) -> Value {
+    let items: serde_json::Map<String, Value> = blobs
+        .iter()
+        .map(|b| {
+            (
+                checksum(b),
+                json!({"encoding": "base64", "data": base64(b)}),
+            )
+        })
+        .collect();
+    json!({"inline": {"items": items}})
+}
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A one-thread HTTP server on 127.0.0.1 serving `files` (path → body);
+/// counts requests. Stops when dropped (after the next connection).
+pub struct HttpServer {
+    pub port: u16,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl HttpServer {
+    pub fn start(files: Vec<(String, Vec<u8>)>) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(64) {
+                let Ok(mut stream) = stream else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                match files.iter().find(|(p, _)| *p == path) {
+                    Some((_, body)) => {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = stream.write_all(body);
+                    }
+                    None => {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    }
+                }
+            }
+        });
+        HttpServer { port, hits }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Lists a tarball's members with GNU tar (`tar -tv`, numeric owners).
+pub fn tar_listing(path: &Path) -> String {
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
