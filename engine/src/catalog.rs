@@ -24,11 +24,77 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
 /// Built-in runners, by name.
 const BUILTIN_RUNNERS: &[(&str, &str)] = &[("linux", include_str!("../../runners/linux"))];
 
-/// What a stage needs from its sandbox, from the schema's `x-strata` key.
+/// What a stage needs from its sandbox, from the schema's `x-strata` key:
+///
+/// | key       | values                                                                 |
+/// |-----------|------------------------------------------------------------------------|
+/// | `network` | `true`, or `{"when-option": "/pointer"}`: only when that option is non-empty |
+/// | `root`    | `"build"` (default: the build root, tree at /run/strata/tree) or `"tree"` (the tree itself is `/`, read-write: chroot semantics) |
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs {
-    /// The stage may open network connections.
-    pub network: bool,
+    /// When the stage may open network connections.
+    pub network: Network,
+    /// What the sandbox's `/` is.
+    pub root: StageRoot,
+}
+
+/// When a stage gets the network.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Never (the default).
+    #[default]
+    Never,
+    /// Always.
+    Always,
+    /// When the option at this JSON pointer is present and non-empty.
+    WhenOption(String),
+}
+
+/// What a stage's sandbox root is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StageRoot {
+    /// The build root (build pipeline's tree or the host's /usr).
+    #[default]
+    Build,
+    /// The tree being built, read-write at `/`.
+    Tree,
+}
+
+impl Needs {
+    /// Whether a stage with these `options` gets the network.
+    pub fn network(&self, options: &Value) -> bool {
+        match &self.network {
+            Network::Never => false,
+            Network::Always => true,
+            Network::WhenOption(pointer) => match options.pointer(pointer) {
+                None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+                Some(Value::Array(a)) => !a.is_empty(),
+                Some(Value::Object(o)) => !o.is_empty(),
+                Some(Value::String(s)) => !s.is_empty(),
+                Some(_) => true,
+            },
+        }
+    }
+
+    fn parse(x: Option<&Value>) -> Result<Needs, String> {
+        let Some(x) = x else {
+            return Ok(Needs::default());
+        };
+        let network = match x.get("network") {
+            None | Some(Value::Bool(false)) => Network::Never,
+            Some(Value::Bool(true)) => Network::Always,
+            Some(v) => match v.get("when-option").and_then(Value::as_str) {
+                Some(p) => Network::WhenOption(p.to_owned()),
+                None => return Err(format!("x-strata.network must be a boolean or {{\"when-option\": POINTER}}, not {v}")),
+            },
+        };
+        let root = match x.get("root").and_then(Value::as_str) {
+            None | Some("build") => StageRoot::Build,
+            Some("tree") => StageRoot::Tree,
+            Some(other) => return Err(format!("x-strata.root must be \"build\" or \"tree\", not {other:?}")),
+        };
+        Ok(Needs { network, root })
+    }
 }
 
 /// A stage found by name.
@@ -196,12 +262,7 @@ impl Catalog {
 }
 
 fn compile(name: &str, exe: PathBuf, schema: &Value) -> Result<StageDef, String> {
-    let needs = match schema.get("x-strata") {
-        None => Needs::default(),
-        Some(x) => Needs {
-            network: x.get("network").and_then(Value::as_bool).unwrap_or(false),
-        },
-    };
+    let needs = Needs::parse(schema.get("x-strata"))?;
     let validator = schema::compile(schema).map_err(|e| format!("bad options schema: {e}"))?;
     Ok(StageDef {
         name: name.to_owned(),
@@ -239,6 +300,17 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needs_from_x_strata() {
+        let n = Needs::parse(Some(&serde_json::json!({"network": {"when-option": "/packages"}, "root": "tree"}))).unwrap();
+        assert_eq!(n.root, StageRoot::Tree);
+        assert!(!n.network(&serde_json::json!({"packages": []})));
+        assert!(n.network(&serde_json::json!({"packages": ["hello"]})));
+        assert!(!n.network(&serde_json::json!({})));
+        assert!(Needs::parse(Some(&serde_json::json!({"network": "yes"}))).is_err());
+        assert_eq!(Needs::parse(None).unwrap(), Needs::default());
+    }
 
     #[test]
     fn suggests_near_names_only() {

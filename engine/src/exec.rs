@@ -7,7 +7,7 @@
 //! store, or in a work dir until the build ends) for pipelines that use it as
 //! a build root or a `tree` input, and for `--export`.
 
-use crate::catalog::{Catalog, Runner};
+use crate::catalog::{Catalog, Runner, StageRoot};
 use crate::id::Id;
 use crate::manifest::{InputType, Manifest, Origin};
 use crate::monitor::Monitor;
@@ -498,7 +498,11 @@ impl Builder<'_> {
             );
         }
         argv.push("/run/strata/stage".into());
-        mounts.push(Mount::Bind(tree.to_path_buf(), "/run/strata/tree".into()));
+        let chroot = def.needs.root == StageRoot::Tree;
+        let tree_inside = if chroot { "/" } else { "/run/strata/tree" };
+        if !chroot {
+            mounts.push(Mount::Bind(tree.to_path_buf(), "/run/strata/tree".into()));
+        }
 
         let mut inputs = serde_json::Map::new();
         for (name, input) in &stage.inputs {
@@ -529,11 +533,11 @@ impl Builder<'_> {
         }
 
         let args = json!({
-            "tree": "/run/strata/tree",
+            "tree": tree_inside,
             "options": stage.options,
             "inputs": inputs,
             "paths": {
-                "tree": "/run/strata/tree",
+                "tree": tree_inside,
                 "inputs": "/run/strata/inputs",
                 "meta": "/run/strata/meta.json",
             },
@@ -549,7 +553,9 @@ impl Builder<'_> {
             .map_err(StoreError::from)?;
         mounts.push(Mount::RoBind(args_path, "/run/strata/args.json".into()));
 
+        let network = def.needs.network(&stage.options);
         let root = match p.build_name() {
+            _ if chroot => Root::TreeRw(tree.to_path_buf()),
             Some(build) => {
                 let bi = self.m.pipelines.iter().position(|q| q.name == build).expect("checked");
                 Root::Tree(self.trees[&bi].clone())
@@ -559,8 +565,8 @@ impl Builder<'_> {
         let spec = BwrapSpec {
             root,
             mounts,
-            network: def.needs.network,
-            env: sandbox::environment(&stage.ty, p.source_epoch, def.needs.network),
+            network,
+            env: sandbox::environment(&stage.ty, p.source_epoch, network),
             argv,
         };
         let prefix = format!("{}/{}: ", p.name, stage.ty);

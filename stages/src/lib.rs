@@ -1,1 +1,107 @@
-//! placeholder
+//! What every built-in stage shares: its arguments, its exit, its metadata,
+//! and paths that cannot leave the tree.
+//!
+//! A stage is one program; the engine starts it in a sandbox laid out as
+//!
+//! ```text
+//! /run/strata/args.json        what this module's [`Args`] reads (or $STRATA_ARGS)
+//! /run/strata/tree/            the tree being built, read-write
+//! /run/strata/inputs/NAME/     each input, read-only
+//! /run/strata/meta.json        what [`write_meta`] writes, if the stage reports anything
+//! ```
+//!
+//! and reads its outcome from the exit code: 0 is success; otherwise the
+//! last stderr line, `error: ...`, says what went wrong. [`main`] keeps that
+//! promise for every stage.
+
+mod args;
+mod beneath;
+mod tool;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use args::{ARGS_ENV, ARGS_PATH, Args, Input, Meta, Paths};
+pub use beneath::{Entry, Root, locate};
+pub use tool::{Failure, program, run as run_tool};
+
+/// What can go wrong in the shared parts of a stage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read the stage arguments {path}: {source}")]
+    ReadArgs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("the stage arguments {path} are not valid at {pointer}: {source}")]
+    ParseArgs {
+        path: PathBuf,
+        pointer: String,
+        source: serde_json::Error,
+    },
+
+    #[error("invalid option at {pointer}: {source}")]
+    Options {
+        pointer: String,
+        source: serde_json::Error,
+    },
+
+    #[error("path {path} escapes {root} through a symlink or \"..\"")]
+    Escapes { path: String, root: String },
+
+    #[error("the parent directory {parent} of {path} does not exist")]
+    NoParent { parent: String, path: String },
+
+    #[error("{path} does not exist")]
+    NotFound { path: String },
+
+    #[error("{path} is not a directory (or one of its components is not)")]
+    NotDirectory { path: String },
+
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+
+    #[error("{url} names input {name}, but the stage has no such input (it has: {known})")]
+    UnknownInput {
+        url: String,
+        name: String,
+        known: String,
+    },
+
+    #[error("{url} is neither an input://NAME/path nor a tree:///path URL")]
+    BadUrl { url: String },
+
+    #[error(transparent)]
+    Tool(#[from] Failure),
+}
+
+/// Runs a stage: loads its arguments, calls `run`, and turns an error into
+/// the one `error: ...` line and exit code 1 the engine expects.
+pub fn main(run: fn(&Args) -> anyhow::Result<()>) -> ExitCode {
+    match Args::load().map_err(anyhow::Error::from).and_then(|a| run(&a)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The engine shows the last lines of the log; a message that
+            // spans lines (a tool's stderr) would lose its head there.
+            let message = format!("{e:#}").trim().replace('\n', "; ");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the stage's metadata to `paths.meta`, where the engine keeps it
+/// with the stage's output.
+pub fn write_meta(args: &Args, meta: &serde_json::Value) -> Result<(), Error> {
+    let text = serde_json::to_vec_pretty(meta).expect("a JSON value serializes");
+    std::fs::write(&args.paths.meta, text).map_err(|source| Error::Io {
+        what: "cannot write the stage metadata",
+        path: args.paths.meta.display().to_string(),
+        source,
+    })
+}

@@ -282,8 +282,8 @@ fn exports_and_checkpoints_preserve_special_files() {
     let script = r#"
 t=/run/strata/tree
 echo data > $t/file
-chmod 4755 $t/file
 chown 1234:5678 $t/file
+chmod 4755 $t/file
 ln $t/file $t/hardlink
 ln -s file $t/symlink
 mkfifo $t/fifo

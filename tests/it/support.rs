@@ -150,7 +150,7 @@ impl Run {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(data))
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A checksum reference for `data`.

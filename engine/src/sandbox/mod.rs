@@ -89,6 +89,8 @@ pub enum Root {
     Host(HostLayout),
     /// A build pipeline's tree, read-only.
     Tree(PathBuf),
+    /// The tree being built, read-write: stages with chroot semantics.
+    TreeRw(PathBuf),
 }
 
 /// One mount, in bwrap's terms.
@@ -179,6 +181,9 @@ impl BwrapSpec {
                 for dir in &layout.dirs {
                     push(&["--ro-bind", dir, dir]);
                 }
+                // bwrap makes implicit parents 0700; apt's `_apt` user must
+                // be able to read /etc/resolv.conf and the like.
+                push(&["--perms", "0755", "--dir", "/etc"]);
                 let etc = layout.etc.iter();
                 let net = layout.etc_network.iter().filter(|_| self.network);
                 for path in etc.chain(net) {
@@ -189,11 +194,20 @@ impl BwrapSpec {
             Root::Tree(tree) => {
                 a.extend(["--ro-bind".into(), tree.into(), "/".into()]);
             }
+            Root::TreeRw(tree) => {
+                a.extend(["--bind".into(), tree.into(), "/".into()]);
+                if self.network {
+                    // The system's own resolv.conf is not the host's; borrow
+                    // the host's for the stage's lifetime only.
+                    a.extend(["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"].map(OsString::from));
+                }
+            }
         }
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&[
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp",
-            "--tmpfs", "/run",
+            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--perms",
+            "1777", "--tmpfs", "/var/tmp", "--tmpfs", "/run", "--perms", "0755", "--dir",
+            "/run/strata",
         ]);
         for m in &self.mounts {
             let (flag, src, dest) = match m {
@@ -206,6 +220,11 @@ impl BwrapSpec {
                 a.push(src.into());
             }
             a.push(dest.into());
+        }
+        if matches!(self.root, Root::Host(_)) {
+            // bwrap's own root is a tmpfs; writes there would vanish, but a
+            // stage should learn at once that only its tree is writable.
+            a.extend(["--remount-ro".into(), "/".into()]);
         }
         a.extend(["--chdir".into(), "/".into(), "--".into()]);
         a.extend(self.argv.iter().cloned());
@@ -296,7 +315,7 @@ mod tests {
         assert!(s.contains("--ro-bind /etc/passwd /etc/passwd"));
         assert!(!s.contains("resolv.conf"), "no DNS config without network");
         assert!(s.contains("--bind /w/tree /run/strata/tree --ro-bind /w/in /run/strata/inputs/x"));
-        assert!(s.ends_with("--chdir / -- /run/strata/runner /run/strata/stage"));
+        assert!(s.ends_with("--remount-ro / --chdir / -- /run/strata/runner /run/strata/stage"));
         assert!(!s.contains("/root /root"), "the host's /root is never bound");
     }
 

@@ -1,0 +1,338 @@
+//! Paths that cannot leave their root.
+//!
+//! A tree being built is full of symlinks written by packages, and some point
+//! out of it (`/etc/mtab -> /proc/self/mounts`). Inside the sandbox an
+//! absolute link resolves against the build root, not the tree, so following
+//! one would touch the wrong system. Every path a stage names is therefore
+//! split in two:
+//!
+//! ```text
+//!   /usr/lib/os-release  ->  parent "usr/lib"  resolved with openat2(BENEATH)
+//!                            name   "os-release" used relative to that fd
+//! ```
+//!
+//! The parent is resolved by the kernel beneath the root: `..` may not climb
+//! above it and absolute symlinks are refused (EXDEV); relative symlinks that
+//! stay inside are followed. The final component is never resolved here, so
+//! each stage decides what a symlink there means (usually: refuse it).
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
+
+use crate::{Args, Error};
+
+/// A directory that paths are resolved beneath: the tree, or an input.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// For messages: "the tree", "input NAME".
+    label: String,
+    /// How a path beneath this root is shown: "/", "tree:///", "input://NAME/".
+    prefix: String,
+}
+
+/// A path beneath a root, opened as far as its parent directory.
+#[derive(Debug)]
+pub struct Entry {
+    dir: OwnedFd,
+    /// The final component, or "." when the path names the directory itself.
+    name: String,
+    shown: String,
+}
+
+impl Root {
+    /// Opens `path` as a root; `prefix` is how its paths are shown in errors.
+    pub fn open(path: &Path, label: &str, prefix: &str) -> Result<Self, Error> {
+        let fd = rustix::fs::openat(
+            CWD,
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::Io {
+            what: "cannot open",
+            path: path.display().to_string(),
+            source: e.into(),
+        })?;
+        Ok(Self {
+            fd,
+            path: path.to_owned(),
+            label: label.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The stage's tree, whose paths are shown as in the options: `/etc/x`.
+    pub fn tree(args: &Args) -> Result<Self, Error> {
+        Self::open(&args.tree, "the tree", "/")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Resolves the parent of `path` (relative to the root even when it
+    /// starts with `/`) and keeps its final component.
+    pub fn entry(&self, path: &str) -> Result<Entry, Error> {
+        let (parent, name) = split(path);
+        let shown = self.show(&join(&parent, &name));
+        let dir = open_beneath(self.fd.as_fd(), &parent).map_err(|e| match e {
+            Errno::NOENT => Error::NoParent {
+                parent: self.show(&parent),
+                path: shown.clone(),
+            },
+            Errno::NOTDIR => Error::NotDirectory {
+                path: self.show(&parent),
+            },
+            e => self.resolve_error(e, &shown, "cannot open the parent directory of"),
+        })?;
+        Ok(Entry { dir, name, shown })
+    }
+
+    /// Opens `path` itself as a directory beneath the root, following
+    /// symlinks that stay inside.
+    pub fn open_dir(&self, path: &str) -> Result<OwnedFd, Error> {
+        let (parent, name) = split(path);
+        let whole = join(&parent, &name);
+        let shown = self.show(&whole);
+        open_beneath(self.fd.as_fd(), &whole).map_err(|e| match e {
+            Errno::NOENT => Error::NotFound { path: shown },
+            Errno::NOTDIR => Error::NotDirectory { path: shown },
+            e => self.resolve_error(e, &shown, "cannot open directory"),
+        })
+    }
+
+    fn resolve_error(&self, e: Errno, shown: &str, what: &'static str) -> Error {
+        match e {
+            // EXDEV: `..` or an absolute link would leave the root; ELOOP: a
+            // magic link (/proc/self/...), which could point anywhere.
+            Errno::XDEV | Errno::LOOP => Error::Escapes {
+                path: shown.to_owned(),
+                root: self.label.clone(),
+            },
+            e => Error::Io {
+                what,
+                path: shown.to_owned(),
+                source: e.into(),
+            },
+        }
+    }
+
+    fn show(&self, rel: &str) -> String {
+        if rel == "." {
+            self.prefix.clone()
+        } else {
+            format!("{}{rel}", self.prefix)
+        }
+    }
+}
+
+impl Entry {
+    /// The resolved parent directory (an `O_PATH` descriptor).
+    pub fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// The final component; "." when the path names its root or ends in `..`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The path as errors should show it.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The entry's own status, not following a final symlink; `None` if it
+    /// does not exist.
+    pub fn lstat(&self) -> Result<Option<Stat>, Error> {
+        match rustix::fs::statat(&self.dir, self.name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(Some(st)),
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(Error::Io {
+                what: "cannot stat",
+                path: self.shown.clone(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// A path naming this entry for a program that takes paths (cp): the
+    /// real, symlink-free path of the resolved parent, plus the final name.
+    pub fn real_path(&self) -> Result<PathBuf, Error> {
+        let link = format!("/proc/self/fd/{}", self.dir.as_raw_fd());
+        let dir = std::fs::read_link(&link).map_err(|source| Error::Io {
+            what: "cannot find the real path (through /proc) of",
+            path: self.shown.clone(),
+            source,
+        })?;
+        Ok(if self.name == "." {
+            dir
+        } else {
+            dir.join(&self.name)
+        })
+    }
+}
+
+/// Resolves `input://NAME/rel/path` beneath the input's folder (an empty
+/// path is the whole input) and `tree:///abs/path` beneath the tree.
+pub fn locate(args: &Args, url: &str) -> Result<Entry, Error> {
+    if let Some(path) = url.strip_prefix("tree://") {
+        if !path.starts_with('/') {
+            return Err(Error::BadUrl { url: url.into() });
+        }
+        let root = Root::open(&args.tree, "the tree", "tree:///")?;
+        return root.entry(path);
+    }
+    let Some(rest) = url.strip_prefix("input://") else {
+        return Err(Error::BadUrl { url: url.into() });
+    };
+    let (name, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let input = args.input(name).ok_or_else(|| Error::UnknownInput {
+        url: url.into(),
+        name: name.into(),
+        known: if args.inputs.is_empty() {
+            "none".into()
+        } else {
+            args.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+        },
+    })?;
+    let root = Root::open(&input.path, &format!("input {name}"), &format!("input://{name}/"))?;
+    root.entry(path)
+}
+
+/// `rel`'s parent (for openat2) and final component. Empty and `.`
+/// components vanish; a path ending in `..` (or naming the root) is its own
+/// parent with name ".", so that `..` is judged by the kernel like the rest.
+fn split(rel: &str) -> (String, String) {
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    match parts.split_last() {
+        None => (".".into(), ".".into()),
+        Some((&"..", _)) => (parts.join("/"), ".".into()),
+        Some((last, [])) => (".".into(), (*last).into()),
+        Some((last, parent)) => (parent.join("/"), (*last).into()),
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    match (parent, name) {
+        (".", name) => name.to_owned(),
+        (parent, ".") => parent.to_owned(),
+        (parent, name) => format!("{parent}/{name}"),
+    }
+}
+
+fn open_beneath(dir: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        let opened = rustix::fs::openat2(
+            dir,
+            rel,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        );
+        match opened {
+            // The kernel gives up on `..` when a rename raced the lookup;
+            // nothing else renames in a stage's tree, so a retry settles it.
+            Err(Errno::AGAIN) if tries < 16 => tries += 1,
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn fixture() -> (tempfile::TempDir, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("tree");
+        std::fs::create_dir_all(t.join("etc/sub")).unwrap();
+        std::fs::write(t.join("etc/hostname"), "box\n").unwrap();
+        symlink("etc", t.join("rel")).unwrap();
+        symlink("../../etc", t.join("etc/sub/up")).unwrap();
+        symlink("/etc", t.join("abs")).unwrap();
+        symlink("../..", t.join("out")).unwrap();
+        let root = Root::open(&t, "the tree", "/").unwrap();
+        (dir, root)
+    }
+
+    fn real(root: &Root, rel: &str) -> PathBuf {
+        root.path().canonicalize().unwrap().join(rel)
+    }
+
+    #[test]
+    fn split_keeps_the_final_component_aside() {
+        assert_eq!(split("/etc/hostname"), ("etc".into(), "hostname".into()));
+        assert_eq!(split("/hostname"), (".".into(), "hostname".into()));
+        assert_eq!(split("//etc/./x/"), ("etc".into(), "x".into()));
+        assert_eq!(split("/"), (".".into(), ".".into()));
+        assert_eq!(split(""), (".".into(), ".".into()));
+        assert_eq!(split("/etc/.."), ("etc/..".into(), ".".into()));
+    }
+
+    #[test]
+    fn dot_dot_above_the_root_is_refused() {
+        let (_d, root) = fixture();
+        for path in ["/../x", "/etc/../../x", "/.."] {
+            let err = root.entry(path).unwrap_err();
+            assert!(matches!(err, Error::Escapes { .. }), "{path}: {err}");
+        }
+        let err = root.entry("/../x").unwrap_err().to_string();
+        assert_eq!(err, "path /../x escapes the tree through a symlink or \"..\"");
+    }
+
+    #[test]
+    fn symlinks_pointing_out_are_refused() {
+        let (_d, root) = fixture();
+        for path in ["/abs/passwd", "/out/x", "/out/tree/etc/x"] {
+            let err = root.entry(path).unwrap_err();
+            assert!(matches!(err, Error::Escapes { .. }), "{path}: {err}");
+        }
+        assert!(matches!(root.open_dir("/abs"), Err(Error::Escapes { .. })));
+    }
+
+    #[test]
+    fn relative_symlinks_inside_are_followed() {
+        let (_d, root) = fixture();
+        let e = root.entry("/rel/hostname").unwrap();
+        assert_eq!(e.name(), "hostname");
+        assert_eq!(e.shown(), "/rel/hostname");
+        assert_eq!(e.real_path().unwrap(), real(&root, "etc/hostname"));
+        assert!(e.lstat().unwrap().is_some());
+
+        let e = root.entry("/etc/sub/up/hostname").unwrap();
+        assert_eq!(e.real_path().unwrap(), real(&root, "etc/hostname"));
+        assert!(root.open_dir("/rel/sub").is_ok());
+    }
+
+    #[test]
+    fn the_root_and_dot_dot_inside_name_directories() {
+        let (_d, root) = fixture();
+        let e = root.entry("/").unwrap();
+        assert_eq!(e.name(), ".");
+        assert_eq!(e.real_path().unwrap(), real(&root, ""));
+        let e = root.entry("/etc/sub/..").unwrap();
+        assert_eq!(e.real_path().unwrap(), real(&root, "etc"));
+    }
+
+    #[test]
+    fn missing_and_non_directory_parents_are_named() {
+        let (_d, root) = fixture();
+        let err = root.entry("/nope/x").unwrap_err().to_string();
+        assert_eq!(err, "the parent directory /nope of /nope/x does not exist");
+        let err = root.entry("/etc/hostname/x").unwrap_err().to_string();
+        assert_eq!(err, "/etc/hostname is not a directory (or one of its components is not)");
+        assert!(root.entry("/etc/missing").unwrap().lstat().unwrap().is_none());
+    }
+}
