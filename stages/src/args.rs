@@ -70,7 +70,8 @@ pub struct Meta {
 impl Args {
     /// Reads the arguments from `$STRATA_ARGS`, or else `/run/strata/args.json`.
     pub fn load() -> Result<Self, Error> {
-        let path = std::env::var_os(ARGS_ENV).map_or_else(|| PathBuf::from(ARGS_PATH), PathBuf::from);
+        let path =
+            std::env::var_os(ARGS_ENV).map_or_else(|| PathBuf::from(ARGS_PATH), PathBuf::from);
         Self::read(&path)
     }
 
@@ -93,7 +94,11 @@ impl Args {
         serde_path_to_error::deserialize(&self.options).map_err(|e| {
             let at = e.path().to_string();
             Error::Options {
-                pointer: if at == "." { "options".into() } else { format!("options.{at}") },
+                pointer: if at == "." {
+                    "options".into()
+                } else {
+                    format!("options.{at}")
+                },
                 source: e.into_inner(),
             }
         })

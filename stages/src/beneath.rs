@@ -201,7 +201,11 @@ pub fn locate(args: &Args, url: &str) -> Result<Entry, Error> {
             args.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
         },
     })?;
-    let root = Root::open(&input.path, &format!("input {name}"), &format!("input://{name}/"))?;
+    let root = Root::open(
+        &input.path,
+        &format!("input {name}"),
+        &format!("input://{name}/"),
+    )?;
     root.entry(path)
 }
 
@@ -289,7 +293,10 @@ mod tests {
             assert!(matches!(err, Error::Escapes { .. }), "{path}: {err}");
         }
         let err = root.entry("/../x").unwrap_err().to_string();
-        assert_eq!(err, "path /../x escapes the tree through a symlink or \"..\"");
+        assert_eq!(
+            err,
+            "path /../x escapes the tree through a symlink or \"..\""
+        );
     }
 
     #[test]
@@ -332,7 +339,16 @@ mod tests {
         let err = root.entry("/nope/x").unwrap_err().to_string();
         assert_eq!(err, "the parent directory /nope of /nope/x does not exist");
         let err = root.entry("/etc/hostname/x").unwrap_err().to_string();
-        assert_eq!(err, "/etc/hostname is not a directory (or one of its components is not)");
-        assert!(root.entry("/etc/missing").unwrap().lstat().unwrap().is_none());
+        assert_eq!(
+            err,
+            "/etc/hostname is not a directory (or one of its components is not)"
+        );
+        assert!(
+            root.entry("/etc/missing")
+                .unwrap()
+                .lstat()
+                .unwrap()
+                .is_none()
+        );
     }
 }

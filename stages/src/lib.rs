@@ -83,7 +83,10 @@ pub enum Error {
 /// Runs a stage: loads its arguments, calls `run`, and turns an error into
 /// the one `error: ...` line and exit code 1 the engine expects.
 pub fn main(run: fn(&Args) -> anyhow::Result<()>) -> ExitCode {
-    match Args::load().map_err(anyhow::Error::from).and_then(|a| run(&a)) {
+    match Args::load()
+        .map_err(anyhow::Error::from)
+        .and_then(|a| run(&a))
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // The engine shows the last lines of the log; a message that

@@ -53,7 +53,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         //   write with it; cp already refuses a directory over a symlink.
         run_tool(
             Command::new("cp")
-                .args(["-a", "--reflink=auto", "--remove-destination", "--no-target-directory"])
+                .args([
+                    "-a",
+                    "--reflink=auto",
+                    "--remove-destination",
+                    "--no-target-directory",
+                ])
                 .arg(&src)
                 .arg(&dst),
         )

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
 use serde::Deserialize;
@@ -50,7 +50,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
             bail!("mode {:#o} of {} is not a file mode", dir.mode, dir.path);
         }
         if dir.parents {
-            make_parents(&tree, &dir.path)?;
+            make_parents(&tree, &dir.path)
+                .with_context(|| format!("cannot make the parents of {}", dir.path))?;
         }
         if !make(&tree, &dir.path, dir.mode)? && !dir.exist_ok {
             bail!("{} already exists (set exist_ok to accept that)", dir.path);

@@ -79,13 +79,15 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let options: Options = args.options()?;
     let name = &options.filename;
-    let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+    let plain = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
     if !plain || name.is_empty() || name == "." || name == ".." {
         bail!("options.filename: {name:?} is not a plain file name ([A-Za-z0-9._+-]+)");
     }
-    let input = args
-        .input("tree")
-        .ok_or_else(|| anyhow!("the tar stage packs its input named tree, and it was given none"))?;
+    let input = args.input("tree").ok_or_else(|| {
+        anyhow!("the tar stage packs its input named tree, and it was given none")
+    })?;
 
     let tree = Root::tree(args)?;
     let staging = tree.entry(&format!("/.{name}.strata-tmp"))?;
@@ -106,8 +108,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     .map_err(io("cannot create the archive"))?;
     let mut out = File::from(fd);
 
-    let packed = pack(&input.path, args.meta.source_epoch, options.compression, &out)
-        .and_then(|()| digest(&mut out).context("cannot read back the archive"));
+    let packed = pack(
+        &input.path,
+        args.meta.source_epoch,
+        options.compression,
+        &out,
+    )
+    .and_then(|()| digest(&mut out).context("cannot read back the archive"));
     let (size, sha256) = match packed {
         Ok(done) => done,
         Err(e) => {
@@ -145,7 +152,10 @@ fn pack(
 ) -> anyhow::Result<()> {
     let mut tar = tar_command(input, epoch);
     let tar_name = program(&tar);
-    let keep = || out.try_clone().context("cannot duplicate the archive's descriptor");
+    let keep = || {
+        out.try_clone()
+            .context("cannot duplicate the archive's descriptor")
+    };
     tar.stdin(Stdio::null()).stderr(Stdio::piped());
 
     let Some(mut compressor) = compression.command() else {
@@ -184,7 +194,10 @@ fn pack(
     let (tar_done, comp_done) = std::thread::scope(|s| {
         let tar_done = s.spawn(|| tar.wait_with_output());
         let comp_done = compressor.wait_with_output();
-        (tar_done.join().expect("the waiting thread does not panic"), comp_done)
+        (
+            tar_done.join().expect("the waiting thread does not panic"),
+            comp_done,
+        )
     });
     let tar_done = tar_done.with_context(|| format!("cannot wait for {tar_name}"))?;
     let comp_done = comp_done.with_context(|| format!("cannot wait for {comp_name}"))?;
@@ -201,17 +214,15 @@ fn tar_command(input: &Path, epoch: Option<u64>) -> Command {
     let mut directory = OsString::from("--directory=");
     directory.push(input);
     let mut tar = Command::new("tar");
-    tar.args(["--create", "--file=-"])
-        .arg(directory)
-        .args([
-            "--sort=name",
-            "--numeric-owner",
-            "--format=pax",
-            "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-        ]);
+    tar.args(["--create", "--file=-"]).arg(directory).args([
+        "--sort=name",
+        "--numeric-owner",
+        "--format=pax",
+        "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+    ]);
     if let Some(epoch) = epoch {
         tar.arg(format!("--mtime=@{epoch}")).arg("--clamp-mtime");
     }

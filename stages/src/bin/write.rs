@@ -46,7 +46,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
             (Some(text), None) => text.clone().into_bytes(),
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .with_context(|| format!("options.files[{i}].base64 of {} is not base64", file.path))?,
+                .with_context(|| {
+                    format!("options.files[{i}].base64 of {} is not base64", file.path)
+                })?,
             _ => bail!(
                 "options.files[{i}] ({}) needs exactly one of content and base64",
                 file.path
