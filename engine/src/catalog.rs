@@ -22,7 +22,10 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
 ];
 
 /// Built-in runners, by name.
-const BUILTIN_RUNNERS: &[(&str, &str)] = &[("linux", include_str!("../../runners/linux"))];
+const BUILTIN_RUNNERS: &[(&str, &str)] = &[
+    ("linux", include_str!("../../runners/linux")),
+    ("debian", include_str!("../../runners/debian")),
+];
 
 /// What a stage needs from its sandbox, from the schema's `x-strata` key:
 ///
