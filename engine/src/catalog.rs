@@ -88,13 +88,21 @@ impl Needs {
             Some(Value::Bool(true)) => Network::Always,
             Some(v) => match v.get("when-option").and_then(Value::as_str) {
                 Some(p) => Network::WhenOption(p.to_owned()),
-                None => return Err(format!("x-strata.network must be a boolean or {{\"when-option\": POINTER}}, not {v}")),
+                None => {
+                    return Err(format!(
+                        "x-strata.network must be a boolean or {{\"when-option\": POINTER}}, not {v}"
+                    ));
+                }
             },
         };
         let root = match x.get("root").and_then(Value::as_str) {
             None | Some("build") => StageRoot::Build,
             Some("tree") => StageRoot::Tree,
-            Some(other) => return Err(format!("x-strata.root must be \"build\" or \"tree\", not {other:?}")),
+            Some(other) => {
+                return Err(format!(
+                    "x-strata.root must be \"build\" or \"tree\", not {other:?}"
+                ));
+            }
         };
         Ok(Needs { network, root })
     }
@@ -233,7 +241,11 @@ impl Catalog {
         let mut names: Vec<String> = BUILTIN_SCHEMAS.iter().map(|(n, _)| n.to_string()).collect();
         for dir in &self.libdirs {
             if let Ok(entries) = std::fs::read_dir(dir.join("stages")) {
-                names.extend(entries.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+                names.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
             }
         }
         names.sort();
@@ -305,8 +317,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn builtin_schemas_compile() {
+        for (name, text) in BUILTIN_SCHEMAS {
+            let schema: Value =
+                serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            crate::schema::compile(&schema).unwrap_or_else(|e| panic!("{name}: {e}"));
+            Needs::parse(schema.get("x-strata")).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
     fn needs_from_x_strata() {
-        let n = Needs::parse(Some(&serde_json::json!({"network": {"when-option": "/packages"}, "root": "tree"}))).unwrap();
+        let n = Needs::parse(Some(
+            &serde_json::json!({"network": {"when-option": "/packages"}, "root": "tree"}),
+        ))
+        .unwrap();
         assert_eq!(n.root, StageRoot::Tree);
         assert!(!n.network(&serde_json::json!({"packages": []})));
         assert!(n.network(&serde_json::json!({"packages": ["hello"]})));

@@ -132,7 +132,10 @@ fn build(args: BuildArgs) -> i32 {
         Ok(m) => m,
         Err(code) => {
             if args.json {
-                println!("{}", serde_json::json!({"success": false, "error": {"kind": "manifest"}}));
+                println!(
+                    "{}",
+                    serde_json::json!({"success": false, "error": {"kind": "manifest"}})
+                );
             }
             return code;
         }

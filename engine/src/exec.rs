@@ -321,7 +321,11 @@ impl Builder<'_> {
         self.check_exports()?;
         self.store = Some(Store::open(&self.opts.store)?);
         self.fetch_sources()?;
-        let built = self.plan.order.iter().try_for_each(|&pi| self.build_pipeline(pi));
+        let built = self
+            .plan
+            .order
+            .iter()
+            .try_for_each(|&pi| self.build_pipeline(pi));
         if self.committed {
             self.store().sync()?;
         }
@@ -366,7 +370,8 @@ impl Builder<'_> {
                 .fetch(item.ty, &item.checksum, &item.item)
                 .map_err(|e| BuildError::Source(e.to_string()))?;
             if !fetched.cached {
-                self.monitor.source_fetched(item.checksum.as_str(), fetched.bytes);
+                self.monitor
+                    .source_fetched(item.checksum.as_str(), fetched.bytes);
             }
         }
         Ok(())
@@ -377,17 +382,17 @@ impl Builder<'_> {
         let ids = &self.plan.stage_ids[pi];
         let stored = ids.iter().rposition(|id| self.store().has(id));
         // Everything up to the newest stored stage is covered by it.
-        for si in 0..stored.map_or(0, |k| k + 1) {
+        for (si, id) in ids.iter().enumerate().take(stored.map_or(0, |k| k + 1)) {
             let report = StageReport {
-                id: ids[si].clone(),
+                id: id.clone(),
                 ty: p.stages[si].ty.clone(),
                 status: StageStatus::Cached,
-                stored: self.store().has(&ids[si]),
+                stored: self.store().has(id),
                 duration: Duration::ZERO,
-                metadata: self.store().meta(&ids[si]),
+                metadata: self.store().meta(id),
             };
             self.report.stages[pi].push(report);
-            self.monitor.stage_cached(&p.name, si, &p.stages[si].ty, &ids[si]);
+            self.monitor.stage_cached(&p.name, si, &p.stages[si].ty, id);
         }
         if let Some(last) = stored
             && last + 1 == ids.len()
@@ -491,10 +496,17 @@ impl Builder<'_> {
         let mut argv: Vec<OsString> = vec!["/run/strata/runner".into()];
         if let Some(interp) = sandbox::elf_interpreter(&def.exe) {
             mounts.push(Mount::RoBind(interp, "/run/strata/host/ld.so".into()));
-            mounts.push(Mount::RoBind(sandbox::host_libdir(), "/run/strata/host/lib".into()));
+            mounts.push(Mount::RoBind(
+                sandbox::host_libdir(),
+                "/run/strata/host/lib".into(),
+            ));
             argv.extend(
-                ["/run/strata/host/ld.so", "--library-path", "/run/strata/host/lib"]
-                    .map(OsString::from),
+                [
+                    "/run/strata/host/ld.so",
+                    "--library-path",
+                    "/run/strata/host/lib",
+                ]
+                .map(OsString::from),
             );
         }
         argv.push("/run/strata/stage".into());
@@ -510,7 +522,12 @@ impl Builder<'_> {
             let prepared = match (input.ty, input.origin) {
                 (InputType::Tree, Origin::Pipeline) => {
                     let dep = input.references[0].pipeline().expect("checked at load");
-                    let dep = self.m.pipelines.iter().position(|p| p.name == dep).expect("checked");
+                    let dep = self
+                        .m
+                        .pipelines
+                        .iter()
+                        .position(|p| p.name == dep)
+                        .expect("checked");
                     strata_inputs::prepare_tree(name, &self.trees[&dep])
                 }
                 _ => {
@@ -519,7 +536,10 @@ impl Builder<'_> {
                         .iter()
                         .map(|r| {
                             let item = &self.m.sources[&r.id];
-                            (r.id.clone(), self.store().sources().path(item.ty, &item.checksum))
+                            (
+                                r.id.clone(),
+                                self.store().sources().path(item.ty, &item.checksum),
+                            )
                         })
                         .collect();
                     let dest = run.path().join("inputs").join(name);
@@ -557,7 +577,12 @@ impl Builder<'_> {
         let root = match p.build_name() {
             _ if chroot => Root::TreeRw(tree.to_path_buf()),
             Some(build) => {
-                let bi = self.m.pipelines.iter().position(|q| q.name == build).expect("checked");
+                let bi = self
+                    .m
+                    .pipelines
+                    .iter()
+                    .position(|q| q.name == build)
+                    .expect("checked");
                 Root::Tree(self.trees[&bi].clone())
             }
             None => Root::Host(self.host.clone()),
@@ -610,7 +635,12 @@ impl Builder<'_> {
             return Ok(());
         };
         for name in &self.opts.exports {
-            let pi = self.m.pipelines.iter().position(|p| &p.name == name).expect("checked");
+            let pi = self
+                .m
+                .pipelines
+                .iter()
+                .position(|p| &p.name == name)
+                .expect("checked");
             let dest = out.join(name);
             let fail = |detail: String| BuildError::Export {
                 name: name.clone(),

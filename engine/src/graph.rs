@@ -94,5 +94,7 @@ fn find_cycle(g: &DiGraphMap<usize, ()>, pipelines: &[Pipeline]) -> Vec<String> 
         path.push(next);
         cur = next;
     }
-    path.into_iter().map(|i| pipelines[i].name.clone()).collect()
+    path.into_iter()
+        .map(|i| pipelines[i].name.clone())
+        .collect()
 }

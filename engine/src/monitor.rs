@@ -27,21 +27,38 @@ impl Monitor {
 
     /// A source item was downloaded or written.
     pub fn source_fetched(&self, checksum: &str, bytes: u64) {
-        self.say(format_args!("source {}: fetched, {bytes} bytes", short(checksum)));
+        self.say(format_args!(
+            "source {}: fetched, {bytes} bytes",
+            short(checksum)
+        ));
     }
 
     /// A stage was found in the store.
     pub fn stage_cached(&self, pipeline: &str, index: usize, ty: &str, id: &Id) {
-        self.say(format_args!("{pipeline}: stage {index} {ty} [{}] cached", short(id.as_str())));
+        self.say(format_args!(
+            "{pipeline}: stage {index} {ty} [{}] cached",
+            short(id.as_str())
+        ));
     }
 
     /// A stage starts.
     pub fn stage_started(&self, pipeline: &str, index: usize, ty: &str, id: &Id) {
-        self.say(format_args!("{pipeline}: stage {index} {ty} [{}] running", short(id.as_str())));
+        self.say(format_args!(
+            "{pipeline}: stage {index} {ty} [{}] running",
+            short(id.as_str())
+        ));
     }
 
     /// A stage finished successfully.
-    pub fn stage_built(&self, pipeline: &str, index: usize, ty: &str, id: &Id, took: Duration, stored: bool) {
+    pub fn stage_built(
+        &self,
+        pipeline: &str,
+        index: usize,
+        ty: &str,
+        id: &Id,
+        took: Duration,
+        stored: bool,
+    ) {
         self.say(format_args!(
             "{pipeline}: stage {index} {ty} [{}] built in {:.2}s{}",
             short(id.as_str()),

@@ -1,9 +1,9 @@
 //! A manifest with ids: what [`crate::id`] says of each stage, computed in
 //! build order so every referenced pipeline's id is known first.
 
+use crate::graph;
 use crate::id::{Id, InputKey, StageKey};
 use crate::manifest::{Manifest, Origin};
-use crate::graph;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
@@ -29,9 +29,7 @@ impl Plan {
         let mut stage_ids: Vec<Vec<Id>> = vec![Vec::new(); m.pipelines.len()];
         for &pi in &order {
             let p = &m.pipelines[pi];
-            let pipeline_id = |name: &str| -> Option<Id> {
-                stage_ids[index[name]].last().cloned()
-            };
+            let pipeline_id = |name: &str| -> Option<Id> { stage_ids[index[name]].last().cloned() };
             let build = p.build_name().and_then(pipeline_id);
             let mut ids: Vec<Id> = Vec::with_capacity(p.stages.len());
             for stage in &p.stages {

@@ -13,9 +13,15 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 15;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let strata = root.join("target/release/strata");
-    assert!(strata.is_file(), "build first: cargo build --workspace --release (make bench does)");
+    assert!(
+        strata.is_file(),
+        "build first: cargo build --workspace --release (make bench does)"
+    );
     let manifest = root.join("manifests/hello.json");
     let scratch = tempfile::tempdir().unwrap();
 
@@ -26,12 +32,29 @@ fn main() {
             .arg(&manifest)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let reference = || {
         let ok = Command::new("bwrap")
-            .args(["--ro-bind", "/usr", "/usr", "--symlink", "usr/lib64", "/lib64"])
-            .args(["--symlink", "usr/lib", "/lib", "--unshare-all", "--die-with-parent"])
+            .args([
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+            ])
+            .args([
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--unshare-all",
+                "--die-with-parent",
+            ])
             .arg("/usr/bin/true")
             .status()
             .unwrap()
@@ -58,11 +81,24 @@ fn main() {
     let (c, w, r) = (median(&mut cold), median(&mut warm), median(&mut refs));
     println!("strata bench: {RUNS} runs each, alternating, medians");
     println!("  reference (one bare bwrap):   {:>8.2} ms", ms(r));
-    println!("  cold build (5 stages):        {:>8.2} ms   ({:.1}x reference; target <= 100 ms)", ms(c), ratio(c, r));
-    println!("  warm build (all checkpointed): {:>7.2} ms   ({:.2}x reference; target <= 20 ms)", ms(w), ratio(w, r));
+    println!(
+        "  cold build (5 stages):        {:>8.2} ms   ({:.1}x reference; target <= 100 ms)",
+        ms(c),
+        ratio(c, r)
+    );
+    println!(
+        "  warm build (all checkpointed): {:>7.2} ms   ({:.2}x reference; target <= 20 ms)",
+        ms(w),
+        ratio(w, r)
+    );
     match rss_kb {
-        Some(kb) => println!("  engine peak RSS (cold build): {:>8.1} MB   (target <= 50 MB)", kb as f64 / 1024.0),
-        None => println!("  engine peak RSS: not measured (install GNU time: apt-get install time)"),
+        Some(kb) => println!(
+            "  engine peak RSS (cold build): {:>8.1} MB   (target <= 50 MB)",
+            kb as f64 / 1024.0
+        ),
+        None => {
+            println!("  engine peak RSS: not measured (install GNU time: apt-get install time)")
+        }
     }
 }
 
@@ -75,7 +111,12 @@ fn peak_rss_kb(strata: &Path, manifest: &Path, store: &Path) -> Option<u64> {
         .arg(manifest)
         .output()
         .ok()?;
-    String::from_utf8_lossy(&out.stderr).trim().lines().last()?.parse().ok()
+    String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .lines()
+        .last()?
+        .parse()
+        .ok()
 }
 
 fn median(v: &mut [Duration]) -> Duration {

@@ -30,20 +30,36 @@ fn example_builds_to_an_export() {
     let out = env.out();
     let (run, doc) = env.build_json(
         &hello(),
-        &["--export", "tarball", "--export", "content", "--output-directory", out.to_str().unwrap()],
+        &[
+            "--export",
+            "tarball",
+            "--export",
+            "content",
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
     );
     run.success();
     assert_eq!(doc["success"], true);
     let tarball = out.join("tarball/hello.tar.gz");
     let listing = tar_listing(&tarball);
     assert!(listing.contains("./etc/motd"), "{listing}");
-    assert!(listing.contains("./usr/share/doc/hello/README"), "{listing}");
+    assert!(
+        listing.contains("./usr/share/doc/hello/README"),
+        "{listing}"
+    );
     assert!(listing.contains(" 0/0 "), "numeric owners: {listing}");
-    assert!(listing.contains("2023-11-14"), "mtimes clamped to source-epoch: {listing}");
+    assert!(
+        listing.contains("2023-11-14"),
+        "mtimes clamped to source-epoch: {listing}"
+    );
     let readme = std::fs::read_to_string(out.join("content/usr/share/doc/hello/README")).unwrap();
     assert!(readme.starts_with("Hello from strata."));
     let motd = out.join("content/etc/motd");
-    assert_eq!(std::fs::read_to_string(&motd).unwrap(), "Built by strata.\n");
+    assert_eq!(
+        std::fs::read_to_string(&motd).unwrap(),
+        "Built by strata.\n"
+    );
     assert_eq!(std::fs::metadata(&motd).unwrap().mode() & 0o7777, 0o644);
     let tar_meta = &doc["pipelines"][2]["stages"][0]["metadata"];
     assert_eq!(tar_meta["filename"], "hello.tar.gz", "{doc:#}");
@@ -79,7 +95,10 @@ fn warm_store_runs_no_stage() {
         assert!(statuses(&doc, p).iter().all(|s| s == "cached"), "{doc:#}");
     }
     // Metadata survives in the store.
-    assert_eq!(doc["pipelines"][2]["stages"][0]["metadata"]["compression"], "gzip");
+    assert_eq!(
+        doc["pipelines"][2]["stages"][0]["metadata"]["compression"],
+        "gzip"
+    );
 }
 
 #[test]
@@ -91,13 +110,23 @@ fn a_changed_stage_reruns_itself_and_what_follows_only() {
     let out = env.out();
     let (run, doc) = env.build_json(
         &m,
-        &["--checkpoint", "*", "--export", "content", "--output-directory", out.to_str().unwrap()],
+        &[
+            "--checkpoint",
+            "*",
+            "--export",
+            "content",
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
     );
     run.success();
     assert_eq!(statuses(&doc, "base"), ["cached"]);
     assert_eq!(statuses(&doc, "content"), ["cached", "built", "built"]);
     assert_eq!(statuses(&doc, "tarball"), ["built"], "a tree input changed");
-    assert_eq!(std::fs::read_to_string(out.join("content/etc/motd")).unwrap(), "Changed.\n");
+    assert_eq!(
+        std::fs::read_to_string(out.join("content/etc/motd")).unwrap(),
+        "Changed.\n"
+    );
     assert_eq!(env.objects().len(), 5 + 3);
 }
 
@@ -109,14 +138,21 @@ fn resumes_from_the_newest_checkpoint() {
     let first = {
         let run = env.strata(&["inspect", "-"], Some(&m.to_string()));
         let doc: Value = serde_json::from_str(&run.success().stdout()).unwrap();
-        doc["pipelines"][1]["stages"][0]["id"].as_str().unwrap().to_owned()
+        doc["pipelines"][1]["stages"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     env.build_json(&m, &["--checkpoint", &first]).0.success();
-    assert_eq!(env.objects(), [first.clone()]);
+    assert_eq!(env.objects(), std::slice::from_ref(&first));
     let (run, doc) = env.build_json(&m, &["--checkpoint", "content"]);
     run.success();
     assert_eq!(statuses(&doc, "content"), ["cached", "built", "built"]);
-    assert_eq!(statuses(&doc, "base"), ["built"], "base is not stored, so it runs");
+    assert_eq!(
+        statuses(&doc, "base"),
+        ["built"],
+        "base is not stored, so it runs"
+    );
 }
 
 #[test]
@@ -130,7 +166,11 @@ fn checkpoint_patterns() {
         .iter()
         .map(|s| s["stored"].as_bool().unwrap())
         .collect();
-    assert_eq!(stored, [true, false, true], "a stage type selects every stage of it");
+    assert_eq!(
+        stored,
+        [true, false, true],
+        "a stage type selects every stage of it"
+    );
     let (run, _) = env.build_json(&hello(), &["--checkpoint", "tar*", "--checkpoint", "base"]);
     run.success();
     assert_eq!(env.objects().len(), 4);
@@ -141,14 +181,26 @@ fn tarballs_are_byte_identical_across_cold_builds() {
     let mut sums = Vec::new();
     for compression in ["none", "gzip", "xz", "zstd"] {
         let mut m = hello();
-        m["pipelines"][2]["stages"][0]["options"] = json!({"filename": "t.tar", "compression": compression});
+        m["pipelines"][2]["stages"][0]["options"] =
+            json!({"filename": "t.tar", "compression": compression});
         let mut per = Vec::new();
         for _ in 0..2 {
             let env = Env::new();
             let out = env.out();
-            env.build(&m, &["-q", "--export", "tarball", "--output-directory", out.to_str().unwrap()])
-                .success();
-            per.push(sha256_hex(&std::fs::read(out.join("tarball/t.tar")).unwrap()));
+            env.build(
+                &m,
+                &[
+                    "-q",
+                    "--export",
+                    "tarball",
+                    "--output-directory",
+                    out.to_str().unwrap(),
+                ],
+            )
+            .success();
+            per.push(sha256_hex(
+                &std::fs::read(out.join("tarball/t.tar")).unwrap(),
+            ));
         }
         assert_eq!(per[0], per[1], "{compression}");
         sums.push(per[0].clone());
@@ -160,21 +212,41 @@ fn tarballs_are_byte_identical_across_cold_builds() {
 #[test]
 fn a_failing_stage_keeps_nothing_of_itself() {
     let env = Env::new();
-    let lib = env.script_stage("fail", "echo 'first line'\necho 'the reason it failed' >&2\nexit 3", Value::Null);
+    let lib = env.script_stage(
+        "fail",
+        "echo 'first line'\necho 'the reason it failed' >&2\nexit 3",
+        Value::Null,
+    );
     let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [
         {"type": "mkdir", "options": {"paths": [{"path": "/kept"}]}},
         {"type": "fail"}]}]});
-    let (run, doc) = env.build_json(&m, &["--libdir", lib.to_str().unwrap(), "--checkpoint", "*"]);
+    let (run, doc) = env.build_json(
+        &m,
+        &["--libdir", lib.to_str().unwrap(), "--checkpoint", "*"],
+    );
     assert_eq!(run.code(), 1, "{}", run.describe());
     let err = run.stderr();
-    assert!(err.contains("stage 1 (fail) of pipeline `p` failed: exit status 3"), "{err}");
-    assert!(err.contains("the reason it failed"), "log tail in the error: {err}");
+    assert!(
+        err.contains("stage 1 (fail) of pipeline `p` failed: exit status 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the reason it failed"),
+        "log tail in the error: {err}"
+    );
     assert_eq!(doc["success"], false);
     assert_eq!(doc["error"]["stage"]["type"], "fail");
     assert_eq!(doc["error"]["status"], "exit status 3");
-    assert!(doc["error"]["log_tail"].to_string().contains("the reason it failed"));
+    assert!(
+        doc["error"]["log_tail"]
+            .to_string()
+            .contains("the reason it failed")
+    );
     // The checkpoint before it stays; nothing of the failed stage; no tmp.
-    assert_eq!(env.objects(), [doc["pipelines"][0]["stages"][0]["id"].as_str().unwrap()]);
+    assert_eq!(
+        env.objects(),
+        [doc["pipelines"][0]["stages"][0]["id"].as_str().unwrap()]
+    );
     assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
 }
 
@@ -197,12 +269,31 @@ echo ok >> $out
         {"name": "t", "stages": [{"type": "mkdir", "options": {"paths": [{"path": "/x"}]}}]},
         {"name": "p", "stages": [{"type": "probe", "inputs": {"t": {"type": "tree", "origin": "pipeline", "references": ["name:t"]}}}]}]});
     let out = env.out();
-    env.build(&m, &["--libdir", lib.to_str().unwrap(), "--export", "p", "--output-directory", out.to_str().unwrap()])
-        .success();
+    env.build(
+        &m,
+        &[
+            "--libdir",
+            lib.to_str().unwrap(),
+            "--export",
+            "p",
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
+    )
+    .success();
     let report = std::fs::read_to_string(out.join("p/report")).unwrap();
     assert_eq!(report, "ok\n", "no write outside the tree succeeded");
-    assert_eq!(std::fs::read_to_string(out.join("p/root-listing")).unwrap(), "", "host /root is not visible");
-    assert!(!std::fs::read_to_string(out.join("p/shadow")).unwrap().contains("root:"), "no /etc/shadow");
+    assert_eq!(
+        std::fs::read_to_string(out.join("p/root-listing")).unwrap(),
+        "",
+        "host /root is not visible"
+    );
+    assert!(
+        !std::fs::read_to_string(out.join("p/shadow"))
+            .unwrap()
+            .contains("root:"),
+        "no /etc/shadow"
+    );
     assert!(!Path::new("/usr/strata-escape").exists());
     assert!(!Path::new("/etc/strata-escape").exists());
 }
@@ -221,7 +312,11 @@ fn network_only_when_declared() {
     };
     let denied = bash(Value::Null, "connect");
     assert_eq!(denied.code(), 1, "{}", denied.describe());
-    assert!(denied.stderr().contains("Connection refused") || denied.stderr().contains("unreachable"), "{}", denied.stderr());
+    assert!(
+        denied.stderr().contains("Connection refused") || denied.stderr().contains("unreachable"),
+        "{}",
+        denied.stderr()
+    );
     assert!(listener.accept().is_err(), "no connection reached the host");
     let allowed = bash(json!({"network": true}), "connect-net");
     allowed.success();
@@ -239,19 +334,42 @@ fn stages_get_a_cleared_environment_and_their_arguments() {
     );
     let m = json!({"version": "2", "pipelines": [{"name": "p", "source-epoch": 1234, "stages": [{"type": "dump", "options": {"k": 1}}]}]});
     let out = env.out();
-    let (run, doc) = env.build_json(&m, &["--libdir", lib.to_str().unwrap(), "--export", "p", "--output-directory", out.to_str().unwrap()]);
+    let (run, doc) = env.build_json(
+        &m,
+        &[
+            "--libdir",
+            lib.to_str().unwrap(),
+            "--export",
+            "p",
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
+    );
     run.success();
     let vars = std::fs::read_to_string(out.join("p/env")).unwrap();
     let keys: Vec<&str> = vars.lines().map(|l| l.split('=').next().unwrap()).collect();
-    let allowed = ["HOME", "LANG", "PATH", "PWD", "SHLVL", "SOURCE_DATE_EPOCH", "STRATA_STAGE", "_"];
+    let allowed = [
+        "HOME",
+        "LANG",
+        "PATH",
+        "PWD",
+        "SHLVL",
+        "SOURCE_DATE_EPOCH",
+        "STRATA_STAGE",
+        "_",
+    ];
     assert!(keys.iter().all(|k| allowed.contains(k)), "{keys:?}");
     assert!(vars.contains("SOURCE_DATE_EPOCH=1234"));
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(out.join("p/args.json")).unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("p/args.json")).unwrap()).unwrap();
     assert_eq!(args["options"], json!({"k": 1}));
     assert_eq!(args["tree"], "/run/strata/tree");
     assert_eq!(args["meta"]["source-epoch"], 1234);
     assert_eq!(args["meta"]["id"], doc["pipelines"][0]["id"]);
-    assert_eq!(doc["pipelines"][0]["stages"][0]["metadata"], json!({"seen": true}));
+    assert_eq!(
+        doc["pipelines"][0]["stages"][0]["metadata"],
+        json!({"seen": true})
+    );
 }
 
 #[test]
@@ -272,7 +390,11 @@ fn curl_sources_are_fetched_once_and_verified() {
     assert_eq!(server.hits.load(std::sync::atomic::Ordering::SeqCst), 1);
     std::fs::remove_dir_all(&out).unwrap();
     env.build(&m, &args).success();
-    assert_eq!(server.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "cached items are not fetched again");
+    assert_eq!(
+        server.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "cached items are not fetched again"
+    );
     assert!(env.store().join("sources/curl").join(&sum).is_file());
 }
 
@@ -308,10 +430,21 @@ touch -d @1000000000 $t/file
     assert_eq!(f.mode() & 0o7777, 0o4755);
     assert_eq!((f.uid(), f.gid()), (1234, 5678));
     assert_eq!(f.mtime(), 1_000_000_000);
-    assert_eq!(std::fs::metadata(p.join("hardlink")).unwrap().ino(), f.ino());
-    assert_eq!(std::fs::read_link(p.join("symlink")).unwrap(), Path::new("file"));
+    assert_eq!(
+        std::fs::metadata(p.join("hardlink")).unwrap().ino(),
+        f.ino()
+    );
+    assert_eq!(
+        std::fs::read_link(p.join("symlink")).unwrap(),
+        Path::new("file")
+    );
     use std::os::unix::fs::FileTypeExt;
-    assert!(std::fs::symlink_metadata(p.join("fifo")).unwrap().file_type().is_fifo());
+    assert!(
+        std::fs::symlink_metadata(p.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
     let null = std::fs::symlink_metadata(p.join("null")).unwrap();
     assert!(null.file_type().is_char_device());
     assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
@@ -325,7 +458,14 @@ fn interrupt_stops_the_stage_and_keeps_nothing() {
     let lib = env.script_stage("slow", "echo started\nsleep 60", Value::Null);
     let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "slow"}]}]});
     let mut child = std::process::Command::new(crate::support::bin_dir().join("strata"))
-        .args(["build", "-", "--checkpoint", "*", "--libdir", lib.to_str().unwrap()])
+        .args([
+            "build",
+            "-",
+            "--checkpoint",
+            "*",
+            "--libdir",
+            lib.to_str().unwrap(),
+        ])
         .env("STRATA_STORE", env.store())
         .stdin(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -333,7 +473,12 @@ fn interrupt_stops_the_stage_and_keeps_nothing() {
         .unwrap();
     {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(m.to_string().as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(m.to_string().as_bytes())
+            .unwrap();
     }
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
@@ -345,7 +490,10 @@ fn interrupt_stops_the_stage_and_keeps_nothing() {
     )
     .unwrap();
     let status = child.wait().unwrap();
-    assert!(began.elapsed().as_secs() < 20, "the stage was ended, not waited for");
+    assert!(
+        began.elapsed().as_secs() < 20,
+        "the stage was ended, not waited for"
+    );
     assert_eq!(status.code(), Some(130));
     assert!(env.objects().is_empty());
     assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
@@ -359,7 +507,11 @@ fn a_foreign_store_is_refused() {
     let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "mkdir", "options": {"paths": [{"path": "/x"}]}}]}]});
     let run = env.build(&m, &[]);
     assert_eq!(run.code(), 1, "{}", run.describe());
-    assert!(run.stderr().contains("has format `strata-store 0`"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("has format `strata-store 0`"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
@@ -373,6 +525,10 @@ fn inline_sources_feed_files_inputs() {
             "options": {"paths": [{"from": format!("input://f/{sum}"), "to": "tree:///blob"}]}}]}],
         "sources": inline_sources(&[data])});
     let out = env.out();
-    env.build(&m, &["--export", "p", "--output-directory", out.to_str().unwrap()]).success();
+    env.build(
+        &m,
+        &["--export", "p", "--output-directory", out.to_str().unwrap()],
+    )
+    .success();
     assert_eq!(std::fs::read(out.join("p/blob")).unwrap(), data);
 }

@@ -14,7 +14,13 @@ fn ids(doc: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|p| p["stages"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()))
+        .flat_map(|p| {
+            p["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+        })
         .collect()
 }
 
@@ -53,12 +59,18 @@ fn inspect_resolves_references_to_ids() {
     let text = std::fs::read_to_string(repo().join("manifests/hello.json")).unwrap();
     let doc = inspect(&env, &serde_json::from_str(&text).unwrap());
     let content_id = doc["pipelines"][1]["id"].as_str().unwrap();
-    assert_eq!(doc["pipelines"][1]["stages"][2]["id"], content_id, "a pipeline's id is its last stage's");
+    assert_eq!(
+        doc["pipelines"][1]["stages"][2]["id"], content_id,
+        "a pipeline's id is its last stage's"
+    );
     assert_eq!(
         doc["pipelines"][2]["stages"][0]["inputs"]["tree"]["references"][0]["id"],
         content_id
     );
-    assert!(doc["sources"]["inline"]["items"].is_object(), "sources printed back");
+    assert!(
+        doc["sources"]["inline"]["items"].is_object(),
+        "sources printed back"
+    );
 }
 
 fn with_refs(refs: Value) -> Value {
@@ -95,12 +107,18 @@ fn key_order_does_not_matter_but_values_do() {
     let mut m: Value = serde_json::from_str(a).unwrap();
     m["pipelines"][0]["source-epoch"] = json!(6);
     let changed = ids(&inspect(&env, &m));
-    assert!(changed.iter().zip(&base).all(|(x, y)| x != y), "the epoch feeds every stage");
+    assert!(
+        changed.iter().zip(&base).all(|(x, y)| x != y),
+        "the epoch feeds every stage"
+    );
 
     let mut m: Value = serde_json::from_str(a).unwrap();
     m["pipelines"][0]["stages"][0]["options"]["paths"][0]["mode"] = json!(493);
     let changed = ids(&inspect(&env, &m));
-    assert!(changed.iter().zip(&base).all(|(x, y)| x != y), "a change flows downstream");
+    assert!(
+        changed.iter().zip(&base).all(|(x, y)| x != y),
+        "a change flows downstream"
+    );
 }
 
 #[test]

@@ -27,7 +27,10 @@ pub fn bin_dir() -> PathBuf {
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A scratch folder with a store in it.
@@ -38,7 +41,10 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         Env {
-            dir: tempfile::Builder::new().prefix("strata-it-").tempdir().unwrap(),
+            dir: tempfile::Builder::new()
+                .prefix("strata-it-")
+                .tempdir()
+                .unwrap(),
         }
     }
 
@@ -60,12 +66,21 @@ impl Env {
         cmd.args(args)
             .env("STRATA_STORE", self.store())
             .env_remove("NO_COLOR")
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         if let Some(text) = input {
-            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
         }
         Run(child.wait_with_output().unwrap())
     }
@@ -90,7 +105,11 @@ impl Env {
     /// Object ids in the store.
     pub fn objects(&self) -> Vec<String> {
         let mut ids: Vec<String> = std::fs::read_dir(self.store().join("objects"))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         ids.sort();
         ids
@@ -99,7 +118,11 @@ impl Env {
     /// Entries left under STORE/tmp.
     pub fn tmp_entries(&self) -> Vec<String> {
         std::fs::read_dir(self.store().join("tmp"))
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -140,7 +163,12 @@ impl Run {
         String::from_utf8_lossy(&self.0.stdout).into_owned()
     }
     pub fn describe(&self) -> String {
-        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code(), self.stdout(), self.stderr())
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        )
     }
     #[track_caller]
     pub fn success(&self) -> &Run {
@@ -150,7 +178,10 @@ impl Run {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A checksum reference for `data`.
@@ -176,7 +207,11 @@ fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -242,6 +277,10 @@ pub fn tar_listing(path: &Path) -> String {
         .arg(path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

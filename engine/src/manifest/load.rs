@@ -50,14 +50,21 @@ pub fn load(text: &str, origin: &str, catalog: &Catalog) -> Result<Manifest, Man
     {
         let names = cycle.join(" → ");
         diagnostics.push(
-            Diagnostic::at(&doc, "/pipelines", format!("pipelines form a cycle: {names}"))
-                .hint("a pipeline cannot depend, through `build` or a tree input, on itself"),
+            Diagnostic::at(
+                &doc,
+                "/pipelines",
+                format!("pipelines form a cycle: {names}"),
+            )
+            .hint("a pipeline cannot depend, through `build` or a tree input, on itself"),
         );
     }
     if !diagnostics.is_empty() {
         return Err(fail(diagnostics));
     }
-    let raw_sources = doc.get("sources").cloned().unwrap_or_else(|| serde_json::json!({}));
+    let raw_sources = doc
+        .get("sources")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
     Ok(Manifest {
         pipelines,
         sources,
@@ -95,7 +102,9 @@ fn check_schema(doc: &Value) -> Vec<Diagnostic> {
 fn schema_message(e: &jsonschema::ValidationError<'_>) -> String {
     let msg = e.to_string();
     match e.kind() {
-        jsonschema::error::ValidationErrorKind::Format { format } if format.starts_with("strata-") => {
+        jsonschema::error::ValidationErrorKind::Format { format }
+            if format.starts_with("strata-") =>
+        {
             format!("{msg}: the path must stay inside its tree (absolute, no `..`)")
         }
         _ => msg,
@@ -105,7 +114,11 @@ fn schema_message(e: &jsonschema::ValidationError<'_>) -> String {
 fn check_stages(doc: &Value, pipelines: &[Pipeline], catalog: &Catalog, out: &mut Vec<Diagnostic>) {
     for (pi, pipeline) in pipelines.iter().enumerate() {
         if let Err(e) = catalog.runner(pipeline.runner_name()) {
-            out.push(Diagnostic::at(doc, format!("/pipelines/{pi}/runner"), e.to_string()));
+            out.push(Diagnostic::at(
+                doc,
+                format!("/pipelines/{pi}/runner"),
+                e.to_string(),
+            ));
         }
         for (si, stage) in pipeline.stages.iter().enumerate() {
             let at = format!("/pipelines/{pi}/stages/{si}");
@@ -120,8 +133,12 @@ fn check_stages(doc: &Value, pipelines: &[Pipeline], catalog: &Catalog, out: &mu
                         ),
                     };
                     out.push(
-                        Diagnostic::at(doc, format!("{at}/type"), format!("unknown stage type `{name}`"))
-                            .hint(hint),
+                        Diagnostic::at(
+                            doc,
+                            format!("{at}/type"),
+                            format!("unknown stage type `{name}`"),
+                        )
+                        .hint(hint),
                     );
                     continue;
                 }
@@ -180,25 +197,47 @@ fn check_references(
                 Diagnostic::at(
                     doc,
                     format!("/pipelines/{pi}/name"),
-                    format!("duplicate pipeline name `{}` (also pipeline #{first})", p.name),
+                    format!(
+                        "duplicate pipeline name `{}` (also pipeline #{first})",
+                        p.name
+                    ),
                 )
                 .hint("pipeline names must be unique"),
             );
             first_seen.insert(&p.name, first);
         }
     }
+    let empty: Vec<&str> = pipelines
+        .iter()
+        .filter(|p| p.stages.is_empty())
+        .map(|p| p.name.as_str())
+        .collect();
+    let no_tree = |pointer: String, name: &str| {
+        Diagnostic::at(
+            doc,
+            pointer,
+            format!("pipeline `{name}` has no stages, so it has no tree to use"),
+        )
+    };
     let unknown_pipeline = |pointer: String, name: &str| {
         let hint = match closest(name, &names) {
             Some(s) => format!("did you mean `name:{s}`?"),
             None => format!("pipelines in this manifest: {}", names.join(", ")),
         };
-        Diagnostic::at(doc, pointer, format!("reference to unknown pipeline `{name}`")).hint(hint)
+        Diagnostic::at(
+            doc,
+            pointer,
+            format!("reference to unknown pipeline `{name}`"),
+        )
+        .hint(hint)
     };
     for (pi, p) in pipelines.iter().enumerate() {
-        if let Some(build) = p.build_name()
-            && !first_seen.contains_key(build)
-        {
-            out.push(unknown_pipeline(format!("/pipelines/{pi}/build"), build));
+        if let Some(build) = p.build_name() {
+            if !first_seen.contains_key(build) {
+                out.push(unknown_pipeline(format!("/pipelines/{pi}/build"), build));
+            } else if empty.contains(&build) {
+                out.push(no_tree(format!("/pipelines/{pi}/build"), build));
+            }
         }
         for (si, stage) in p.stages.iter().enumerate() {
             for (name, input) in &stage.inputs {
@@ -216,7 +255,9 @@ fn check_references(
                                     origin.as_str()
                                 ),
                             )
-                            .hint("`tree` inputs come from a pipeline, `files` inputs from sources"),
+                            .hint(
+                                "`tree` inputs come from a pipeline, `files` inputs from sources",
+                            ),
                         );
                         continue;
                     }
@@ -246,6 +287,7 @@ fn check_references(
                             Some(n) if !first_seen.contains_key(n) => {
                                 out.push(unknown_pipeline(rat, n))
                             }
+                            Some(n) if empty.contains(&n) => out.push(no_tree(rat, n)),
                             Some(_) => {}
                         },
                         Origin::Source => {
@@ -256,7 +298,9 @@ fn check_references(
                                         rat,
                                         format!("reference to unknown source item `{}`", r.id),
                                     )
-                                    .hint("list the item under `sources` (e.g. sources.inline.items)"),
+                                    .hint(
+                                        "list the item under `sources` (e.g. sources.inline.items)",
+                                    ),
                                 );
                             }
                         }

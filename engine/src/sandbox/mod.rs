@@ -141,7 +141,14 @@ pub fn environment(stage: &str, source_epoch: Option<u64>, network: bool) -> Vec
         env.push(("SOURCE_DATE_EPOCH".into(), epoch.to_string()));
     }
     if network {
-        for key in ["http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"] {
+        for key in [
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+        ] {
             if let Ok(v) = std::env::var(key) {
                 env.push((key.into(), v));
             }
@@ -199,14 +206,32 @@ impl BwrapSpec {
                 if self.network {
                     // The system's own resolv.conf is not the host's; borrow
                     // the host's for the stage's lifetime only.
-                    a.extend(["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"].map(OsString::from));
+                    a.extend(
+                        ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+                            .map(OsString::from),
+                    );
                 }
             }
         }
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&[
-            "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp", "--perms",
-            "1777", "--tmpfs", "/var/tmp", "--tmpfs", "/run", "--perms", "0755", "--dir",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/tmp",
+            "--perms",
+            "1777",
+            "--tmpfs",
+            "/var/tmp",
+            "--tmpfs",
+            "/run",
+            "--perms",
+            "0755",
+            "--dir",
             "/run/strata",
         ]);
         for m in &self.mounts {
@@ -255,7 +280,9 @@ pub fn elf_interpreter(program: &Path) -> Option<PathBuf> {
             let len = usize::try_from(u64_at(ph + 32)?).ok()?;
             let raw = data.get(off..off + len)?;
             let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
-            return Some(PathBuf::from(String::from_utf8_lossy(&raw[..end]).into_owned()));
+            return Some(PathBuf::from(
+                String::from_utf8_lossy(&raw[..end]).into_owned(),
+            ));
         }
     }
     None
@@ -316,7 +343,10 @@ mod tests {
         assert!(!s.contains("resolv.conf"), "no DNS config without network");
         assert!(s.contains("--bind /w/tree /run/strata/tree --ro-bind /w/in /run/strata/inputs/x"));
         assert!(s.ends_with("--remount-ro / --chdir / -- /run/strata/runner /run/strata/stage"));
-        assert!(!s.contains("/root /root"), "the host's /root is never bound");
+        assert!(
+            !s.contains("/root /root"),
+            "the host's /root is never bound"
+        );
     }
 
     #[test]
@@ -347,6 +377,9 @@ mod tests {
     fn environment_is_an_allow_list() {
         let env = environment("mkdir", Some(5), false);
         let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["PATH", "HOME", "LANG", "STRATA_STAGE", "SOURCE_DATE_EPOCH"]);
+        assert_eq!(
+            keys,
+            ["PATH", "HOME", "LANG", "STRATA_STAGE", "SOURCE_DATE_EPOCH"]
+        );
     }
 }

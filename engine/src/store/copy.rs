@@ -20,7 +20,9 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     for entry in WalkDir::new(src).follow_links(false) {
         let entry = entry.map_err(io::Error::other)?;
         let from = entry.path();
-        let rel = from.strip_prefix(src).expect("walkdir stays below its root");
+        let rel = from
+            .strip_prefix(src)
+            .expect("walkdir stays below its root");
         let to = if rel.as_os_str().is_empty() {
             dst.to_path_buf()
         } else {
@@ -42,8 +44,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
             first_link.insert(key, to.clone());
         }
         if ft.is_symlink() {
-            std::os::unix::fs::symlink(fs::read_link(from)?, &to)
-                .map_err(|e| annotate(e, &to))?;
+            std::os::unix::fs::symlink(fs::read_link(from)?, &to).map_err(|e| annotate(e, &to))?;
         } else if ft.is_file() {
             reflink_copy::reflink_or_copy(from, &to).map_err(|e| annotate(e, &to))?;
         } else {
@@ -163,14 +164,17 @@ mod tests {
         let src = tmp.path().join("src");
         std::fs::create_dir_all(src.join("etc/sub")).unwrap();
         std::fs::write(src.join("etc/file"), b"hello").unwrap();
-        std::fs::set_permissions(src.join("etc/file"), std::fs::Permissions::from_mode(0o4751))
-            .unwrap();
+        std::fs::set_permissions(
+            src.join("etc/file"),
+            std::fs::Permissions::from_mode(0o4751),
+        )
+        .unwrap();
         std::os::unix::fs::lchown(src.join("etc/file"), Some(1234), Some(5678)).unwrap();
         std::fs::hard_link(src.join("etc/file"), src.join("etc/sub/link")).unwrap();
         symlink("../file", src.join("etc/sub/sym")).unwrap();
         rustix::fs::mknodat(
             CWD,
-            &src.join("fifo"),
+            src.join("fifo"),
             FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
             0,
@@ -184,10 +188,16 @@ mod tests {
         )
         .unwrap();
         let times = Timestamps {
-            last_access: Timespec { tv_sec: 1000, tv_nsec: 0 },
-            last_modification: Timespec { tv_sec: 2000, tv_nsec: 0 },
+            last_access: Timespec {
+                tv_sec: 1000,
+                tv_nsec: 0,
+            },
+            last_modification: Timespec {
+                tv_sec: 2000,
+                tv_nsec: 0,
+            },
         };
-        rustix::fs::utimensat(CWD, &src.join("etc"), &times, AtFlags::empty()).unwrap();
+        rustix::fs::utimensat(CWD, src.join("etc"), &times, AtFlags::empty()).unwrap();
 
         let dst = tmp.path().join("dst");
         copy_tree(&src, &dst).unwrap();
@@ -208,7 +218,10 @@ mod tests {
                 .file_type()
                 .is_fifo_like()
         );
-        assert_eq!(get_xattr(&dst.join("etc/file"), b"user.strata").unwrap(), b"v");
+        assert_eq!(
+            get_xattr(&dst.join("etc/file"), b"user.strata").unwrap(),
+            b"v"
+        );
         assert_eq!(std::fs::metadata(dst.join("etc")).unwrap().mtime(), 2000);
     }
 

@@ -151,7 +151,13 @@ impl Store {
         tempfile::Builder::new()
             .prefix(&format!("{what}-{}-", std::process::id()))
             .tempdir_in(&tmp)
-            .map_err(|e| io::Error::new(e.kind(), format!("creating a work dir in {}: {e}", tmp.display())).into())
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("creating a work dir in {}: {e}", tmp.display()),
+                )
+                .into()
+            })
     }
 
     /// Commits `tree` (moved, so it must be under tmp/) as the object `id`
@@ -173,18 +179,22 @@ impl Store {
             if log.exists() {
                 fs::copy(log, meta_dir.join("log"))?;
             }
-            fs::write(meta_dir.join("meta.json"), serde_json::to_vec_pretty(meta).expect("json"))?;
+            fs::write(
+                meta_dir.join("meta.json"),
+                serde_json::to_vec_pretty(meta).expect("json"),
+            )?;
             let mut info = info.clone();
             info["id"] = json!(id.as_str());
-            fs::write(meta_dir.join("info.json"), serde_json::to_vec_pretty(&info).expect("json"))?;
+            fs::write(
+                meta_dir.join("info.json"),
+                serde_json::to_vec_pretty(&info).expect("json"),
+            )?;
             match std::fs::rename(&staging, self.object_dir(id)) {
                 Ok(()) => Ok(true),
                 Err(e) if is_exists(&e) => Ok(false),
-                Err(e) => Err(io::Error::new(
-                    e.kind(),
-                    format!("committing object {id}: {e}"),
-                )
-                .into()),
+                Err(e) => {
+                    Err(io::Error::new(e.kind(), format!("committing object {id}: {e}")).into())
+                }
             }
         })();
         if staging.exists() {
