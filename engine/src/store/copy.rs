@@ -164,12 +164,13 @@ mod tests {
         let src = tmp.path().join("src");
         std::fs::create_dir_all(src.join("etc/sub")).unwrap();
         std::fs::write(src.join("etc/file"), b"hello").unwrap();
+        // chown first: it clears the setuid bit.
+        std::os::unix::fs::lchown(src.join("etc/file"), Some(1234), Some(5678)).unwrap();
         std::fs::set_permissions(
             src.join("etc/file"),
             std::fs::Permissions::from_mode(0o4751),
         )
         .unwrap();
-        std::os::unix::fs::lchown(src.join("etc/file"), Some(1234), Some(5678)).unwrap();
         std::fs::hard_link(src.join("etc/file"), src.join("etc/sub/link")).unwrap();
         symlink("../file", src.join("etc/sub/sym")).unwrap();
         rustix::fs::mknodat(
