@@ -2,8 +2,9 @@
 CARGO ?= cargo
 OUT ?= out
 # System tools the stages and tests use: bubblewrap (sandbox), GNU tar and
-# compressors (tar stage), coreutils (copy stage), curl (curl sources).
-DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time
+# compressors (tar stage), coreutils (copy stage), curl (curl sources),
+# mmdebstrap and the archive keyring (bootstrap stage).
+DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring
 
 .PHONY: deps build demo test bench lint
 
@@ -32,8 +33,10 @@ test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
+# The engine (hello.json cold/warm) and the Debian bootstrap against bare mmdebstrap.
 bench: deps build
 	$(CARGO) bench -p strata-tests --bench build
+	$(CARGO) bench -p strata-tests --bench debian
 
 lint:
 	$(CARGO) fmt --all -- --check

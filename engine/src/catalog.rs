@@ -19,6 +19,9 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
     ("write", include_str!("../../schemas/stages/write.json")),
     ("copy", include_str!("../../schemas/stages/copy.json")),
     ("tar", include_str!("../../schemas/stages/tar.json")),
+    ("untar", include_str!("../../schemas/stages/untar.json")),
+    ("bootstrap", include_str!("../../schemas/stages/bootstrap.json")),
+    ("customize", include_str!("../../schemas/stages/customize.json")),
 ];
 
 /// Built-in runners, by name.

@@ -18,6 +18,8 @@ mod args;
 mod beneath;
 mod tool;
 
+pub mod debian;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -3,6 +3,7 @@
 //! so build the workspace first: `make test` does both.
 
 mod build;
+mod debian;
 mod ids;
 mod manifest_errors;
 mod support;

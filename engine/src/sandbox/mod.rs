@@ -198,14 +198,15 @@ impl BwrapSpec {
                 }
                 push(&["--dir", "/root", "--dir", "/var"]);
             }
-            Root::Tree(tree) => {
-                a.extend(["--ro-bind".into(), tree.into(), "/".into()]);
-            }
-            Root::TreeRw(tree) => {
-                a.extend(["--bind".into(), tree.into(), "/".into()]);
+            Root::Tree(tree) | Root::TreeRw(tree) => {
+                let bind = match self.root {
+                    Root::TreeRw(_) => "--bind",
+                    _ => "--ro-bind",
+                };
+                a.extend([bind.into(), tree.into(), "/".into()]);
                 if self.network {
-                    // The system's own resolv.conf is not the host's; borrow
-                    // the host's for the stage's lifetime only.
+                    // A system's own resolv.conf is not the host's (bootstrap
+                    // leaves it empty); borrow the host's for this stage only.
                     a.extend(
                         ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
                             .map(OsString::from),

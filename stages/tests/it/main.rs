@@ -3,8 +3,10 @@
 //! tree, inputs and meta paths are in a temporary folder.
 
 mod copy;
+mod customize;
 mod mkdir;
 mod tar;
+mod untar;
 mod write;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

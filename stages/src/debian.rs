@@ -1,0 +1,551 @@
+//! What Debian stages read from a Debian system: apt's sources, a suite's
+//! Release file, os-release and dpkg's package list.
+//!
+//! ```text
+//!   build root /etc/apt/sources.list          one-line:  deb [signed-by=K] URI SUITE COMP...
+//!              /etc/apt/sources.list.d/*.list  one-line
+//!              /etc/apt/sources.list.d/*.sources  deb822:  Types/URIs/Suites/Components/Signed-By
+//!        └──> [AptSource] ──> the default mirror (first Debian-looking, not -security)
+//!
+//!   MIRROR/dists/SUITE/Release  ──> Components: main contrib ...
+//!   TREE/etc/os-release         ──> {ID: debian, VERSION_CODENAME: bookworm, ...}
+//!   TREE/var/lib/dpkg           ──> dpkg-query ──> [{name, version, architecture}]
+//! ```
+//!
+//! The parsers are pure (text in, values out) so they are tested here; the
+//! few functions that touch files or run programs are thin around them.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use rustix::fs::{FileType, Mode, OFlags};
+use serde::Serialize;
+
+use crate::{Error, Failure, Root};
+
+/// One source of packages, whichever syntax it was written in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AptSource {
+    /// `deb`, `deb-src`.
+    pub types: Vec<String>,
+    pub uris: Vec<String>,
+    pub suites: Vec<String>,
+    pub components: Vec<String>,
+    /// A keyring path (or list of them); inline keys are left out.
+    pub signed_by: Option<String>,
+}
+
+/// deb822 paragraphs: field names lowercased (apt reads them so), values
+/// with continuation lines joined by newlines, comments dropped.
+pub fn parse_deb822(text: &str) -> Vec<BTreeMap<String, String>> {
+    let mut paragraphs = Vec::new();
+    let mut current: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        if line.trim().is_empty() {
+            if !current.is_empty() {
+                paragraphs.push(std::mem::take(&mut current));
+            }
+            last = None;
+            continue;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some(value) = last.as_ref().and_then(|k| current.get_mut(k)) {
+                value.push('\n');
+                value.push_str(line.trim());
+            }
+            continue;
+        }
+        if let Some((key, value)) = line.split_once(':') {
+            let key = key.trim().to_ascii_lowercase();
+            current.insert(key.clone(), value.trim().to_owned());
+            last = Some(key);
+        }
+    }
+    if !current.is_empty() {
+        paragraphs.push(current);
+    }
+    paragraphs
+}
+
+fn words(value: Option<&String>) -> Vec<String> {
+    value
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// A Signed-By value that names files; an inline key block is not one.
+fn keyring_path(value: &str) -> Option<String> {
+    let value = value.trim();
+    value.starts_with('/').then(|| value.to_owned())
+}
+
+/// The stanzas of a deb822 `.sources` file, less those with `Enabled: no`.
+pub fn parse_sources_deb822(text: &str) -> Vec<AptSource> {
+    parse_deb822(text)
+        .into_iter()
+        .filter(|p| {
+            !p.get("enabled")
+                .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        })
+        .map(|p| AptSource {
+            types: words(p.get("types")),
+            uris: words(p.get("uris")),
+            suites: words(p.get("suites")),
+            components: words(p.get("components")),
+            signed_by: p.get("signed-by").and_then(|v| keyring_path(v)),
+        })
+        .filter(|s| !s.uris.is_empty())
+        .collect()
+}
+
+/// The lines of a one-line `sources.list`: `deb [opt=v ...] URI SUITE COMP...`.
+pub fn parse_sources_list(text: &str) -> Vec<AptSource> {
+    let mut sources = Vec::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        let Some((kind, rest)) = line.split_once(char::is_whitespace) else {
+            continue;
+        };
+        if kind != "deb" && kind != "deb-src" {
+            continue;
+        }
+        let mut rest = rest.trim_start();
+        let mut signed_by = None;
+        if let Some(options) = rest.strip_prefix('[') {
+            let Some((options, after)) = options.split_once(']') else {
+                continue;
+            };
+            for option in options.split_whitespace() {
+                if let Some(v) = option.strip_prefix("signed-by=") {
+                    signed_by = keyring_path(v);
+                }
+            }
+            rest = after;
+        }
+        let mut fields = rest.split_whitespace().map(str::to_owned);
+        let (Some(uri), Some(suite)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        sources.push(AptSource {
+            types: vec![kind.to_owned()],
+            uris: vec![uri],
+            suites: vec![suite],
+            components: fields.collect(),
+            signed_by,
+        });
+    }
+    sources
+}
+
+/// Every source apt would read under `etc_apt` (the build root's
+/// `/etc/apt`), in apt's order: `sources.list`, then `sources.list.d`
+/// sorted by name. Files that cannot be read are skipped, as apt warns and
+/// goes on.
+pub fn read_apt_sources(etc_apt: &Path) -> Vec<AptSource> {
+    let mut sources = std::fs::read_to_string(etc_apt.join("sources.list"))
+        .map(|t| parse_sources_list(&t))
+        .unwrap_or_default();
+    let mut names: Vec<_> = std::fs::read_dir(etc_apt.join("sources.list.d"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    names.sort();
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        let Ok(text) = std::fs::read_to_string(etc_apt.join("sources.list.d").join(name)) else {
+            continue;
+        };
+        if name.ends_with(".sources") {
+            sources.extend(parse_sources_deb822(&text));
+        } else if name.ends_with(".list") {
+            sources.extend(parse_sources_list(&text));
+        }
+    }
+    sources
+}
+
+/// Whether `uri` looks like a Debian archive mirror (a `debian...` folder in
+/// its path) rather than a third-party repository; security mirrors, which
+/// hold only `-security` suites, are not.
+pub fn looks_debian(uri: &str) -> bool {
+    let path = uri.split_once("://").map_or(uri, |(_, rest)| {
+        rest.split_once('/').map_or("", |(_, path)| path)
+    });
+    let path = path.trim_end_matches('/');
+    !path.ends_with("-security") && path.split('/').any(|s| s.starts_with("debian"))
+}
+
+/// The first binary Debian mirror among `sources` and the keyring apt
+/// checks it with.
+pub fn default_mirror(sources: &[AptSource]) -> Option<(String, Option<String>)> {
+    let debian_keyring = |s: &AptSource| {
+        s.signed_by
+            .as_deref()
+            .is_some_and(|k| k.contains("debian-archive-keyring"))
+    };
+    sources
+        .iter()
+        .filter(|s| s.types.iter().any(|t| t == "deb"))
+        .flat_map(|s| s.uris.iter().map(move |u| (s, u)))
+        .find(|(s, u)| {
+            looks_debian(u)
+                || (debian_keyring(s) && !u.trim_end_matches('/').ends_with("-security"))
+        })
+        .map(|(s, u)| (u.trim_end_matches('/').to_owned(), s.signed_by.clone()))
+}
+
+/// The keyring the build root's apt uses for `mirror`, if a source names one.
+pub fn signed_by_for(sources: &[AptSource], mirror: &str) -> Option<String> {
+    let mirror = mirror.trim_end_matches('/');
+    sources
+        .iter()
+        .find(|s| s.uris.iter().any(|u| u.trim_end_matches('/') == mirror))
+        .and_then(|s| s.signed_by.clone())
+}
+
+/// The `Components:` of a Release (or InRelease) file.
+pub fn release_components(text: &str) -> Option<Vec<String>> {
+    parse_deb822(text)
+        .into_iter()
+        .find_map(|p| p.get("components").cloned())
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+}
+
+/// `KEY=value` lines of an os-release file, quotes and escapes removed.
+pub fn parse_os_release(text: &str) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        fields.insert(key.trim().to_owned(), unquote(value.trim()));
+    }
+    fields
+}
+
+fn unquote(value: &str) -> String {
+    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        return inner.to_owned();
+    }
+    let inner = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The os-release of the system in `root`: `/etc/os-release` when it is a
+/// regular file, else `/usr/lib/os-release` (where Debian's points).
+/// Symlinks are not followed, so nothing outside the tree is read.
+pub fn read_os_release(root: &Root) -> Result<BTreeMap<String, String>, Error> {
+    for path in ["/etc/os-release", "/usr/lib/os-release"] {
+        if let Some(text) = read_regular(root, path)? {
+            return Ok(parse_os_release(&text));
+        }
+    }
+    Ok(BTreeMap::new())
+}
+
+/// The text of `path` beneath `root` if it is a regular file.
+pub fn read_regular(root: &Root, path: &str) -> Result<Option<String>, Error> {
+    let entry = match root.entry(path) {
+        Ok(e) => e,
+        Err(Error::NoParent { .. } | Error::NotDirectory { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match entry.lstat()? {
+        Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
+        _ => return Ok(None),
+    }
+    let io = |source: std::io::Error| Error::Io {
+        what: "cannot read",
+        path: entry.shown().to_owned(),
+        source,
+    };
+    let fd = rustix::fs::openat(
+        entry.dir(),
+        entry.name(),
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io(e.into()))?;
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    Ok(Some(text))
+}
+
+/// An installed package, as metadata reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub architecture: String,
+}
+
+const DPKG_QUERY_FORMAT: &str = "${db:Status-Status}\t${Package}\t${Version}\t${Architecture}\n";
+
+/// The output of `dpkg-query -W -f DPKG_QUERY_FORMAT`: installed packages
+/// only (not those removed with their configuration kept), sorted by name.
+pub fn parse_dpkg_query(text: &str) -> Vec<Package> {
+    let mut packages: Vec<Package> = text
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split('\t');
+            let (status, name, version, arch) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            (status == "installed").then(|| Package {
+                name: name.to_owned(),
+                version: version.to_owned(),
+                architecture: arch.to_owned(),
+            })
+        })
+        .collect();
+    packages.sort_by(|a, b| (&a.name, &a.architecture).cmp(&(&b.name, &b.architecture)));
+    packages
+}
+
+/// The packages installed in the system at `tree`, read with the build
+/// root's dpkg-query from the tree's dpkg database.
+pub fn installed_packages(tree: &Path) -> Result<Vec<Package>, Failure> {
+    let mut cmd = Command::new("dpkg-query");
+    cmd.arg(format!(
+        "--admindir={}",
+        tree.join("var/lib/dpkg").display()
+    ))
+    .args(["-W", "-f", DPKG_QUERY_FORMAT]);
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .output()
+        .map_err(|e| Failure::spawn("dpkg-query", e))?;
+    Failure::check("dpkg-query", out.status, &out.stderr)?;
+    Ok(parse_dpkg_query(&String::from_utf8_lossy(&out.stdout)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SOURCES: &str = "\
+Types: deb
+# a comment
+URIs: http://127.0.0.1/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://127.0.0.1/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://127.0.0.1/other
+Suites: x
+Enabled: no
+Signed-By:
+ -----BEGIN PGP PUBLIC KEY BLOCK-----
+ .
+ abc
+";
+
+    #[test]
+    fn deb822_sources_are_read_with_their_keyrings() {
+        let s = parse_sources_deb822(SOURCES);
+        assert_eq!(s.len(), 2, "the disabled stanza is left out: {s:?}");
+        assert_eq!(s[0].types, ["deb"]);
+        assert_eq!(s[0].uris, ["http://127.0.0.1/debian"]);
+        assert_eq!(s[0].suites, ["bookworm", "bookworm-updates"]);
+        assert_eq!(s[0].components, ["main"]);
+        assert_eq!(
+            s[0].signed_by.as_deref(),
+            Some("/usr/share/keyrings/debian-archive-keyring.gpg")
+        );
+        let inline = parse_sources_deb822("URIs: http://127.0.0.1/x\nSigned-By:\n -----BEGIN\n");
+        assert_eq!(inline[0].signed_by, None, "an inline key is no path");
+    }
+
+    #[test]
+    fn one_line_sources_are_read_with_their_options() {
+        let s = parse_sources_list(
+            "# comment\n\
+             deb [arch=amd64 signed-by=/usr/share/keyrings/k.gpg] http://127.0.0.1/debian bookworm main contrib # tail\n\
+             deb-src http://127.0.0.1/debian bookworm main\n\
+             deb cdrom:[Debian]/ bookworm main\n\
+             nonsense line\n\
+             deb http://127.0.0.1/flat ./\n",
+        );
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].uris, ["http://127.0.0.1/debian"]);
+        assert_eq!(s[0].components, ["main", "contrib"]);
+        assert_eq!(s[0].signed_by.as_deref(), Some("/usr/share/keyrings/k.gpg"));
+        assert_eq!(s[1].types, ["deb-src"]);
+        assert_eq!(s[3].suites, ["./"]);
+        assert!(s[3].components.is_empty());
+    }
+
+    #[test]
+    fn the_default_mirror_is_the_first_debian_one_not_security() {
+        let mut sources = parse_sources_list(
+            "deb-src http://127.0.0.1/debian-src-only bookworm main\n\
+             deb http://127.0.0.1/debian-security bookworm-security main\n\
+             deb http://127.0.0.1/node nodistro main\n",
+        );
+        assert_eq!(default_mirror(&sources), None);
+        sources.extend(parse_sources_deb822(SOURCES));
+        assert_eq!(
+            default_mirror(&sources),
+            Some((
+                "http://127.0.0.1/debian".into(),
+                Some("/usr/share/keyrings/debian-archive-keyring.gpg".into())
+            ))
+        );
+        let snapshot = parse_sources_list(
+            "deb http://127.0.0.1/archive/debian/20250520T000000Z/ bookworm main\n",
+        );
+        assert_eq!(
+            default_mirror(&snapshot).unwrap().0,
+            "http://127.0.0.1/archive/debian/20250520T000000Z"
+        );
+        let by_keyring = parse_sources_list(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://127.0.0.1:3142/mirror bookworm main\n",
+        );
+        assert_eq!(
+            default_mirror(&by_keyring).unwrap().0,
+            "http://127.0.0.1:3142/mirror"
+        );
+        assert!(!looks_debian("http://127.0.0.1/debian-security/"));
+        assert!(
+            !looks_debian("http://debian.127.0.0.1/ubuntu"),
+            "the host name does not count"
+        );
+    }
+
+    #[test]
+    fn the_keyring_for_a_mirror_is_found_by_uri() {
+        let sources = parse_sources_deb822(SOURCES);
+        assert_eq!(
+            signed_by_for(&sources, "http://127.0.0.1/debian/").as_deref(),
+            Some("/usr/share/keyrings/debian-archive-keyring.gpg")
+        );
+        assert_eq!(signed_by_for(&sources, "http://127.0.0.1/elsewhere"), None);
+    }
+
+    #[test]
+    fn apt_sources_are_read_in_apt_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("sources.list.d")).unwrap();
+        std::fs::write(d.join("sources.list"), "deb http://127.0.0.1/a s main\n").unwrap();
+        std::fs::write(
+            d.join("sources.list.d/b.sources"),
+            "Types: deb\nURIs: http://127.0.0.1/c\nSuites: s\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("sources.list.d/a.list"),
+            "deb http://127.0.0.1/b s main\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("sources.list.d/z.list.disabled"),
+            "deb http://127.0.0.1/z s main\n",
+        )
+        .unwrap();
+        let uris: Vec<_> = read_apt_sources(d)
+            .into_iter()
+            .flat_map(|s| s.uris)
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                "http://127.0.0.1/a",
+                "http://127.0.0.1/b",
+                "http://127.0.0.1/c"
+            ]
+        );
+        assert!(read_apt_sources(&d.join("missing")).is_empty());
+    }
+
+    #[test]
+    fn release_components_are_read_from_release_and_inrelease() {
+        let release = "Origin: Debian\nSuite: stable\nCodename: bookworm\nComponents: main contrib non-free-firmware non-free\nMD5Sum:\n abc 1 main/x\n";
+        assert_eq!(
+            release_components(release).unwrap(),
+            ["main", "contrib", "non-free-firmware", "non-free"]
+        );
+        let inrelease = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n{release}-----BEGIN PGP SIGNATURE-----\n\nxyz\n"
+        );
+        assert_eq!(release_components(&inrelease).unwrap().len(), 4);
+        assert_eq!(release_components("Origin: x\n"), None);
+    }
+
+    #[test]
+    fn os_release_values_lose_their_quotes() {
+        let f = parse_os_release(
+            "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n# c\n\nID=debian\nNAME='Debian'\nX=\"a \\\"b\\\" \\$c\"\n",
+        );
+        assert_eq!(f["PRETTY_NAME"], "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(f["ID"], "debian");
+        assert_eq!(f["NAME"], "Debian");
+        assert_eq!(f["X"], "a \"b\" $c");
+    }
+
+    #[test]
+    fn os_release_is_read_without_following_links_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path();
+        std::fs::create_dir_all(t.join("etc")).unwrap();
+        std::fs::create_dir_all(t.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("/etc/os-release", t.join("etc/os-release")).unwrap();
+        std::fs::write(t.join("usr/lib/os-release"), "ID=strata\n").unwrap();
+        let root = Root::open(t, "the tree", "/").unwrap();
+        assert_eq!(read_os_release(&root).unwrap()["ID"], "strata");
+        let empty = tempfile::tempdir().unwrap();
+        let root = Root::open(empty.path(), "the tree", "/").unwrap();
+        assert!(read_os_release(&root).unwrap().is_empty());
+    }
+
+    #[test]
+    fn dpkg_query_output_keeps_installed_packages_by_name() {
+        let p = parse_dpkg_query(
+            "installed\tzlib1g\t1:1.2.13\tamd64\nconfig-files\told\t1\tamd64\ninstalled\tbase-files\t12.4\tamd64\nbroken line\n",
+        );
+        assert_eq!(
+            p,
+            [
+                Package {
+                    name: "base-files".into(),
+                    version: "12.4".into(),
+                    architecture: "amd64".into()
+                },
+                Package {
+                    name: "zlib1g".into(),
+                    version: "1:1.2.13".into(),
+                    architecture: "amd64".into()
+                },
+            ]
+        );
+    }
+}

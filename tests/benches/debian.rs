@@ -1,0 +1,115 @@
+//! `make bench`, Debian part: the bootstrap stage (manifests/
+//! debian-bookworm-minbase.json's `system` pipeline, checkpointed, cold
+//! store each time) against a bare `mmdebstrap` of the same options, run
+//! alternately in the same invocation; medians. Then a warm re-run, and the
+//! size of the system tarball.
+//!
+//! Targets (issue 3): strata ≤ 1.10 × bare mmdebstrap cold; warm ≤ 50 ms.
+//! `STRATA_BENCH_RUNS` sets the number of alternations (default 3).
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let strata = root.join("target/release/strata");
+    assert!(strata.is_file(), "build first: cargo build --workspace --release (make bench does)");
+    let runs: usize = std::env::var("STRATA_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let scratch = tempfile::tempdir().unwrap();
+
+    // Only the bootstrap pipeline: the tarball is measured separately.
+    let text = std::fs::read_to_string(root.join("manifests/debian-bookworm-minbase.json")).unwrap();
+    let mut full: Value = serde_json::from_str(&text).unwrap();
+    let mut system = full.clone();
+    system["pipelines"].as_array_mut().unwrap().truncate(1);
+    let system_path = scratch.path().join("system.json");
+    std::fs::write(&system_path, system.to_string()).unwrap();
+    let mirror = host_mirror().expect("a deb mirror in this machine's apt sources");
+
+    let strata_build = |store: &Path, manifest: &Path, extra: &[&str]| {
+        let out = Command::new(&strata)
+            .args(["build", "-q", "--checkpoint", "*", "--store"])
+            .arg(store)
+            .args(extra)
+            .arg(manifest)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let bare = |target: &Path| {
+        let out = Command::new("mmdebstrap")
+            .args(["--quiet", "--mode=root", "--variant=minbase", "--architectures=amd64", "--components=main", "bookworm"])
+            .arg(target)
+            .arg(&mirror)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let target = scratch.path().join(format!("bare-{i}"));
+        let t = Instant::now();
+        bare(&target);
+        theirs.push(t.elapsed());
+        std::fs::remove_dir_all(&target).unwrap();
+
+        let store = scratch.path().join(format!("store-{i}"));
+        let t = Instant::now();
+        strata_build(&store, &system_path, &[]);
+        ours.push(t.elapsed());
+        if i + 1 < runs {
+            std::fs::remove_dir_all(&store).unwrap();
+        }
+    }
+    let warm_store = scratch.path().join(format!("store-{}", runs - 1));
+    let mut warm: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            strata_build(&warm_store, &system_path, &[]);
+            t.elapsed()
+        })
+        .collect();
+
+    // The system tarball, from the same store (bootstrap cached).
+    full["pipelines"][1]["stages"][0]["options"]["compression"] = "zstd".into();
+    let full_path = scratch.path().join("full.json");
+    std::fs::write(&full_path, full.to_string()).unwrap();
+    let out = scratch.path().join("out");
+    strata_build(&warm_store, &full_path, &["--export", "tarball", "--output-directory", out.to_str().unwrap()]);
+    let size = std::fs::metadata(out.join("tarball/system.tar.zst")).unwrap().len();
+
+    let (o, t, w) = (median(&mut ours), median(&mut theirs), median(&mut warm));
+    println!("strata debian bench: {runs} alternations, medians");
+    println!("  bare mmdebstrap (minbase):     {:>8.2} s", t.as_secs_f64());
+    println!("  strata bootstrap stage (cold): {:>8.2} s   ({:.3}x bare; target <= 1.10x)", o.as_secs_f64(), o.as_secs_f64() / t.as_secs_f64());
+    println!("  strata warm re-run:            {:>8.2} ms  (target <= 50 ms)", w.as_secs_f64() * 1000.0);
+    println!("  system tarball (zstd):         {:>8.1} MB", size as f64 / 1e6);
+}
+
+/// The first deb URI in this machine's apt sources (deb822 or one-line).
+fn host_mirror() -> Option<String> {
+    let mut texts = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        let mut paths: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        texts.extend(paths.iter().filter_map(|p| std::fs::read_to_string(p).ok()));
+    }
+    texts.extend(std::fs::read_to_string("/etc/apt/sources.list").ok());
+    texts.iter().flat_map(|t| t.lines()).find_map(|l| {
+        let l = l.trim();
+        if let Some(uris) = l.strip_prefix("URIs:") {
+            return uris.split_whitespace().next().map(str::to_owned);
+        }
+        let mut words = l.strip_prefix("deb ")?.split_whitespace().skip_while(|w| w.starts_with('['));
+        words.next().map(str::to_owned)
+    })
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
