@@ -20,8 +20,14 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
     ("copy", include_str!("../../schemas/stages/copy.json")),
     ("tar", include_str!("../../schemas/stages/tar.json")),
     ("untar", include_str!("../../schemas/stages/untar.json")),
-    ("bootstrap", include_str!("../../schemas/stages/bootstrap.json")),
-    ("customize", include_str!("../../schemas/stages/customize.json")),
+    (
+        "bootstrap",
+        include_str!("../../schemas/stages/bootstrap.json"),
+    ),
+    (
+        "customize",
+        include_str!("../../schemas/stages/customize.json"),
+    ),
 ];
 
 /// Built-in runners, by name.

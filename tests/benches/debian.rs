@@ -13,14 +13,24 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let strata = root.join("target/release/strata");
-    assert!(strata.is_file(), "build first: cargo build --workspace --release (make bench does)");
-    let runs: usize = std::env::var("STRATA_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    assert!(
+        strata.is_file(),
+        "build first: cargo build --workspace --release (make bench does)"
+    );
+    let runs: usize = std::env::var("STRATA_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let scratch = tempfile::tempdir().unwrap();
 
     // Only the bootstrap pipeline: the tarball is measured separately.
-    let text = std::fs::read_to_string(root.join("manifests/debian-bookworm-minbase.json")).unwrap();
+    let text =
+        std::fs::read_to_string(root.join("manifests/debian-bookworm-minbase.json")).unwrap();
     let mut full: Value = serde_json::from_str(&text).unwrap();
     let mut system = full.clone();
     system["pipelines"].as_array_mut().unwrap().truncate(1);
@@ -36,17 +46,32 @@ fn main() {
             .arg(manifest)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let bare = |target: &Path| {
         let out = Command::new("mmdebstrap")
-            .args(["--quiet", "--mode=root", "--variant=minbase", "--architectures=amd64", "--components=main", "bookworm"])
+            .args([
+                "--quiet",
+                "--mode=root",
+                "--variant=minbase",
+                "--architectures=amd64",
+                "--components=main",
+                "bookworm",
+            ])
             .arg(target)
             .arg(&mirror)
             .env("SOURCE_DATE_EPOCH", "1700000000")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
 
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -79,15 +104,39 @@ fn main() {
     let full_path = scratch.path().join("full.json");
     std::fs::write(&full_path, full.to_string()).unwrap();
     let out = scratch.path().join("out");
-    strata_build(&warm_store, &full_path, &["--export", "tarball", "--output-directory", out.to_str().unwrap()]);
-    let size = std::fs::metadata(out.join("tarball/system.tar.zst")).unwrap().len();
+    strata_build(
+        &warm_store,
+        &full_path,
+        &[
+            "--export",
+            "tarball",
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
+    );
+    let size = std::fs::metadata(out.join("tarball/system.tar.zst"))
+        .unwrap()
+        .len();
 
     let (o, t, w) = (median(&mut ours), median(&mut theirs), median(&mut warm));
     println!("strata debian bench: {runs} alternations, medians");
-    println!("  bare mmdebstrap (minbase):     {:>8.2} s", t.as_secs_f64());
-    println!("  strata bootstrap stage (cold): {:>8.2} s   ({:.3}x bare; target <= 1.10x)", o.as_secs_f64(), o.as_secs_f64() / t.as_secs_f64());
-    println!("  strata warm re-run:            {:>8.2} ms  (target <= 50 ms)", w.as_secs_f64() * 1000.0);
-    println!("  system tarball (zstd):         {:>8.1} MB", size as f64 / 1e6);
+    println!(
+        "  bare mmdebstrap (minbase):     {:>8.2} s",
+        t.as_secs_f64()
+    );
+    println!(
+        "  strata bootstrap stage (cold): {:>8.2} s   ({:.3}x bare; target <= 1.10x)",
+        o.as_secs_f64(),
+        o.as_secs_f64() / t.as_secs_f64()
+    );
+    println!(
+        "  strata warm re-run:            {:>8.2} ms  (target <= 50 ms)",
+        w.as_secs_f64() * 1000.0
+    );
+    println!(
+        "  system tarball (zstd):         {:>8.1} MB",
+        size as f64 / 1e6
+    );
 }
 
 /// The first deb URI in this machine's apt sources (deb822 or one-line).
@@ -104,7 +153,10 @@ fn host_mirror() -> Option<String> {
         if let Some(uris) = l.strip_prefix("URIs:") {
             return uris.split_whitespace().next().map(str::to_owned);
         }
-        let mut words = l.strip_prefix("deb ")?.split_whitespace().skip_while(|w| w.starts_with('['));
+        let mut words = l
+            .strip_prefix("deb ")?
+            .split_whitespace()
+            .skip_while(|w| w.starts_with('['));
         words.next().map(str::to_owned)
     })
 }

@@ -16,7 +16,12 @@ fn manifest(name: &str) -> Value {
 /// Builds `m` exporting `exports`, everything checkpointed; returns the --json document.
 fn build(env: &Env, m: &Value, exports: &[&str]) -> Value {
     let out = env.out();
-    let mut args = vec!["--checkpoint", "*", "--output-directory", out.to_str().unwrap()];
+    let mut args = vec![
+        "--checkpoint",
+        "*",
+        "--output-directory",
+        out.to_str().unwrap(),
+    ];
     for e in exports {
         args.extend(["--export", e]);
     }
@@ -26,7 +31,12 @@ fn build(env: &Env, m: &Value, exports: &[&str]) -> Value {
 }
 
 fn stage<'a>(doc: &'a Value, pipeline: &str, index: usize) -> &'a Value {
-    let p = doc["pipelines"].as_array().unwrap().iter().find(|p| p["name"] == pipeline).unwrap();
+    let p = doc["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == pipeline)
+        .unwrap();
     &p["stages"][index]
 }
 
@@ -37,7 +47,14 @@ fn statuses(doc: &Value) -> Vec<(String, String)> {
         .iter()
         .flat_map(|p| {
             p["stages"].as_array().unwrap().iter().map(move |s| {
-                (format!("{}/{}", p["name"].as_str().unwrap(), s["type"].as_str().unwrap()), s["status"].as_str().unwrap().to_owned())
+                (
+                    format!(
+                        "{}/{}",
+                        p["name"].as_str().unwrap(),
+                        s["type"].as_str().unwrap()
+                    ),
+                    s["status"].as_str().unwrap().to_owned(),
+                )
             })
         })
         .collect()
@@ -47,7 +64,13 @@ fn statuses(doc: &Value) -> Vec<(String, String)> {
 fn unpack(tarball: &Path, into: &Path) -> PathBuf {
     std::fs::create_dir_all(into).unwrap();
     let ok = Command::new("tar")
-        .args(["--extract", "--numeric-owner", "--same-owner", "--preserve-permissions", "--file"])
+        .args([
+            "--extract",
+            "--numeric-owner",
+            "--same-owner",
+            "--preserve-permissions",
+            "--file",
+        ])
         .arg(tarball)
         .arg("--directory")
         .arg(into)
@@ -63,12 +86,33 @@ fn run_in(root: &Path, argv: &[&str]) -> String {
     let out = Command::new("bwrap")
         .arg("--bind")
         .arg(root)
-        .args(["/", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--unshare-all", "--die-with-parent"])
-        .args(["--clearenv", "--setenv", "PATH", "/usr/sbin:/usr/bin:/sbin:/bin", "--"])
+        .args([
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--unshare-all",
+            "--die-with-parent",
+        ])
+        .args([
+            "--clearenv",
+            "--setenv",
+            "PATH",
+            "/usr/sbin:/usr/bin:/sbin:/bin",
+            "--",
+        ])
         .args(argv)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{argv:?} in {}: {}", root.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{argv:?} in {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -78,11 +122,25 @@ fn read(root: &Path, rel: &str) -> String {
 
 fn assert_no_apt_leftovers(root: &Path) {
     let lists: Vec<String> = std::fs::read_dir(root.join("var/lib/apt/lists"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(lists.iter().all(|n| n == "partial" || n == "lock" || n == "auxfiles"), "apt lists left: {lists:?}");
+    assert!(
+        lists
+            .iter()
+            .all(|n| n == "partial" || n == "lock" || n == "auxfiles"),
+        "apt lists left: {lists:?}"
+    );
     let archives: Vec<String> = std::fs::read_dir(root.join("var/cache/apt/archives"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.ends_with(".deb")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".deb"))
+                .collect()
+        })
         .unwrap_or_default();
     assert!(archives.is_empty(), "apt archives left: {archives:?}");
     for bin in ["pkgcache.bin", "srcpkgcache.bin"] {
@@ -95,7 +153,13 @@ fn package_names(doc: &Value) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| format!("{} {}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
         .collect()
 }
 
@@ -114,23 +178,42 @@ fn minbase_system_tarball_is_a_working_reproducible_system() {
     let sources = read(&root, "etc/apt/sources.list.d/debian.sources");
     assert!(sources.contains("Suites: bookworm"), "{sources}");
     assert!(sources.contains("Types: deb"), "{sources}");
-    assert!(sources.contains("Signed-By:"), "use_signed_by defaults to true: {sources}");
-    assert!(!root.join("etc/apt/sources.list").exists() || read(&root, "etc/apt/sources.list").trim().is_empty());
+    assert!(
+        sources.contains("Signed-By:"),
+        "use_signed_by defaults to true: {sources}"
+    );
+    assert!(
+        !root.join("etc/apt/sources.list").exists()
+            || read(&root, "etc/apt/sources.list").trim().is_empty()
+    );
     assert!(!root.join("etc/hostname").exists(), "no /etc/hostname");
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv = std::fs::read_to_string(root.join("etc/resolv.conf")).unwrap_or_default();
-    assert!(host_resolv.is_empty() || resolv != host_resolv, "resolv.conf must not be the host's");
+    assert!(
+        host_resolv.is_empty() || resolv != host_resolv,
+        "resolv.conf must not be the host's"
+    );
 
     let meta = &stage(&doc, "system", 0)["metadata"];
-    assert_eq!(meta["os-release"]["VERSION_CODENAME"], "bookworm", "{meta:#}");
+    assert_eq!(
+        meta["os-release"]["VERSION_CODENAME"], "bookworm",
+        "{meta:#}"
+    );
     let packages = package_names(&doc);
-    assert!(packages.iter().any(|p| p.starts_with("base-files ")), "{packages:?}");
+    assert!(
+        packages.iter().any(|p| p.starts_with("base-files ")),
+        "{packages:?}"
+    );
     assert!(meta["packages"][0]["architecture"].is_string());
 
     // Warm: nothing runs.
     let (run, warm) = env.build_json(&m, &["--checkpoint", "*"]);
     run.success();
-    assert!(statuses(&warm).iter().all(|(_, s)| s == "cached"), "{:?}", statuses(&warm));
+    assert!(
+        statuses(&warm).iter().all(|(_, s)| s == "cached"),
+        "{:?}",
+        statuses(&warm)
+    );
     assert!(!run.stderr().contains("running"));
 
     // A second cold build with the same source-epoch gives the same bytes.
@@ -139,10 +222,15 @@ fn minbase_system_tarball_is_a_working_reproducible_system() {
     let a = sha256_hex(&std::fs::read(&tarball).unwrap());
     let b = sha256_hex(&std::fs::read(env2.out().join("tarball/system.tar.zst")).unwrap());
     if package_names(&doc) != package_names(&doc2) {
-        eprintln!("the mirror moved between the two builds; compared package lists instead of bytes");
+        eprintln!(
+            "the mirror moved between the two builds; compared package lists instead of bytes"
+        );
         return;
     }
-    assert_eq!(a, b, "two cold builds with one source-epoch give byte-identical tarballs");
+    assert_eq!(
+        a, b,
+        "two cold builds with one source-epoch give byte-identical tarballs"
+    );
 }
 
 #[test]
@@ -157,8 +245,17 @@ fn customize_applies_every_option_and_reruns_alone() {
     assert_eq!(read(&root, "etc/hostname").trim(), "strata-demo");
     assert!(read(&root, "etc/hosts").contains("strata-demo"));
     let passwd = read(&root, "etc/passwd");
-    assert!(passwd.lines().any(|l| l.starts_with("builder:x:1500:") && l.ends_with(":/bin/bash")), "{passwd}");
-    assert!(read(&root, "etc/group").lines().any(|l| l.starts_with("users:") && l.contains("builder")));
+    assert!(
+        passwd
+            .lines()
+            .any(|l| l.starts_with("builder:x:1500:") && l.ends_with(":/bin/bash")),
+        "{passwd}"
+    );
+    assert!(
+        read(&root, "etc/group")
+            .lines()
+            .any(|l| l.starts_with("users:") && l.contains("builder"))
+    );
     assert!(root.join("home/builder").is_dir());
     let wants = root.join("etc/systemd/system/multi-user.target.wants/strata-hello.service");
     assert!(std::fs::symlink_metadata(&wants).is_ok(), "unit enabled");
@@ -170,7 +267,11 @@ fn customize_applies_every_option_and_reruns_alone() {
     let doc = build(&env, &m, &["tarball"]);
     assert_eq!(
         statuses(&doc),
-        [("system/bootstrap".into(), "cached".into()), ("system/customize".into(), "built".into()), ("tarball/tar".into(), "built".into())]
+        [
+            ("system/bootstrap".into(), "cached".into()),
+            ("system/customize".into(), "built".into()),
+            ("tarball/tar".into(), "built".into())
+        ]
     );
 }
 
@@ -180,7 +281,11 @@ fn a_bootstrapped_system_serves_as_build_root() {
     let doc = build(&env, &manifest("debian-build-root.json"), &["tarball"]);
     let root = unpack(&env.out().join("tarball/system.tar.zst"), &env.path("root"));
     assert!(read(&root, "etc/os-release").contains("VERSION_CODENAME=bookworm"));
-    assert!(stage(&doc, "buildroot", 0)["metadata"]["packages"].to_string().contains("\"mmdebstrap\""));
+    assert!(
+        stage(&doc, "buildroot", 0)["metadata"]["packages"]
+            .to_string()
+            .contains("\"mmdebstrap\"")
+    );
     assert!(run_in(&root, &["dpkg", "-l"]).contains("ii  base-files"));
 }
 
@@ -198,17 +303,57 @@ fn bad_bootstrap_options_are_refused_before_anything_runs() {
     let amd64 = json!({"architecture": "amd64"});
     let bookworm = json!({"suite": "bookworm"});
     let cases = [
-        ("unknown variant", opts(json!({"architecture": "amd64", "variant": "tiny"}), bookworm.clone()), "/pipelines/0/stages/0/options/bootstrap_options/variant"),
-        ("missing architecture", opts(json!({"variant": "minbase"}), bookworm.clone()), "/pipelines/0/stages/0/options/bootstrap_options"),
-        ("external signature without keyring", opts(amd64.clone(), json!({"suite": "bookworm", "check_signature_with": "external"})), "/pipelines/0/stages/0/options/bootstrap_repositories/0"),
-        ("keyring file outside the keyring folders", opts(amd64.clone(), json!({"suite": "bookworm", "check_signature_with": "external", "keyring": {"url": "file:///etc/shadow"}})), "/pipelines/0/stages/0/options/bootstrap_repositories/0/keyring/url"),
-        ("keyring file climbing out", opts(amd64.clone(), json!({"suite": "bookworm", "keyring": {"url": "file:///usr/share/keyrings/../../../etc/shadow"}})), "/pipelines/0/stages/0/options/bootstrap_repositories/0/keyring/url"),
-        ("no repository", json!({"bootstrap_options": amd64.clone(), "bootstrap_repositories": []}), "/pipelines/0/stages/0/options/bootstrap_repositories"),
+        (
+            "unknown variant",
+            opts(
+                json!({"architecture": "amd64", "variant": "tiny"}),
+                bookworm.clone(),
+            ),
+            "/pipelines/0/stages/0/options/bootstrap_options/variant",
+        ),
+        (
+            "missing architecture",
+            opts(json!({"variant": "minbase"}), bookworm.clone()),
+            "/pipelines/0/stages/0/options/bootstrap_options",
+        ),
+        (
+            "external signature without keyring",
+            opts(
+                amd64.clone(),
+                json!({"suite": "bookworm", "check_signature_with": "external"}),
+            ),
+            "/pipelines/0/stages/0/options/bootstrap_repositories/0",
+        ),
+        (
+            "keyring file outside the keyring folders",
+            opts(
+                amd64.clone(),
+                json!({"suite": "bookworm", "check_signature_with": "external", "keyring": {"url": "file:///etc/shadow"}}),
+            ),
+            "/pipelines/0/stages/0/options/bootstrap_repositories/0/keyring/url",
+        ),
+        (
+            "keyring file climbing out",
+            opts(
+                amd64.clone(),
+                json!({"suite": "bookworm", "keyring": {"url": "file:///usr/share/keyrings/../../../etc/shadow"}}),
+            ),
+            "/pipelines/0/stages/0/options/bootstrap_repositories/0/keyring/url",
+        ),
+        (
+            "no repository",
+            json!({"bootstrap_options": amd64.clone(), "bootstrap_repositories": []}),
+            "/pipelines/0/stages/0/options/bootstrap_repositories",
+        ),
     ];
     for (name, options, pointer) in cases {
         let run = env.build(&bootstrap(options), &[]);
         assert_eq!(run.code(), 2, "{name}: {}", run.describe());
-        assert!(run.stderr().contains(pointer), "{name}: expected {pointer}\n{}", run.stderr());
+        assert!(
+            run.stderr().contains(pointer),
+            "{name}: expected {pointer}\n{}",
+            run.stderr()
+        );
     }
     assert!(!env.store().exists());
 }
@@ -222,17 +367,26 @@ fn bootstrap_failures_name_the_culprit() {
     let cases = [
         (
             "keyring checksum mismatch",
-            opts(amd64.clone(), json!({"suite": "bookworm", "components": ["main"], "check_signature_with": "external", "keyring": {"url": keyring, "sha256sum": zeros}})),
+            opts(
+                amd64.clone(),
+                json!({"suite": "bookworm", "components": ["main"], "check_signature_with": "external", "keyring": {"url": keyring, "sha256sum": zeros}}),
+            ),
             vec!["debian-archive-keyring.gpg", zeros.as_str()],
         ),
         (
             "suite that does not exist",
-            opts(amd64.clone(), json!({"suite": "bookworm-nonexistent", "components": ["main"]})),
+            opts(
+                amd64.clone(),
+                json!({"suite": "bookworm-nonexistent", "components": ["main"]}),
+            ),
             vec!["bookworm-nonexistent"],
         ),
         (
             "package that does not exist",
-            opts(json!({"architecture": "amd64", "variant": "minbase", "extra_packages": ["strata-no-such-package"]}), json!({"suite": "bookworm", "components": ["main"]})),
+            opts(
+                json!({"architecture": "amd64", "variant": "minbase", "extra_packages": ["strata-no-such-package"]}),
+                json!({"suite": "bookworm", "components": ["main"]}),
+            ),
             vec!["strata-no-such-package"],
         ),
     ];
@@ -242,7 +396,10 @@ fn bootstrap_failures_name_the_culprit() {
         let err = run.stderr();
         let error_part = &err[err.find("error:").unwrap_or(0)..];
         for e in expected {
-            assert!(error_part.contains(e), "{name}: the error names {e}:\n{error_part}");
+            assert!(
+                error_part.contains(e),
+                "{name}: the error names {e}:\n{error_part}"
+            );
         }
     }
     assert_eq!(env.objects(), Vec::<String>::new());
@@ -264,21 +421,51 @@ fn untar_unpacks_and_refuses_members_escaping_the_tree() {
     std::fs::write(work.join("src/etc/issue"), "strata\n").unwrap();
     std::os::unix::fs::symlink("/etc/issue", work.join("src/etc/issue.link")).unwrap();
     let tar = |args: &[&str], dir: &Path| {
-        assert!(Command::new("tar").args(args).current_dir(dir).status().unwrap().success());
+        assert!(
+            Command::new("tar")
+                .args(args)
+                .current_dir(dir)
+                .status()
+                .unwrap()
+                .success()
+        );
     };
-    tar(&["--create", "--zstd", "--file", "../good.tar.zst", "."], &work.join("src"));
+    tar(
+        &["--create", "--zstd", "--file", "../good.tar.zst", "."],
+        &work.join("src"),
+    );
     let good = std::fs::read(work.join("good.tar.zst")).unwrap();
     let out = env.out();
-    env.build(&untar_manifest(&good), &["--export", "p", "--output-directory", out.to_str().unwrap()]).success();
+    env.build(
+        &untar_manifest(&good),
+        &["--export", "p", "--output-directory", out.to_str().unwrap()],
+    )
+    .success();
     assert_eq!(read(&out.join("p"), "etc/issue"), "strata\n");
-    assert_eq!(std::fs::read_link(out.join("p/etc/issue.link")).unwrap(), Path::new("/etc/issue"));
+    assert_eq!(
+        std::fs::read_link(out.join("p/etc/issue.link")).unwrap(),
+        Path::new("/etc/issue")
+    );
 
     // A member with `..` (GNU tar keeps it with --absolute-names).
     std::fs::write(work.join("escape"), "x").unwrap();
-    tar(&["--create", "--absolute-names", "--file", "../evil.tar", "../escape"], &work.join("src"));
+    tar(
+        &[
+            "--create",
+            "--absolute-names",
+            "--file",
+            "../evil.tar",
+            "../escape",
+        ],
+        &work.join("src"),
+    );
     let evil = std::fs::read(work.join("evil.tar")).unwrap();
     let run = env.build(&untar_manifest(&evil), &["--checkpoint", "*"]);
     assert_eq!(run.code(), 1, "{}", run.describe());
-    assert!(run.stderr().contains("../escape"), "the error names the member: {}", run.stderr());
+    assert!(
+        run.stderr().contains("../escape"),
+        "the error names the member: {}",
+        run.stderr()
+    );
     assert!(env.objects().is_empty());
 }
