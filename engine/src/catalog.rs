@@ -41,7 +41,7 @@ const BUILTIN_RUNNERS: &[(&str, &str)] = &[
 /// | key       | values                                                                 |
 /// |-----------|------------------------------------------------------------------------|
 /// | `network` | `true`, or `{"when-option": "/pointer"}`: only when that option is non-empty |
-/// | `root`    | `"build"` (default: the build root, tree at /run/strata/tree) or `"tree"` (the tree itself is `/`, read-write: chroot semantics) |
+/// | `root`    | `"build"` (default: the build root, tree at /run/strata/tree), `"tree"` (the tree itself is `/`, read-write: chroot semantics) or `"build-copy"` (a throw-away writable copy of the build pipeline's tree is `/`; tree at /run/strata/tree) |
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Needs {
     /// When the stage may open network connections.
@@ -70,6 +70,10 @@ pub enum StageRoot {
     Build,
     /// The tree being built, read-write at `/`.
     Tree,
+    /// A throw-away, writable copy of the build pipeline's tree at `/` (the
+    /// tree at /run/strata/tree): for stages that install into their
+    /// environment, such as package builds, without changing the stored one.
+    BuildCopy,
 }
 
 impl Needs {
@@ -107,9 +111,10 @@ impl Needs {
         let root = match x.get("root").and_then(Value::as_str) {
             None | Some("build") => StageRoot::Build,
             Some("tree") => StageRoot::Tree,
+            Some("build-copy") => StageRoot::BuildCopy,
             Some(other) => {
                 return Err(format!(
-                    "x-strata.root must be \"build\" or \"tree\", not {other:?}"
+                    "x-strata.root must be \"build\", \"tree\" or \"build-copy\", not {other:?}"
                 ));
             }
         };

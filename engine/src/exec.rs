@@ -574,18 +574,32 @@ impl Builder<'_> {
         mounts.push(Mount::RoBind(args_path, "/run/strata/args.json".into()));
 
         let network = def.needs.network(&stage.options);
-        let root = match p.build_name() {
-            _ if chroot => Root::TreeRw(tree.to_path_buf()),
-            Some(build) => {
-                let bi = self
-                    .m
-                    .pipelines
-                    .iter()
-                    .position(|q| q.name == build)
-                    .expect("checked");
-                Root::Tree(self.trees[&bi].clone())
+        let build_tree = p.build_name().map(|build| {
+            let bi = self
+                .m
+                .pipelines
+                .iter()
+                .position(|q| q.name == build)
+                .expect("checked");
+            &self.trees[&bi]
+        });
+        let root = match (def.needs.root, build_tree) {
+            (StageRoot::Tree, _) => Root::TreeRw(tree.to_path_buf()),
+            (StageRoot::BuildCopy, Some(env)) => {
+                // The environment may be changed (build-dependencies
+                // installed) but never the stored one: a copy, dropped with `run`.
+                let copy = run.path().join("root");
+                copy_tree(env, &copy).map_err(StoreError::from)?;
+                Root::TreeRw(copy)
             }
-            None => Root::Host(self.host.clone()),
+            (StageRoot::BuildCopy, None) => {
+                return Err(BuildError::Usage(format!(
+                    "stage {si} ({}) of pipeline `{}` needs a build pipeline: its environment",
+                    stage.ty, p.name
+                )));
+            }
+            (StageRoot::Build, Some(env)) => Root::Tree(env.clone()),
+            (StageRoot::Build, None) => Root::Host(self.host.clone()),
         };
         let spec = BwrapSpec {
             root,

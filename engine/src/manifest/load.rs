@@ -147,6 +147,12 @@ fn check_stages(doc: &Value, pipelines: &[Pipeline], catalog: &Catalog, out: &mu
                     continue;
                 }
             };
+            if def.needs.root == crate::catalog::StageRoot::BuildCopy && pipeline.build.is_none() {
+                out.push(
+                    Diagnostic::at(doc, format!("{at}/type"), format!("stage `{}` runs in a copy of its build environment, and this pipeline has none", stage.ty))
+                        .hint("set the pipeline's \"build\" to the pipeline that bootstraps the environment"),
+                );
+            }
             for e in def.validator.iter_errors(&stage.options) {
                 let pointer = format!("{at}/options{}", e.instance_path());
                 out.push(Diagnostic::at(doc, pointer, schema_message(&e)));
