@@ -574,6 +574,7 @@ impl Builder<'_> {
         mounts.push(Mount::RoBind(args_path, "/run/strata/args.json".into()));
 
         let network = def.needs.network(&stage.options);
+        let mut overlay = None;
         let build_tree = p.build_name().map(|build| {
             let bi = self
                 .m
@@ -587,10 +588,19 @@ impl Builder<'_> {
             (StageRoot::Tree, _) => Root::TreeRw(tree.to_path_buf()),
             (StageRoot::BuildCopy, Some(env)) => {
                 // The environment may be changed (build-dependencies
-                // installed) but never the stored one: a copy, dropped with `run`.
-                let copy = run.path().join("root");
-                copy_tree(env, &copy).map_err(StoreError::from)?;
-                Root::TreeRw(copy)
+                // installed) but never the stored one: an overlay whose
+                // upper layer lives in `run` and goes with it.
+                let layers = run.path().join("layers");
+                for dir in ["upper", "work", "root"] {
+                    fs::create_dir_all(layers.join(dir)).map_err(StoreError::from)?;
+                }
+                overlay = Some(sandbox::Overlay {
+                    lower: env.clone(),
+                    upper: layers.join("upper"),
+                    work: layers.join("work"),
+                    merged: layers.join("root"),
+                });
+                Root::TreeRw(layers.join("root"))
             }
             (StageRoot::BuildCopy, None) => {
                 return Err(BuildError::Usage(format!(
@@ -610,7 +620,11 @@ impl Builder<'_> {
         };
         let prefix = format!("{}/{}: ", p.name, stage.ty);
         let started = Instant::now();
-        let outcome = process::run_logged("bwrap", &spec.to_argv(), log, &prefix, self.opts.quiet);
+        let (program, argv) = match &overlay {
+            Some(o) => ("unshare", o.wrap(spec.to_argv())),
+            None => ("bwrap", spec.to_argv()),
+        };
+        let outcome = process::run_logged(program, &argv, log, &prefix, self.opts.quiet);
         let duration = started.elapsed();
         if matches!(outcome, Outcome::Interrupted) {
             return Err(BuildError::Interrupted);

@@ -287,6 +287,41 @@ fn a_bootstrapped_system_serves_as_build_root() {
             .contains("\"mmdebstrap\"")
     );
     assert!(run_in(&root, &["dpkg", "-l"]).contains("ii  base-files"));
+
+    // A stage running in a throw-away copy of that environment changes the
+    // copy, never the stored environment.
+    let lib = env.script_stage(
+        "mutate",
+        "set -e\ntouch /usr/local/bin/strata-mutated\nls /usr/local/bin > /run/strata/tree/seen",
+        json!({"root": "build-copy"}),
+    );
+    let mut m = manifest("debian-build-root.json");
+    m["pipelines"] = json!([m["pipelines"][0].clone(), {"name": "p", "build": "name:buildroot", "stages": [{"type": "mutate"}]}]);
+    let out = env.path("out2");
+    env.build(
+        &m,
+        &[
+            "--libdir",
+            lib.to_str().unwrap(),
+            "--checkpoint",
+            "*",
+            "--export",
+            "p",
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
+    )
+    .success();
+    assert_eq!(read(&out.join("p"), "seen"), "strata-mutated\n");
+    let stored = env
+        .store()
+        .join("objects")
+        .join(stage(&doc, "buildroot", 0)["id"].as_str().unwrap());
+    assert!(stored.join("tree/usr/local/bin").is_dir());
+    assert!(
+        !stored.join("tree/usr/local/bin/strata-mutated").exists(),
+        "the stored environment is untouched"
+    );
 }
 
 fn bootstrap(options: Value) -> Value {

@@ -258,6 +258,46 @@ impl BwrapSpec {
     }
 }
 
+/// A writable overlay over a read-only tree, mounted in a private mount
+/// namespace just for one sandbox: it is gone when the sandbox ends, however
+/// it ends, and the lower tree is never written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Overlay {
+    /// The read-only tree.
+    pub lower: PathBuf,
+    /// Where changes go.
+    pub upper: PathBuf,
+    /// overlayfs's work dir (same filesystem as `upper`).
+    pub work: PathBuf,
+    /// Where the merged tree appears (the sandbox's root).
+    pub merged: PathBuf,
+}
+
+impl Overlay {
+    /// `unshare` arguments that mount the overlay in a new mount namespace
+    /// and then exec `bwrap bwrap_argv…` inside it.
+    pub fn wrap(&self, bwrap_argv: Vec<OsString>) -> Vec<OsString> {
+        const SCRIPT: &str = "mount -t overlay overlay -o \"lowerdir=$1,upperdir=$2,workdir=$3\" \"$4\" && shift 4 && exec bwrap \"$@\"";
+        let mut a: Vec<OsString> = [
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "/bin/sh",
+            "-c",
+            SCRIPT,
+            "strata-overlay",
+        ]
+        .map(OsString::from)
+        .to_vec();
+        for p in [&self.lower, &self.upper, &self.work, &self.merged] {
+            a.push(p.into());
+        }
+        a.extend(bwrap_argv);
+        a
+    }
+}
+
 /// The dynamic loader a program asks for (its ELF `PT_INTERP`), if any.
 ///
 /// Built-in stages are built on the host; started through the host's loader
@@ -364,6 +404,24 @@ mod tests {
         let s = joined(&sp);
         assert!(s.contains("--ro-bind /store/objects/abc/tree / --proc /proc"));
         assert!(!s.contains("--ro-bind /usr /usr"));
+    }
+
+    #[test]
+    fn overlays_mount_in_their_own_namespace() {
+        let o = Overlay {
+            lower: "/s/env".into(),
+            upper: "/t/u".into(),
+            work: "/t/w".into(),
+            merged: "/t/m".into(),
+        };
+        let argv: Vec<String> = o
+            .wrap(vec!["--bind".into()])
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(&argv[..4], ["--mount", "--propagation", "private", "--"]);
+        assert!(argv[6].contains("mount -t overlay") && argv[6].ends_with("exec bwrap \"$@\""));
+        assert_eq!(&argv[8..], ["/s/env", "/t/u", "/t/w", "/t/m", "--bind"]);
     }
 
     #[test]
