@@ -28,6 +28,7 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
         "customize",
         include_str!("../../schemas/stages/customize.json"),
     ),
+    ("build", include_str!("../../schemas/stages/build.json")),
 ];
 
 /// Built-in runners, by name.

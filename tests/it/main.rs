@@ -6,4 +6,5 @@ mod build;
 mod debian;
 mod ids;
 mod manifest_errors;
+mod package;
 mod support;

@@ -1,0 +1,232 @@
+//! Package builds for real: dpkg-buildpackage in a throw-away copy of a
+//! bootstrapped buildd environment, lintian in that environment. One store
+//! for the whole module's story, so the environment is bootstrapped once.
+
+use crate::support::{Env, checksum, inline_sources, repo};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn dist(file: &str) -> Vec<u8> {
+    std::fs::read(repo().join("tests/fixtures/packages/dist").join(file)).unwrap()
+}
+
+fn env_pipeline() -> Value {
+    json!({"name": "env", "runner": "debian", "source-epoch": 1700000000, "stages": [{"type": "bootstrap", "options": {
+        "bootstrap_options": {"architecture": "amd64", "variant": "buildd", "extra_packages": ["debhelper", "lintian"]},
+        "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}]}}]})
+}
+
+/// env → build (the source package `name` through a files input) [→ lint].
+pub fn manifest(name: &str, options: Value, lint: Option<Value>) -> Value {
+    let dsc = dist(&format!("{name}_1.0.dsc"));
+    let tar = dist(&format!("{name}_1.0.tar.xz"));
+    let mut options = options;
+    options["host_architecture"] = json!("amd64");
+    let mut pipelines = vec![
+        env_pipeline(),
+        json!({"name": "build", "build": "name:env", "runner": "debian", "source-epoch": 1700000000, "stages": [{"type": "build",
+            "inputs": {"source": {"type": "files", "origin": "source", "references": [checksum(&dsc), checksum(&tar)]}},
+            "options": options}]}),
+    ];
+    if let Some(lint) = lint {
+        pipelines.push(json!({"name": "lint", "build": "name:env", "runner": "debian", "source-epoch": 1700000000, "stages": [{"type": "lintian",
+            "inputs": {"input": {"type": "tree", "origin": "pipeline", "references": ["name:build"]}},
+            "options": lint}]}));
+    }
+    json!({"version": "2", "pipelines": pipelines, "sources": inline_sources(&[&dsc, &tar])})
+}
+
+fn statuses(doc: &Value) -> Vec<String> {
+    doc["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["stages"].as_array().unwrap().iter().map(move |s| {
+                format!(
+                    "{}:{}",
+                    p["name"].as_str().unwrap(),
+                    s["status"].as_str().unwrap()
+                )
+            })
+        })
+        .collect()
+}
+
+fn build(env: &Env, m: &Value, export: &str) -> (Value, PathBuf) {
+    let out = env.path(&format!(
+        "out-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let (run, doc) = env.build_json(
+        m,
+        &[
+            "--checkpoint",
+            "*",
+            "--export",
+            export,
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
+    );
+    run.success();
+    (doc, out.join(export))
+}
+
+fn deb_field(deb: &Path, field: &str) -> String {
+    let out = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(deb)
+        .arg(field)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn deb_file(deb: &Path, path: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -xO './{path}'",
+            deb.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{path} in {}", deb.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn package_builds_in_a_clean_environment_and_caches() {
+    let env = Env::new();
+
+    // A plain arch:any build.
+    let m = manifest("hello-strata", json!({}), None);
+    let (doc, out) = build(&env, &m, "build");
+    let names = files(&out);
+    let deb = out.join("hello-strata_1.0_amd64.deb");
+    assert!(deb.is_file(), "{names:?}");
+    assert_eq!(deb_field(&deb, "Package"), "hello-strata");
+    assert_eq!(deb_field(&deb, "Version"), "1.0");
+    let changes = std::fs::read_to_string(out.join("hello-strata_1.0_amd64.changes")).unwrap();
+    assert!(changes.contains("hello-strata_1.0_amd64.deb"), "{changes}");
+    assert!(names.iter().any(|n| n.ends_with(".buildinfo")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(".build")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with("_all.deb")),
+        "only arch:any by default: {names:?}"
+    );
+    let meta = &doc["pipelines"][1]["stages"][0]["metadata"];
+    assert_eq!(meta["status"], "success");
+    let pkgs = meta["binary_packages"].as_array().unwrap();
+    assert!(
+        pkgs.iter().any(|p| p["name"] == "hello-strata"
+            && p["version"] == "1.0"
+            && p["architecture"] == "amd64"),
+        "{meta:#}"
+    );
+
+    // Warm: nothing runs.
+    let (run, warm) = env.build_json(&m, &["--checkpoint", "*"]);
+    run.success();
+    assert!(
+        statuses(&warm).iter().all(|s| s.ends_with(":cached")),
+        "{:?}",
+        statuses(&warm)
+    );
+
+    // Only build_options changed: the build reruns, the environment does not.
+    let m = manifest(
+        "hello-strata",
+        json!({"build_options": "nocheck terse", "build_profiles": ["nodoc"], "build_components": ["any", "all", "source"]}),
+        None,
+    );
+    let (doc, out) = build(&env, &m, "build");
+    assert_eq!(statuses(&doc), ["env:cached", "build:built"]);
+    let names = files(&out);
+    assert!(
+        names.contains(&"hello-strata_1.0.dsc".to_owned()),
+        "source built: {names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("hello-strata-doc")),
+        "profile nodoc drops the doc package: {names:?}"
+    );
+    let build_env = deb_file(
+        &out.join("hello-strata_1.0_amd64.deb"),
+        "usr/share/hello-strata/build-env",
+    );
+    assert!(build_env.contains("nocheck terse"), "{build_env}");
+    assert!(build_env.contains("nodoc"), "{build_env}");
+
+    // A binNMU.
+    let m = manifest(
+        "hello-strata",
+        json!({"binnmu": {"changelog": "Rebuild for strata", "suffix": "+b7"}}),
+        None,
+    );
+    let (_, out) = build(&env, &m, "build");
+    let deb = out.join("hello-strata_1.0+b7_amd64.deb");
+    assert!(deb.is_file(), "{:?}", files(&out));
+    assert_eq!(deb_field(&deb, "Version"), "1.0+b7");
+    let changelog = std::fs::read_to_string(out.join("hello-strata_1.0+b7_amd64.changes")).unwrap();
+    assert!(changelog.contains("Rebuild for strata"), "{changelog}");
+
+    // Cross-building without a cross toolchain is refused clearly.
+    let mut m = manifest("hello-strata", json!({"build_architecture": null}), None);
+    m["pipelines"][1]["stages"][0]["options"]["host_architecture"] = json!("arm64");
+    let run = env.build(&m, &["--checkpoint", "*"]);
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    assert!(
+        run.stderr().contains("crossbuild-essential-arm64"),
+        "{}",
+        run.stderr()
+    );
+
+    // Failing builds name the cause and keep nothing of themselves.
+    let before = env.objects().len();
+    for (name, expected) in [
+        ("fails-strata", "strata-fixture: deliberate failure"),
+        ("unmet-strata", "strata-no-such-build-dependency"),
+    ] {
+        let run = env.build(&manifest(name, json!({}), None), &["--checkpoint", "*"]);
+        assert_eq!(run.code(), 1, "{name}: {}", run.describe());
+        let err = run.stderr();
+        let error_part = &err[err.find("error:").unwrap()..];
+        assert!(error_part.contains(expected), "{name}: {error_part}");
+    }
+    assert_eq!(env.objects().len(), before, "failed builds commit nothing");
+    assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
+}
+
+#[test]
+fn a_binnmu_cannot_build_arch_all() {
+    let env = Env::new();
+    let m = manifest(
+        "hello-strata",
+        json!({"binnmu": {"changelog": "x"}, "build_components": ["any", "all"]}),
+        None,
+    );
+    let run = env.build(&m, &[]);
+    assert_eq!(run.code(), 2, "{}", run.describe());
+    assert!(
+        run.stderr().contains("/pipelines/1/stages/0/options"),
+        "{}",
+        run.stderr()
+    );
+}
