@@ -4,7 +4,7 @@ OUT ?= out
 # System tools the stages and tests use: bubblewrap (sandbox), GNU tar and
 # compressors (tar stage), coreutils (copy stage), curl (curl sources),
 # mmdebstrap and the archive keyring (bootstrap stage).
-DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring
+DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev
 
 .PHONY: deps build demo test bench lint
 
@@ -37,6 +37,7 @@ test: deps
 bench: deps build
 	$(CARGO) bench -p strata-tests --bench build
 	$(CARGO) bench -p strata-tests --bench debian
+	$(CARGO) bench -p strata-tests --bench package
 
 lint:
 	$(CARGO) fmt --all -- --check
