@@ -82,7 +82,7 @@ fn main() {
         )
         .unwrap();
         let script = format!(
-            "set -e; cd /src; dpkg-source -x hello-strata_1.0.dsc /build/hello; apt-get update -q; \
+            "set -e; mkdir -p /build; cd /src; dpkg-source -x hello-strata_1.0.dsc /build/hello; apt-get update -q; \
              apt-get build-dep -y -q --no-install-recommends /build/hello; cd /build/hello; \
              DEB_BUILD_OPTIONS=hand{n} dpkg-buildpackage --build=any -us -uc"
         );
