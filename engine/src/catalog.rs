@@ -29,6 +29,7 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
         include_str!("../../schemas/stages/customize.json"),
     ),
     ("build", include_str!("../../schemas/stages/build.json")),
+    ("lintian", include_str!("../../schemas/stages/lintian.json")),
 ];
 
 /// Built-in runners, by name.

@@ -233,3 +233,82 @@ fn a_binnmu_cannot_build_arch_all() {
         run.stderr()
     );
 }
+
+#[test]
+fn lintian_reports_known_tags_and_fails_at_the_asked_severity() {
+    let env = Env::new();
+    let expected: Value = serde_json::from_slice(
+        &std::fs::read(repo().join("tests/fixtures/packages/lint-strata/EXPECTED.json")).unwrap(),
+    )
+    .unwrap();
+    let all = json!({"build_components": ["any", "all", "source"]});
+    let m = manifest(
+        "lint-strata",
+        all.clone(),
+        Some(json!({"fail_on_severity": "none"})),
+    );
+    let (doc, out) = build(&env, &m, "lint");
+    let analysis: Value =
+        serde_json::from_slice(&std::fs::read(out.join("analysis.json")).unwrap()).unwrap();
+    let counts = &analysis["summary"]["tags_count_by_severity"];
+    for (severity, n) in expected.as_object().unwrap() {
+        assert_eq!(&counts[severity], n, "{severity}: {counts:#}");
+    }
+    assert!(
+        analysis["summary"]["overridden_tags_found"]
+            .to_string()
+            .contains("bogus-mail-host"),
+        "{analysis:#}"
+    );
+    assert!(
+        analysis["tags"].as_array().unwrap().iter().any(
+            |t| t["severity"] == "error" && !t["explanation"].as_str().unwrap_or("").is_empty()
+        )
+    );
+    assert!(
+        std::fs::read_to_string(out.join("lintian.txt"))
+            .unwrap()
+            .contains("E: ")
+    );
+    assert_eq!(
+        doc["pipelines"][2]["stages"][0]["metadata"]["tags_count_by_severity"]["error"],
+        expected["error"],
+        "{:#}",
+        doc["pipelines"][2]
+    );
+
+    // fail_on_severity: error and warning fail (the analysis is in the log); the build is reused.
+    for severity in ["error", "warning"] {
+        let m = manifest(
+            "lint-strata",
+            all.clone(),
+            Some(json!({"fail_on_severity": severity})),
+        );
+        let (run, doc) = env.build_json(&m, &["--checkpoint", "*"]);
+        assert_eq!(run.code(), 1, "{severity}: {}", run.describe());
+        assert!(
+            run.stderr().contains("lintian found"),
+            "{severity}: {}",
+            run.stderr()
+        );
+        assert!(
+            run.stderr().contains("bogus-mail-host"),
+            "the analysis is in the log: {}",
+            run.stderr()
+        );
+        assert_eq!(statuses(&doc)[..2], ["env:cached", "build:cached"]);
+    }
+    // Only build_options changed: build and lint rerun, never the environment.
+    let mut opts = all.clone();
+    opts["build_options"] = json!("nocheck");
+    let (doc, _) = build(
+        &env,
+        &manifest(
+            "lint-strata",
+            opts,
+            Some(json!({"fail_on_severity": "none"})),
+        ),
+        "lint",
+    );
+    assert_eq!(statuses(&doc), ["env:cached", "build:built", "lint:built"]);
+}
