@@ -522,13 +522,7 @@ impl Builder<'_> {
             let prepared = match (input.ty, input.origin) {
                 (InputType::Tree, Origin::Pipeline) => {
                     let dep = input.references[0].pipeline().expect("checked at load");
-                    let dep = self
-                        .m
-                        .pipelines
-                        .iter()
-                        .position(|p| p.name == dep)
-                        .expect("checked");
-                    strata_inputs::prepare_tree(name, &self.trees[&dep])
+                    strata_inputs::prepare_tree(name, &self.trees[&self.m.index(dep)])
                 }
                 _ => {
                     let files: Vec<(String, PathBuf)> = input
@@ -575,15 +569,9 @@ impl Builder<'_> {
 
         let network = def.needs.network(&stage.options);
         let mut overlay = None;
-        let build_tree = p.build_name().map(|build| {
-            let bi = self
-                .m
-                .pipelines
-                .iter()
-                .position(|q| q.name == build)
-                .expect("checked");
-            &self.trees[&bi]
-        });
+        let build_tree = p
+            .build_name()
+            .map(|build| &self.trees[&self.m.index(build)]);
         let root = match (def.needs.root, build_tree) {
             (StageRoot::Tree, _) => Root::TreeRw(tree.to_path_buf()),
             (StageRoot::BuildCopy, Some(env)) => {
@@ -663,12 +651,7 @@ impl Builder<'_> {
             return Ok(());
         };
         for name in &self.opts.exports {
-            let pi = self
-                .m
-                .pipelines
-                .iter()
-                .position(|p| &p.name == name)
-                .expect("checked");
+            let pi = self.m.index(name);
             let dest = out.join(name);
             let fail = |detail: String| BuildError::Export {
                 name: name.clone(),

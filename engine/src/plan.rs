@@ -5,7 +5,6 @@ use crate::graph;
 use crate::id::{Id, InputKey, StageKey};
 use crate::manifest::{Manifest, Origin};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 
 /// Ids of a manifest's pipelines and stages.
 #[derive(Debug, Clone)]
@@ -20,16 +19,11 @@ impl Plan {
     /// Computes every id. The manifest must have passed [`crate::manifest::load`].
     pub fn new(m: &Manifest) -> Plan {
         let order = graph::order(&m.pipelines).expect("load rejects cycles");
-        let index: HashMap<&str, usize> = m
-            .pipelines
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
         let mut stage_ids: Vec<Vec<Id>> = vec![Vec::new(); m.pipelines.len()];
         for &pi in &order {
             let p = &m.pipelines[pi];
-            let pipeline_id = |name: &str| -> Option<Id> { stage_ids[index[name]].last().cloned() };
+            let pipeline_id =
+                |name: &str| -> Option<Id> { stage_ids[m.index(name)].last().cloned() };
             let build = p.build_name().and_then(pipeline_id);
             let mut ids: Vec<Id> = Vec::with_capacity(p.stages.len());
             for stage in &p.stages {
@@ -81,13 +75,7 @@ impl Plan {
     /// The manifest printed back with every id, and `name:` references
     /// resolved to ids (what `strata inspect` shows).
     pub fn describe(&self, m: &Manifest) -> Value {
-        let index: HashMap<&str, usize> = m
-            .pipelines
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name.as_str(), i))
-            .collect();
-        let resolve = |name: &str| self.pipeline_id(index[name]).map(Id::to_string);
+        let resolve = |name: &str| self.pipeline_id(m.index(name)).map(Id::to_string);
         let pipelines: Vec<Value> = m
             .pipelines
             .iter()

@@ -34,6 +34,17 @@ pub struct Manifest {
     pub raw_sources: Value,
 }
 
+impl Manifest {
+    /// The index of the pipeline named `name`. Load checked every reference,
+    /// so a name taken from the manifest is always found.
+    pub fn index(&self, name: &str) -> usize {
+        self.pipelines
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or_else(|| panic!("pipeline `{name}` was checked at load"))
+    }
+}
+
 /// One source item, already parsed.
 #[derive(Debug, Clone)]
 pub struct SourceItem {
