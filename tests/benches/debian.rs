@@ -139,26 +139,10 @@ fn main() {
     );
 }
 
-/// The first deb URI in this machine's apt sources (deb822 or one-line).
+/// The mirror the bootstrap stage itself would pick from this machine's apt sources.
 fn host_mirror() -> Option<String> {
-    let mut texts = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut paths: Vec<_> = dir.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        texts.extend(paths.iter().filter_map(|p| std::fs::read_to_string(p).ok()));
-    }
-    texts.extend(std::fs::read_to_string("/etc/apt/sources.list").ok());
-    texts.iter().flat_map(|t| t.lines()).find_map(|l| {
-        let l = l.trim();
-        if let Some(uris) = l.strip_prefix("URIs:") {
-            return uris.split_whitespace().next().map(str::to_owned);
-        }
-        let mut words = l
-            .strip_prefix("deb ")?
-            .split_whitespace()
-            .skip_while(|w| w.starts_with('['));
-        words.next().map(str::to_owned)
-    })
+    let sources = strata_stage::debian::read_apt_sources(Path::new("/etc/apt"));
+    strata_stage::debian::default_mirror(&sources).map(|(uri, _)| uri)
 }
 
 fn median(v: &mut [Duration]) -> Duration {
