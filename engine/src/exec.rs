@@ -466,86 +466,36 @@ impl Builder<'_> {
         let p = &self.m.pipelines[pi];
         let stage = &p.stages[si];
         let id = &self.plan.stage_ids[pi][si];
+        let fail = |outcome: String, log_tail: Vec<String>| {
+            BuildError::Stage(Box::new(StageFailure {
+                pipeline: p.name.clone(),
+                index: si,
+                ty: stage.ty.clone(),
+                id: id.clone(),
+                outcome,
+                log_tail,
+            }))
+        };
         let def = self
             .catalog
             .stage(&stage.ty)
             .map_err(|e| BuildError::Usage(e.to_string()))?;
         self.monitor.stage_started(&p.name, si, &stage.ty, id);
+        // The TempDir removes the run dir (args, inputs, runner, overlay
+        // layers) on every path.
         let run = self.store().work_dir("stage")?;
-        // The TempDir removes the run dir (args, inputs, runner) on every path.
         let bound = run.path().join("run");
         fs::create_dir(&bound).map_err(StoreError::from)?;
-        let mut mounts = vec![Mount::Bind(bound.clone(), "/run/strata".into())];
 
-        let runner_path = match self
-            .catalog
-            .runner(p.runner_name())
-            .map_err(|e| BuildError::Usage(e.to_string()))?
-        {
-            Runner::File(path) => path,
-            Runner::Builtin(text) => {
-                let path = run.path().join("runner");
-                fs::write(&path, text).map_err(StoreError::from)?;
-                fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-                    .map_err(StoreError::from)?;
-                path
-            }
-        };
-        mounts.push(Mount::RoBind(runner_path, "/run/strata/runner".into()));
-        mounts.push(Mount::RoBind(def.exe.clone(), "/run/strata/stage".into()));
-        let mut argv: Vec<OsString> = vec!["/run/strata/runner".into()];
-        if let Some(interp) = sandbox::elf_interpreter(&def.exe) {
-            mounts.push(Mount::RoBind(interp, "/run/strata/host/ld.so".into()));
-            mounts.push(Mount::RoBind(
-                sandbox::host_libdir(),
-                "/run/strata/host/lib".into(),
-            ));
-            argv.extend(
-                [
-                    "/run/strata/host/ld.so",
-                    "--library-path",
-                    "/run/strata/host/lib",
-                ]
-                .map(OsString::from),
-            );
-        }
-        argv.push("/run/strata/stage".into());
+        let (mut mounts, argv) = self.stage_program(pi, &def, run.path())?;
+        mounts.insert(0, Mount::Bind(bound.clone(), "/run/strata".into()));
         let chroot = def.needs.root == StageRoot::Tree;
         let tree_inside = if chroot { "/" } else { "/run/strata/tree" };
         if !chroot {
             mounts.push(Mount::Bind(tree.to_path_buf(), "/run/strata/tree".into()));
         }
-
-        let mut inputs = serde_json::Map::new();
-        for (name, input) in &stage.inputs {
-            let inside = format!("/run/strata/inputs/{name}");
-            let prepared = match (input.ty, input.origin) {
-                (InputType::Tree, Origin::Pipeline) => {
-                    let dep = input.references[0].pipeline().expect("checked at load");
-                    strata_inputs::prepare_tree(name, &self.trees[&self.m.index(dep)])
-                }
-                _ => {
-                    let files: Vec<(String, PathBuf)> = input
-                        .references
-                        .iter()
-                        .map(|r| {
-                            let item = &self.m.sources[&r.id];
-                            (
-                                r.id.clone(),
-                                self.store().sources().path(item.ty, &item.checksum),
-                            )
-                        })
-                        .collect();
-                    let dest = run.path().join("inputs").join(name);
-                    fs::create_dir_all(run.path().join("inputs")).map_err(StoreError::from)?;
-                    strata_inputs::prepare_files(name, &dest, &files)
-                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
-                }
-            };
-            mounts.push(Mount::RoBind(prepared.host_path.clone(), inside.clone()));
-            inputs.insert(name.clone(), json!({"path": inside, "data": prepared.data}));
-        }
-
+        let (input_mounts, inputs) = self.prepare_inputs(pi, si, run.path())?;
+        mounts.extend(input_mounts);
         let args = json!({
             "tree": tree_inside,
             "options": stage.options,
@@ -567,38 +517,8 @@ impl Builder<'_> {
             .map_err(StoreError::from)?;
         mounts.push(Mount::RoBind(args_path, "/run/strata/args.json".into()));
 
+        let (root, overlay) = self.stage_root(pi, si, def.needs.root, tree, run.path())?;
         let network = def.needs.network(&stage.options);
-        let mut overlay = None;
-        let build_tree = p
-            .build_name()
-            .map(|build| &self.trees[&self.m.index(build)]);
-        let root = match (def.needs.root, build_tree) {
-            (StageRoot::Tree, _) => Root::TreeRw(tree.to_path_buf()),
-            (StageRoot::BuildCopy, Some(env)) => {
-                // The environment may be changed (build-dependencies
-                // installed) but never the stored one: an overlay whose
-                // upper layer lives in `run` and goes with it.
-                let layers = run.path().join("layers");
-                for dir in ["upper", "work", "root"] {
-                    fs::create_dir_all(layers.join(dir)).map_err(StoreError::from)?;
-                }
-                overlay = Some(sandbox::Overlay {
-                    lower: env.clone(),
-                    upper: layers.join("upper"),
-                    work: layers.join("work"),
-                    merged: layers.join("root"),
-                });
-                Root::TreeRw(layers.join("root"))
-            }
-            (StageRoot::BuildCopy, None) => {
-                return Err(BuildError::Usage(format!(
-                    "stage {si} ({}) of pipeline `{}` needs a build pipeline: its environment",
-                    stage.ty, p.name
-                )));
-            }
-            (StageRoot::Build, Some(env)) => Root::Tree(env.clone()),
-            (StageRoot::Build, None) => Root::Host(self.host.clone()),
-        };
         let spec = BwrapSpec {
             root,
             mounts,
@@ -606,44 +526,161 @@ impl Builder<'_> {
             env: sandbox::environment(&stage.ty, p.source_epoch, network),
             argv,
         };
-        let prefix = format!("{}/{}: ", p.name, stage.ty);
-        let started = Instant::now();
         let (program, argv) = match &overlay {
             Some(o) => ("unshare", o.wrap(spec.to_argv())),
             None => ("bwrap", spec.to_argv()),
         };
+        let prefix = format!("{}/{}: ", p.name, stage.ty);
+        let started = Instant::now();
         let outcome = process::run_logged(program, &argv, log, &prefix, self.opts.quiet);
         let duration = started.elapsed();
         if matches!(outcome, Outcome::Interrupted) {
             return Err(BuildError::Interrupted);
         }
         if !outcome.success() {
-            return Err(BuildError::Stage(Box::new(StageFailure {
-                pipeline: p.name.clone(),
-                index: si,
-                ty: stage.ty.clone(),
-                id: id.clone(),
-                outcome: outcome.describe(),
-                log_tail: process::tail(log, 20),
-            })));
+            return Err(fail(outcome.describe(), process::tail(log, 20)));
         }
         let meta_path = bound.join("meta.json");
         let meta = if meta_path.exists() {
             let text = fs::read_to_string(&meta_path).map_err(StoreError::from)?;
             serde_json::from_str(&text).map_err(|e| {
-                BuildError::Stage(Box::new(StageFailure {
-                    pipeline: p.name.clone(),
-                    index: si,
-                    ty: stage.ty.clone(),
-                    id: id.clone(),
-                    outcome: format!("it wrote /run/strata/meta.json that is not JSON: {e}"),
-                    log_tail: vec![],
-                }))
+                fail(
+                    format!("it wrote /run/strata/meta.json that is not JSON: {e}"),
+                    vec![],
+                )
             })?
         } else {
             Value::Null
         };
         Ok((meta, duration))
+    }
+
+    /// The runner and the stage program, bound into the sandbox, and the
+    /// command that starts them: built-in (ELF) stages behind the host's
+    /// dynamic loader, so they run in any build root.
+    fn stage_program(
+        &self,
+        pi: usize,
+        def: &crate::catalog::StageDef,
+        run: &Path,
+    ) -> Result<(Vec<Mount>, Vec<OsString>), BuildError> {
+        let runner = self
+            .catalog
+            .runner(self.m.pipelines[pi].runner_name())
+            .map_err(|e| BuildError::Usage(e.to_string()))?;
+        let runner_path = match runner {
+            Runner::File(path) => path,
+            Runner::Builtin(text) => {
+                let path = run.join("runner");
+                fs::write(&path, text).map_err(StoreError::from)?;
+                fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(StoreError::from)?;
+                path
+            }
+        };
+        let mut mounts = vec![
+            Mount::RoBind(runner_path, "/run/strata/runner".into()),
+            Mount::RoBind(def.exe.clone(), "/run/strata/stage".into()),
+        ];
+        let mut argv: Vec<OsString> = vec!["/run/strata/runner".into()];
+        if let Some(interp) = sandbox::elf_interpreter(&def.exe) {
+            mounts.push(Mount::RoBind(interp, "/run/strata/host/ld.so".into()));
+            mounts.push(Mount::RoBind(
+                sandbox::host_libdir(),
+                "/run/strata/host/lib".into(),
+            ));
+            argv.extend(
+                [
+                    "/run/strata/host/ld.so",
+                    "--library-path",
+                    "/run/strata/host/lib",
+                ]
+                .map(OsString::from),
+            );
+        }
+        argv.push("/run/strata/stage".into());
+        Ok((mounts, argv))
+    }
+
+    /// Each input of stage `si` made ready under `run`, as read-only mounts
+    /// at /run/strata/inputs/NAME, and its entry in the arguments document.
+    fn prepare_inputs(
+        &self,
+        pi: usize,
+        si: usize,
+        run: &Path,
+    ) -> Result<(Vec<Mount>, serde_json::Map<String, Value>), BuildError> {
+        let mut mounts = Vec::new();
+        let mut inputs = serde_json::Map::new();
+        for (name, input) in &self.m.pipelines[pi].stages[si].inputs {
+            let inside = format!("/run/strata/inputs/{name}");
+            let prepared = match (input.ty, input.origin) {
+                (InputType::Tree, Origin::Pipeline) => {
+                    let dep = input.references[0].pipeline().expect("checked at load");
+                    strata_inputs::prepare_tree(name, &self.trees[&self.m.index(dep)])
+                }
+                _ => {
+                    let sources = self.store().sources();
+                    let files: Vec<(String, PathBuf)> = input
+                        .references
+                        .iter()
+                        .map(|r| {
+                            let item = &self.m.sources[&r.id];
+                            (r.id.clone(), sources.path(item.ty, &item.checksum))
+                        })
+                        .collect();
+                    fs::create_dir_all(run.join("inputs")).map_err(StoreError::from)?;
+                    strata_inputs::prepare_files(name, &run.join("inputs").join(name), &files)
+                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+                }
+            };
+            mounts.push(Mount::RoBind(prepared.host_path.clone(), inside.clone()));
+            inputs.insert(name.clone(), json!({"path": inside, "data": prepared.data}));
+        }
+        Ok((mounts, inputs))
+    }
+
+    /// What the stage's `/` is, and the overlay to mount first for stages
+    /// that run in a throw-away copy of their environment.
+    fn stage_root(
+        &self,
+        pi: usize,
+        si: usize,
+        needs: StageRoot,
+        tree: &Path,
+        run: &Path,
+    ) -> Result<(Root, Option<sandbox::Overlay>), BuildError> {
+        let p = &self.m.pipelines[pi];
+        let env = p
+            .build_name()
+            .map(|build| &self.trees[&self.m.index(build)]);
+        Ok(match (needs, env) {
+            (StageRoot::Tree, _) => (Root::TreeRw(tree.to_path_buf()), None),
+            (StageRoot::BuildCopy, Some(env)) => {
+                // The environment may be changed (build-dependencies
+                // installed) but never the stored one: an overlay whose
+                // upper layer lives in `run` and goes with it.
+                let layers = run.join("layers");
+                for dir in ["upper", "work", "root"] {
+                    fs::create_dir_all(layers.join(dir)).map_err(StoreError::from)?;
+                }
+                let overlay = sandbox::Overlay {
+                    lower: env.clone(),
+                    upper: layers.join("upper"),
+                    work: layers.join("work"),
+                    merged: layers.join("root"),
+                };
+                (Root::TreeRw(layers.join("root")), Some(overlay))
+            }
+            (StageRoot::BuildCopy, None) => {
+                return Err(BuildError::Usage(format!(
+                    "stage {si} ({}) of pipeline `{}` needs a build pipeline: its environment",
+                    p.stages[si].ty, p.name
+                )));
+            }
+            (StageRoot::Build, Some(env)) => (Root::Tree(env.clone()), None),
+            (StageRoot::Build, None) => (Root::Host(self.host.clone()), None),
+        })
     }
 
     fn export(&mut self) -> Result<(), BuildError> {
