@@ -6,6 +6,8 @@
 //!
 //! Targets (issue 2): cold ≤ 100 ms, warm ≤ 20 ms, engine ≤ 50 MB RSS.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,15 +15,7 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 15;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let strata = root.join("target/release/strata");
-    assert!(
-        strata.is_file(),
-        "build first: cargo build --workspace --release (make bench does)"
-    );
+    let (root, strata) = common::strata();
     let manifest = root.join("manifests/hello.json");
     let scratch = tempfile::tempdir().unwrap();
 
@@ -78,7 +72,11 @@ fn main() {
     }
     let rss_kb = peak_rss_kb(&strata, &manifest, &scratch.path().join("rss"));
 
-    let (c, w, r) = (median(&mut cold), median(&mut warm), median(&mut refs));
+    let (c, w, r) = (
+        common::median(&mut cold),
+        common::median(&mut warm),
+        common::median(&mut refs),
+    );
     println!("strata bench: {RUNS} runs each, alternating, medians");
     println!("  reference (one bare bwrap):   {:>8.2} ms", ms(r));
     println!(
@@ -117,11 +115,6 @@ fn peak_rss_kb(strata: &Path, manifest: &Path, store: &Path) -> Option<u64> {
         .last()?
         .parse()
         .ok()
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {

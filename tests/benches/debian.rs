@@ -7,25 +7,16 @@
 //! Targets (issue 3): strata ≤ 1.10 × bare mmdebstrap cold; warm ≤ 50 ms.
 //! `STRATA_BENCH_RUNS` sets the number of alternations (default 3).
 
+mod common;
+
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let strata = root.join("target/release/strata");
-    assert!(
-        strata.is_file(),
-        "build first: cargo build --workspace --release (make bench does)"
-    );
-    let runs: usize = std::env::var("STRATA_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let (root, strata) = common::strata();
+    let runs = common::runs(3);
     let scratch = tempfile::tempdir().unwrap();
 
     // Only the bootstrap pipeline: the tarball is measured separately.
@@ -118,7 +109,11 @@ fn main() {
         .unwrap()
         .len();
 
-    let (o, t, w) = (median(&mut ours), median(&mut theirs), median(&mut warm));
+    let (o, t, w) = (
+        common::median(&mut ours),
+        common::median(&mut theirs),
+        common::median(&mut warm),
+    );
     println!("strata debian bench: {runs} alternations, medians");
     println!(
         "  bare mmdebstrap (minbase):     {:>8.2} s",
@@ -143,9 +138,4 @@ fn main() {
 fn host_mirror() -> Option<String> {
     let sources = strata_stage::debian::read_apt_sources(Path::new("/etc/apt"));
     strata_stage::debian::default_mirror(&sources).map(|(uri, _)| uri)
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }

@@ -6,26 +6,16 @@
 //! re-run. Targets (issue 4): ≤ 1.10× by hand cold; warm ≤ 50 ms.
 //! `STRATA_BENCH_RUNS` sets the number of alternations (default 3).
 
+mod common;
+
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    let strata = root.join("target/release/strata");
-    assert!(
-        strata.is_file(),
-        "build first: cargo build --workspace --release (make bench does)"
-    );
-    let runs: usize = std::env::var("STRATA_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let (root, strata) = common::strata();
+    let runs = common::runs(3);
     let scratch = tempfile::tempdir().unwrap();
     let store = scratch.path().join("store");
     let dist = root.join("tests/fixtures/packages/dist");
@@ -162,7 +152,11 @@ fn main() {
             t.elapsed()
         })
         .collect();
-    let (o, t, w) = (median(&mut ours), median(&mut theirs), median(&mut warm));
+    let (o, t, w) = (
+        common::median(&mut ours),
+        common::median(&mut theirs),
+        common::median(&mut warm),
+    );
     println!("strata package bench: {runs} alternations, medians (environment cached)");
     println!(
         "  by hand (build-dep + dpkg-buildpackage): {:>7.2} s",
@@ -202,9 +196,4 @@ fn base64(data: &[u8]) -> String {
         }
     }
     out
-}
-
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
