@@ -28,6 +28,22 @@ pub enum Command {
     Build(BuildArgs),
     /// Print a manifest back with the id of every stage and pipeline.
     Inspect(InspectArgs),
+    /// Look into the object store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `strata store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Print the log a stored stage wrote when it ran.
+    Log {
+        /// The stage id (or a unique prefix of it).
+        id: String,
+        /// The object store [default: as for build].
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
 }
 
 /// Where the manifest comes from and where stages are found.
@@ -64,6 +80,9 @@ pub struct BuildArgs {
     /// Print only errors.
     #[arg(short, long)]
     quiet: bool,
+    /// End a stage that runs longer than this many seconds (a build failure).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    stage_timeout: Option<u64>,
 }
 
 /// `strata inspect`.
@@ -85,6 +104,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Build(args) => build(args),
         Command::Inspect(args) => inspect(args),
+        Command::Store(StoreCommand::Log { id, store }) => store_log(&id, store),
     }
 }
 
@@ -147,6 +167,7 @@ fn build(args: BuildArgs) -> i32 {
         exports: args.exports,
         output_directory: args.output_directory,
         quiet: args.quiet,
+        stage_timeout: args.stage_timeout.map(std::time::Duration::from_secs),
     };
     let monitor = Monitor::new(args.quiet);
     let (report, result) = exec::build(&m, &plan, &catalog, &opts, &monitor);
@@ -159,6 +180,26 @@ fn build(args: BuildArgs) -> i32 {
         Err(e) => {
             eprintln!("error: {e}");
             e.exit_code()
+        }
+    }
+}
+
+fn store_log(id: &str, store: Option<PathBuf>) -> i32 {
+    let store = match crate::store::Store::open(&store.unwrap_or_else(default_store)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    match store.log(id) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
         }
     }
 }

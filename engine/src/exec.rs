@@ -36,6 +36,8 @@ pub struct BuildOptions {
     pub output_directory: Option<PathBuf>,
     /// Only errors on stderr.
     pub quiet: bool,
+    /// End a stage that runs longer than this.
+    pub stage_timeout: Option<Duration>,
 }
 
 /// Why a build did not finish.
@@ -532,7 +534,14 @@ impl Builder<'_> {
         };
         let prefix = format!("{}/{}: ", p.name, stage.ty);
         let started = Instant::now();
-        let outcome = process::run_logged(program, &argv, log, &prefix, self.opts.quiet);
+        let outcome = process::run_logged(
+            program,
+            &argv,
+            log,
+            &prefix,
+            self.opts.quiet,
+            self.opts.stage_timeout,
+        );
         let duration = started.elapsed();
         if matches!(outcome, Outcome::Interrupted) {
             return Err(BuildError::Interrupted);

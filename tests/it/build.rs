@@ -532,3 +532,61 @@ fn inline_sources_feed_files_inputs() {
     .success();
     assert_eq!(std::fs::read(out.join("p/blob")).unwrap(), data);
 }
+
+#[test]
+fn a_stage_that_runs_too_long_is_ended() {
+    let env = Env::new();
+    let lib = env.script_stage("slow", "echo started\nsleep 60", Value::Null);
+    let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "slow"}]}]});
+    let began = std::time::Instant::now();
+    let run = env.build(
+        &m,
+        &[
+            "--libdir",
+            lib.to_str().unwrap(),
+            "--checkpoint",
+            "*",
+            "--stage-timeout",
+            "1",
+        ],
+    );
+    assert!(
+        began.elapsed().as_secs() < 20,
+        "ended at the deadline, not after the sleep"
+    );
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    let err = run.stderr();
+    assert!(
+        err.contains("stage 0 (slow) of pipeline `p` failed: timed out after 1s"),
+        "{err}"
+    );
+    assert!(
+        err.contains("started"),
+        "the log tail is in the error: {err}"
+    );
+    assert!(!err.contains("panicked"));
+    assert!(env.objects().is_empty());
+    assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
+}
+
+#[test]
+fn stored_stages_keep_their_logs() {
+    let env = Env::new();
+    let lib = env.script_stage("talk", "echo 'a line for the log'", Value::Null);
+    let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "talk"}]}]});
+    let (run, doc) = env.build_json(
+        &m,
+        &["--libdir", lib.to_str().unwrap(), "--checkpoint", "*"],
+    );
+    run.success();
+    let id = doc["pipelines"][0]["id"].as_str().unwrap();
+    let log = env.strata(&["store", "log", &id[..12]], None);
+    assert_eq!(log.success().stdout(), "a line for the log\n");
+    let missing = env.strata(&["store", "log", "0000"], None);
+    assert_eq!(missing.code(), 2);
+    assert!(
+        missing.stderr().contains("no stored object 0000"),
+        "{}",
+        missing.stderr()
+    );
+}

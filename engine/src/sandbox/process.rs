@@ -11,6 +11,8 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static CURRENT_GROUP: AtomicI32 = AtomicI32::new(0);
@@ -24,6 +26,8 @@ pub enum Outcome {
     Killed(i32),
     /// strata was interrupted (Ctrl-C, SIGTERM) and ended it.
     Interrupted,
+    /// It ran longer than allowed and was ended.
+    TimedOut(Duration),
     /// It could not be started.
     SpawnFailed(std::io::Error),
 }
@@ -40,6 +44,10 @@ impl Outcome {
             Outcome::Finished(code) => format!("exit status {code}"),
             Outcome::Killed(sig) => format!("killed by signal {sig}"),
             Outcome::Interrupted => "interrupted".into(),
+            Outcome::TimedOut(limit) => format!(
+                "timed out after {}s (--stage-timeout) and was ended",
+                limit.as_secs()
+            ),
             Outcome::SpawnFailed(e) => format!("could not start: {e}"),
         }
     }
@@ -67,13 +75,14 @@ fn kill_current_group() {
 }
 
 /// Runs `program argv…`, writing its output to `log` and, each line after
-/// `prefix`, to stderr unless `quiet`.
+/// `prefix`, to stderr unless `quiet`; ends its process group after `timeout`.
 pub fn run_logged(
     program: &str,
     argv: &[OsString],
     log: &Path,
     prefix: &str,
     quiet: bool,
+    timeout: Option<Duration>,
 ) -> Outcome {
     if interrupted() {
         return Outcome::Interrupted;
@@ -110,6 +119,20 @@ pub fn run_logged(
     if interrupted() {
         kill_current_group();
     }
+    // A watchdog ends the group at the deadline; finishing first tells it to stop.
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let (done, finished) = mpsc::channel::<()>();
+    let watchdog = timeout.map(|limit| {
+        let timed_out = timed_out.clone();
+        std::thread::spawn(move || {
+            if finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+                timed_out.store(true, Ordering::SeqCst);
+                if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
+            }
+        })
+    });
     let mut stderr = std::io::stderr();
     for line in BufReader::new(reader).split(b'\n') {
         let Ok(line) = line else { break };
@@ -125,8 +148,13 @@ pub fn run_logged(
     }
     let status = child.wait();
     CURRENT_GROUP.store(0, Ordering::SeqCst);
+    drop(done);
+    if let Some(w) = watchdog {
+        let _ = w.join();
+    }
     match status {
         _ if interrupted() => Outcome::Interrupted,
+        _ if timed_out.load(Ordering::SeqCst) => Outcome::TimedOut(timeout.unwrap_or_default()),
         Ok(s) => match (s.code(), s.signal()) {
             (Some(code), _) => Outcome::Finished(code),
             (None, Some(sig)) => Outcome::Killed(sig),

@@ -140,6 +140,26 @@ impl Store {
             .unwrap_or(Value::Null)
     }
 
+    /// The log kept with the object whose id is `id` or starts with it.
+    pub fn log(&self, id: &str) -> Result<String, String> {
+        let mut found: Vec<String> = std::fs::read_dir(self.root.join("objects"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| !id.is_empty() && name.starts_with(id))
+            .collect();
+        found.sort();
+        match found.as_slice() {
+            [one] => fs::read_to_string(self.root.join("objects").join(one).join("meta/log"))
+                .map_err(|e| e.to_string()),
+            [] => Err(format!("no stored object {id} in {}", self.root.display())),
+            many => Err(format!(
+                "{id} is the start of {} ids; give more of it",
+                many.len()
+            )),
+        }
+    }
+
     /// The source item store.
     pub fn sources(&self) -> SourceStore {
         SourceStore::new(&self.root.join("sources"), &self.root.join("tmp"))
