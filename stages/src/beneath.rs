@@ -131,6 +131,72 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Replaces the contents of the regular file at `path` (creating it),
+    /// then sets `mode` exactly. Writing in place keeps an existing file's
+    /// owner and hard links; anything there that is not a regular file is
+    /// refused (a device node would be written to, a symlink may point out).
+    pub fn write_file(&self, path: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
+        use std::io::Write;
+        let entry = self.entry(path)?;
+        let io = |what: &'static str| {
+            let path = entry.shown().to_owned();
+            move |e: Errno| Error::Io {
+                what,
+                path,
+                source: e.into(),
+            }
+        };
+        if let Some(st) = entry.lstat()? {
+            let ty = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if ty != rustix::fs::FileType::RegularFile {
+                return Err(Error::NotRegular {
+                    path: entry.shown().to_owned(),
+                    what: describe(ty),
+                });
+            }
+        }
+        let fd = rustix::fs::openat(
+            entry.dir(),
+            entry.name(),
+            // NOFOLLOW and NONBLOCK: if a symlink or FIFO appeared since the
+            // check, fail rather than follow or hang.
+            OFlags::WRONLY
+                | OFlags::CREATE
+                | OFlags::TRUNC
+                | OFlags::NOFOLLOW
+                | OFlags::NONBLOCK
+                | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode & 0o777),
+        )
+        .map_err(io("cannot open for writing"))?;
+        let mut out = std::fs::File::from(fd);
+        out.write_all(bytes).map_err(|source| Error::Io {
+            what: "cannot write",
+            path: entry.shown().into(),
+            source,
+        })?;
+        // After the write, which may clear set-id bits, and for an existing
+        // file, whose old mode open() leaves alone.
+        rustix::fs::fchmod(&out, Mode::from_raw_mode(mode))
+            .map_err(io("cannot set the mode of"))?;
+        Ok(())
+    }
+}
+
+fn describe(ty: rustix::fs::FileType) -> &'static str {
+    use rustix::fs::FileType;
+    match ty {
+        FileType::Directory => "a directory",
+        FileType::Symlink => "a symlink (which is not followed)",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        _ => "not a regular file",
+    }
+}
+
 impl Entry {
     /// The resolved parent directory (an `O_PATH` descriptor).
     pub fn dir(&self) -> BorrowedFd<'_> {

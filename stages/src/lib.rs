@@ -55,6 +55,9 @@ pub enum Error {
     #[error("the parent directory {parent} of {path} does not exist")]
     NoParent { parent: String, path: String },
 
+    #[error("{path} exists and is {what}; only regular files are replaced")]
+    NotRegular { path: String, what: &'static str },
+
     #[error("{path} does not exist")]
     NotFound { path: String },
 

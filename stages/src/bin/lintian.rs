@@ -26,16 +26,15 @@
 //! which change from one build to the next.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, anyhow, bail};
-use rustix::fs::{FileType, Mode, OFlags};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use strata_stage::debian::parse_deb822;
-use strata_stage::{Args, Error, Failure, Root, program, write_meta};
+use strata_stage::{Args, Failure, Root, program, write_meta};
 
 /// How many failing tags the one error line names before "and N more".
 const NAMED_IN_ERROR: usize = 20;
@@ -229,14 +228,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     let output = lintian(&options, &targets)?;
     let tree = Root::tree(args)?;
-    write_tree_file(&tree, "lintian.txt", &output)?;
+    tree.write_file("/lintian.txt", &output, 0o644)?;
 
     let tags = parse_output(&String::from_utf8_lossy(&output))?;
     let summary = summarize(&tags, &targets, &lintian_version()?, found.distribution()?);
     let analysis = json!({"tags": tags, "summary": summary});
     let mut text = serde_json::to_vec_pretty(&analysis).expect("a JSON value serializes");
     text.push(b'\n');
-    write_tree_file(&tree, "analysis.json", &text)?;
+    tree.write_file("/analysis.json", &text, 0o644)?;
     write_meta(args, &summary)?;
     println!(
         "{}",
@@ -542,44 +541,6 @@ fn lintian(options: &Options, targets: &[&Target]) -> anyhow::Result<Vec<u8>> {
 fn lintian_version() -> anyhow::Result<String> {
     let text = output(Command::new("lintian").arg("--print-version"))?;
     Ok(text.trim().to_owned())
-}
-
-/// Creates (or replaces) the regular file `/name` at the tree's root.
-fn write_tree_file(tree: &Root, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let entry = tree.entry(&format!("/{name}"))?;
-    let io = |what: &'static str| {
-        let path = entry.shown().to_owned();
-        move |e: rustix::io::Errno| Error::Io {
-            what,
-            path,
-            source: e.into(),
-        }
-    };
-    if let Some(st) = entry.lstat()?
-        && FileType::from_raw_mode(st.st_mode) != FileType::RegularFile
-    {
-        bail!("{} exists and is not a regular file", entry.shown());
-    }
-    let fd = rustix::fs::openat(
-        entry.dir(),
-        entry.name(),
-        OFlags::WRONLY
-            | OFlags::CREATE
-            | OFlags::TRUNC
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )
-    .map_err(io("cannot create"))?;
-    std::fs::File::from(fd)
-        .write_all(bytes)
-        .map_err(|source| Error::Io {
-            what: "cannot write",
-            path: entry.shown().to_owned(),
-            source,
-        })?;
-    Ok(())
 }
 
 /// Where a line of `lintian --info` output belongs. Each hint is printed as
