@@ -188,7 +188,7 @@ fn describe(ty: rustix::fs::FileType) -> &'static str {
     use rustix::fs::FileType;
     match ty {
         FileType::Directory => "a directory",
-        FileType::Symlink => "a symlink (which is not followed)",
+        FileType::Symlink => "a symlink (which write does not follow)",
         FileType::Fifo => "a FIFO",
         FileType::Socket => "a socket",
         FileType::CharacterDevice => "a character device",

@@ -55,7 +55,7 @@ pub enum Error {
     #[error("the parent directory {parent} of {path} does not exist")]
     NoParent { parent: String, path: String },
 
-    #[error("{path} exists and is {what}; only regular files are replaced")]
+    #[error("{path} exists and is {what}; write only replaces regular files")]
     NotRegular { path: String, what: &'static str },
 
     #[error("{path} does not exist")]
