@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Sets up incus for strata, idempotently, on Debian 12 as root (see docs/incus.md):
+# installs incus from bookworm-backports, starts lxcfs and incusd where PID 1
+# is not systemd, waits until incusd is ready, and preseeds the `debusinebr0`
+# network (no addresses, no NAT: tests need no network inside containers),
+# the `default` storage pool and the `debusine` profile.
+#
+# Environment: STRATA_INCUS_POOL_DRIVER (default: dir) picks the driver of a
+# new `default` pool (btrfs makes a loop image of its own).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+
+# 1. Packages, from the backports suite of the mirror the host already uses.
+if ! have_pkg incus-base || ! have_pkg incus-client || ! have_pkg dnsmasq-base; then
+  list=/etc/apt/sources.list.d/strata-backports.sources
+  if [ ! -e "$list" ]; then
+    src=/etc/apt/sources.list.d/debian.sources
+    if [ -e "$src" ]; then
+      # The first stanza (the main archive), with its suite turned into backports.
+      awk 'BEGIN{RS=""; ORS="\n"} NR==1' "$src" \
+        | sed -E 's/^Suites:.*/Suites: bookworm-backports/' > "$list"
+    else
+      # One-line sources.list: the first main-archive line.
+      line=$(grep -E '^deb [^#]*[[:space:]]bookworm[[:space:]]' /etc/apt/sources.list | head -n1)
+      [ -n "$line" ] || { echo "incus-setup: no bookworm line in the apt sources" >&2; exit 1; }
+      echo "$line" | sed -E 's/[[:space:]]bookworm[[:space:]]/ bookworm-backports /' \
+        > /etc/apt/sources.list.d/strata-backports.list
+    fi
+  fi
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends -t bookworm-backports incus-base incus-client dnsmasq-base
+fi
+
+# 2. Services. With systemd as PID 1 the packages' units run them.
+if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
+  systemctl start lxcfs incus.socket incus.service || true
+else
+  if ! pgrep -x lxcfs >/dev/null; then
+    mkdir -p /var/lib/lxcfs
+    lxcfs /var/lib/lxcfs >/var/log/strata-lxcfs.log 2>&1 &
+  fi
+  if ! pgrep -f /usr/libexec/incus/incusd >/dev/null; then
+    # incusd looks for its helpers on PATH.
+    PATH=/usr/libexec/incus:$PATH nohup /usr/libexec/incus/incusd --group root \
+      >/var/log/strata-incusd.log 2>&1 &
+  fi
+fi
+/usr/libexec/incus/incusd waitready --timeout 60 2>/dev/null || incus admin waitready --timeout 60
+
+# 3. Network, storage pool and profile: a preseed, which creates what is
+# missing and updates what exists, so running it again changes nothing.
+driver=${STRATA_INCUS_POOL_DRIVER:-dir}
+incus admin init --preseed <<YAML
+networks:
+- name: debusinebr0
+  type: bridge
+  config:
+    ipv4.address: none
+    ipv6.address: none
+storage_pools:
+- name: default
+  driver: $driver
+profiles:
+- name: debusine
+  description: strata build instances (debusine's profile)
+  config:
+    raw.lxc: lxc.mount.auto=sys
+  devices:
+    eth0:
+      name: host0
+      network: debusinebr0
+      type: nic
+    root:
+      path: /
+      pool: default
+      type: disk
+YAML
+echo "incus-setup: ready (incus $(incus version 2>/dev/null | sed -n 's/^Server version: //p'))"
