@@ -199,43 +199,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
 
     let tree = Root::tree(args)?;
-    let ext = options.compression.extension();
-    let files: Vec<String> = match options.format {
-        Format::Split => {
-            let meta = format!("incus.tar{ext}");
-            let rootfs = format!("rootfs.tar{ext}");
-            write_output(&tree, &meta, options.compression, |sink| {
-                metadata_members(sink, &image)?;
-                end_archive(sink)
-            })?;
-            write_output(&tree, &rootfs, options.compression, |sink| {
-                splice(tar, &["."], sink)?;
-                added_members(sink, "./", &additions, creation_date)?;
-                end_archive(sink)
-            })?;
-            vec![meta, rootfs]
+    let mut files = Vec::new();
+    let written = write_all(&tree, &options, &image, &additions, tar, &mut files);
+    if let Err(e) = written {
+        // A split image is two files: leave neither if one failed.
+        for name in &files {
+            let _ = tree
+                .entry(&format!("/{name}"))
+                .map(|f| rustix::fs::unlinkat(f.dir(), f.name(), AtFlags::empty()));
         }
-        Format::Unified => {
-            let name = format!("image.tar{ext}");
-            // "." becomes "rootfs", "./etc" "rootfs/etc"; hard link targets
-            // are member names too, symlink targets are not.
-            tar.arg(r"--transform=s,^\.,rootfs,S");
-            write_output(&tree, &name, options.compression, |sink| {
-                // Top-level names in order: metadata.yaml, rootfs, templates.
-                member(
-                    sink,
-                    "metadata.yaml",
-                    Kind::File(metadata_yaml(&image).as_bytes()),
-                    creation_date,
-                )?;
-                splice(tar, &["."], sink)?;
-                added_members(sink, "rootfs/", &additions, creation_date)?;
-                template_members(sink, creation_date)?;
-                end_archive(sink)
-            })?;
-            vec![name]
-        }
-    };
+        return Err(e);
+    }
 
     for name in &files {
         println!("wrote /{name}");
@@ -254,6 +228,53 @@ fn run(args: &Args) -> anyhow::Result<()> {
             "files": files,
         }),
     )?;
+    Ok(())
+}
+
+/// Writes the image's files, adding each name to `files` once it is there.
+fn write_all(
+    tree: &Root,
+    options: &Options,
+    image: &Image,
+    additions: &Additions,
+    mut tar: std::process::Command,
+    files: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let ext = options.compression.extension();
+    let date = image.creation_date;
+    match options.format {
+        Format::Split => {
+            let meta = format!("incus.tar{ext}");
+            write_output(tree, &meta, options.compression, |sink| {
+                metadata_members(sink, image)?;
+                end_archive(sink)
+            })?;
+            files.push(meta);
+            let rootfs = format!("rootfs.tar{ext}");
+            write_output(tree, &rootfs, options.compression, |sink| {
+                splice(tar, &["."], sink)?;
+                added_members(sink, "./", additions, date)?;
+                end_archive(sink)
+            })?;
+            files.push(rootfs);
+        }
+        Format::Unified => {
+            let name = format!("image.tar{ext}");
+            // "." becomes "rootfs", "./etc" "rootfs/etc"; hard link targets
+            // are member names too, symlink targets are not.
+            tar.arg(r"--transform=s,^\.,rootfs,S");
+            write_output(tree, &name, options.compression, |sink| {
+                // Top-level names in order: metadata.yaml, rootfs, templates.
+                let yaml = metadata_yaml(image);
+                member(sink, "metadata.yaml", Kind::File(yaml.as_bytes()), date)?;
+                splice(tar, &["."], sink)?;
+                added_members(sink, "rootfs/", additions, date)?;
+                template_members(sink, date)?;
+                end_archive(sink)
+            })?;
+            files.push(name);
+        }
+    }
     Ok(())
 }
 
@@ -314,11 +335,10 @@ fn dpkg_architecture(system: &Root) -> anyhow::Result<String> {
 /// still gives the same image.
 fn system_date(system: &Root) -> anyhow::Result<u64> {
     for path in ["/var/lib/dpkg/status", "/"] {
-        let entry = system.entry(path)?;
-        let st = if entry.name() == "." {
-            rustix::fs::fstat(entry.dir()).ok()
-        } else {
-            entry.lstat()?
+        let st = match system.entry(path) {
+            Ok(entry) => entry.lstat()?,
+            Err(Error::NoParent { .. } | Error::NotDirectory { .. }) => None,
+            Err(e) => return Err(e.into()),
         };
         if let Some(st) = st {
             return Ok(u64::try_from(st.st_mtime).unwrap_or(0));
