@@ -437,7 +437,9 @@ fn the_inputs_own_generator_and_link_are_replaced() {
 #[test]
 fn a_system_without_init_is_refused() {
     let hint = "an Incus container starts /sbin/init: install an init system in the tree (systemd-sysv for systemd)";
-    let cases: [(&str, fn(&Path), String); 5] = [
+    /// What is wrong, how the input gets so, the error it gives.
+    type Case = (&'static str, fn(&Path), String);
+    let cases: [Case; 5] = [
         (
             "no init",
             |d| std::fs::remove_file(d.join("usr/sbin/init")).unwrap(),
