@@ -226,16 +226,20 @@ fn wait_for_boot(name: &str) -> String {
     }
 }
 
-/// Deletes the test's instance and image however the test ends.
+/// Deletes the test's instances and images however the test ends.
 struct Cleanup {
-    instance: String,
-    alias: String,
+    instances: Vec<String>,
+    aliases: Vec<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = incus(&["delete", "--force", &self.instance]);
-        let _ = incus(&["image", "delete", &self.alias]);
+        for instance in &self.instances {
+            let _ = incus(&["delete", "--force", instance]);
+        }
+        for alias in &self.aliases {
+            let _ = incus(&["image", "delete", alias]);
+        }
     }
 }
 
@@ -254,19 +258,32 @@ fn a_bootstrapped_system_starts_in_incus_with_its_templates() {
             "type": "tarball-to-incus",
             "inputs": {"tree": {"type": "tree", "origin": "pipeline", "references": ["name:system"]}},
             "options": {}
+        }]},
+        {"name": "unified", "runner": "debian", "source-epoch": EPOCH, "stages": [{
+            "type": "tarball-to-incus",
+            "inputs": {"tree": {"type": "tree", "origin": "pipeline", "references": ["name:system"]}},
+            "options": {"format": "unified"}
         }]}
     ]});
     let env = Env::new();
-    let doc = build(&env, &m, &["image"]);
+    let doc = build(&env, &m, &["image", "unified"]);
     let meta = &last_stage(&doc, "image")["metadata"];
     assert_eq!(meta["os"], "debian");
     assert_eq!(meta["release"], "bookworm");
     assert_eq!(meta["architecture"], "x86_64");
 
     let tag = std::process::id();
+    let (name, alias) = (
+        format!("strata-test-image-{tag}"),
+        format!("strata-test-image-{tag}"),
+    );
+    let (name_u, alias_u) = (
+        format!("strata-test-image-{tag}-u"),
+        format!("strata-test-image-{tag}-unified"),
+    );
     let guard = Cleanup {
-        instance: format!("strata-test-image-{tag}"),
-        alias: format!("strata-test-image-{tag}"),
+        instances: vec![name.clone(), name_u.clone()],
+        aliases: vec![alias.clone(), alias_u.clone()],
     };
     let dir = env.out().join("image");
     incus_ok(&[
@@ -275,10 +292,10 @@ fn a_bootstrapped_system_starts_in_incus_with_its_templates() {
         dir.join("incus.tar.zst").to_str().unwrap(),
         dir.join("rootfs.tar.zst").to_str().unwrap(),
         "--alias",
-        &guard.alias,
+        &alias,
     ]);
     // Incus read metadata.yaml: architecture, creation date, properties.
-    let info = incus_ok(&["image", "info", &guard.alias]);
+    let info = incus_ok(&["image", "info", &alias]);
     assert!(info.contains("Architecture: x86_64\n"), "{info}");
     assert!(info.contains("Created: 2023/11/14 22:13 UTC\n"), "{info}");
     assert!(info.contains("release: bookworm\n"), "{info}");
@@ -289,8 +306,8 @@ fn a_bootstrapped_system_starts_in_incus_with_its_templates() {
         )),
         "{info}"
     );
-    incus_ok(&["launch", &guard.alias, &guard.instance, "-p", "debusine"]);
-    let name = &guard.instance.clone();
+    incus_ok(&["launch", &alias, &name, "-p", "debusine"]);
+    let name = name.as_str();
 
     // Boot finished: every unit started or was skipped, none failed.
     let state = wait_for_boot(name);
@@ -332,7 +349,31 @@ fn a_bootstrapped_system_starts_in_incus_with_its_templates() {
     ]);
     let states: Vec<&str> = states.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(states, ["masked", "masked"]);
+
+    // The unified form holds the same system.
+    let unified = env.out().join("unified/image.tar.zst");
+    incus_ok(&[
+        "image",
+        "import",
+        unified.to_str().unwrap(),
+        "--alias",
+        &alias_u,
+    ]);
+    incus_ok(&["launch", &alias_u, &name_u, "-p", "debusine"]);
+    assert_eq!(wait_for_boot(&name_u), "running");
+    assert_eq!(
+        incus_ok(&["exec", &name_u, "--", "cat", "/etc/hostname"]),
+        format!("{name_u}\n")
+    );
+
     drop(guard);
     let list = incus_ok(&["list", "--format=csv", "--columns=n"]);
-    assert!(!list.lines().any(|l| l == name), "{list}");
+    assert!(
+        !list
+            .lines()
+            .any(|l| l.starts_with(&format!("strata-test-image-{tag}"))),
+        "{list}"
+    );
+    let images = incus_ok(&["image", "list", "--format=csv", "--columns=l"]);
+    assert!(!images.contains(&alias), "{images}");
 }
