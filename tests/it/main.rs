@@ -5,6 +5,7 @@
 mod build;
 mod debian;
 mod ids;
+mod incus_image;
 mod manifest_errors;
 mod package;
 mod support;
