@@ -8,3 +8,4 @@ mod ids;
 mod manifest_errors;
 mod package;
 mod support;
+mod task;
