@@ -9,7 +9,7 @@ use crate::support::{Env, Run, repo};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 
 fn dsc(name: &str) -> String {
@@ -556,10 +556,15 @@ fn package_build_and_lintian_tasks_share_one_environment() {
         "{}",
         run.stderr()
     );
+    let err = run.stderr();
     assert!(
-        !run.stderr().contains("bootstrap [") || run.stderr().contains("cached"),
-        "{}",
-        run.stderr()
+        err.lines()
+            .any(|l| l.starts_with("environment: stage 0 bootstrap [") && l.ends_with("] cached")),
+        "{err}"
+    );
+    assert!(
+        !err.contains("environment/bootstrap:"),
+        "the bootstrap ran: {err}"
     );
     let doc2 = artifacts(&out2);
     assert_eq!(doc2["environment"]["reused"], true);
@@ -710,9 +715,9 @@ fn a_failed_task_sends_its_notifications() {
         .to_string(),
     )
     .unwrap();
-    // A package that does not exist: mmdebstrap fails in seconds.
+    // A suite that does not exist: mmdebstrap fails at apt-get update, in a second.
     let mut task = system_bootstrap();
-    task["task_data"]["bootstrap_options"]["extra_packages"] = json!(["strata-no-such-package"]);
+    task["task_data"]["bootstrap_repositories"][0]["suite"] = json!("strata-no-such-suite");
     task["task_data"]["notifications"] = json!({"on_failure": [
         {"channel": "admins", "data": {"cc": ["lead@test.invalid", "qa@test.invalid"],
                                        "subject": "[${work_request_result}] $work_request_id: $work_request_idx"}},
@@ -741,7 +746,7 @@ fn a_failed_task_sends_its_notifications() {
     assert_eq!(doc["result"], "failure");
     let id = doc["work_request_id"].as_str().unwrap();
     assert!(
-        run.stderr().contains("strata-no-such-package"),
+        run.stderr().contains("strata-no-such-suite"),
         "{}",
         run.stderr()
     );
@@ -788,7 +793,10 @@ fn a_failed_task_sends_its_notifications() {
         headers.contains("Date: ") && headers.contains("Message-ID: <"),
         "{headers}"
     );
-    assert!(body.contains("strata-no-such-package"), "{body}");
+    assert!(
+        body.contains("suite strata-no-such-suite not found"),
+        "{body}"
+    );
 
     let second = received
         .recv_timeout(std::time::Duration::from_secs(10))
@@ -809,5 +817,4 @@ fn a_failed_task_sends_its_notifications() {
 
     // Nothing of the failed bootstrap is kept.
     assert!(env.objects().is_empty(), "{:?}", env.objects());
-    let _: PathBuf = out;
 }

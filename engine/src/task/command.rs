@@ -1,7 +1,7 @@
 //! `strata task compile|run` and `strata env ls`: flags and exit codes.
 //!
 //! Exit codes: 0 success, 1 the task failed (or the store failed), 2 an
-//! invalid task, config or command line.
+//! invalid task, config or command line, 130 interrupted.
 
 use super::{RunOptions, TaskError, env};
 use crate::cli::default_store;
@@ -145,7 +145,11 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 report.result,
                 opts.output_directory.display()
             );
-            i32::from(report.result != "success")
+            if report.interrupted {
+                130
+            } else {
+                i32::from(report.result != "success")
+            }
         }
     }
 }

@@ -260,12 +260,10 @@ pub fn record(
     fs::create_dir_all(&dir)?;
     let dest = dir.join(format!("{id}.json"));
     // A record already there was written for the same object; keep its date.
-    if dest.exists() {
-        if let Ok(old) = fs::read_to_string(&dest).map(|t| serde_json::from_str::<Environment>(&t))
-            && let Ok(old) = old
-        {
-            return Ok(old);
-        }
+    if let Ok(text) = fs::read_to_string(&dest)
+        && let Ok(old) = serde_json::from_str::<Environment>(&text)
+    {
+        return Ok(old);
     }
     let tmp = store.work_dir("environment")?;
     let staged = tmp.path().join("record.json");

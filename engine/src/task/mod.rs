@@ -137,6 +137,8 @@ pub struct RunReport {
     pub document: Value,
     /// One line per notification sent or not.
     pub notifications: Vec<Result<String, String>>,
+    /// Ctrl-C or SIGTERM stopped it (exit 130).
+    pub interrupted: bool,
 }
 
 /// Runs a task document. `Err` when it could not start; a run that failed
@@ -226,6 +228,7 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
             .last()
             .map_or(Value::Null, |s| s.metadata.clone())
     };
+    let interrupted = matches!(built, Err(BuildError::Interrupted));
     let outcome: Result<Vec<artifacts::Artifact>, (&'static str, String)> = match built {
         Err(e) => Err((
             if matches!(e, BuildError::Stage(_)) {
@@ -312,6 +315,7 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         work_request_id,
         document,
         notifications,
+        interrupted,
     })
 }
 
