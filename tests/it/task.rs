@@ -548,9 +548,19 @@ fn package_build_and_lintian_tasks_share_one_environment() {
     // Second task, same environment: found in the store, nothing bootstrapped.
     let mut pb = package_build("hello-strata");
     pb["task_data"]["build_components"] = json!(["any", "all", "source"]);
+    // The first build's packages (through its .changes) are there for apt.
+    pb["task_data"]["input"]["extra_binary_artifacts"] =
+        json!([out1.join("build/hello-strata_1.0_amd64.changes")]);
     let out2 = env.path("build2");
     let run = run_task(&env, &pb, &out2, &[]);
     run.success();
+    assert!(
+        run.stderr()
+            .contains("extra-binaries/copy: copy input://files/")
+            && run.stderr().contains("2 extra binary artifacts"),
+        "{}",
+        run.stderr()
+    );
     assert!(
         run.stderr().contains("the stored system"),
         "{}",
@@ -738,6 +748,46 @@ fn a_failed_task_sends_its_notifications() {
         run.stderr()
     );
     assert!(!env.path("unknown").exists());
+
+    // A config that is not usable is refused too, naming the key.
+    let bad = env.path("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"channels": {"admins": {"type": "email", "smtp": "127.0.0.1:25", "from": "a@b.c"}}}"#,
+    )
+    .unwrap();
+    let run = run_task(
+        &env,
+        &task,
+        &env.path("bad"),
+        &["--notifications-config", bad.to_str().unwrap()],
+    );
+    assert_eq!(run.code(), 2, "{}", run.describe());
+    assert!(
+        run.stderr()
+            .contains("channels.admins.smtp: unknown field `smtp`"),
+        "{}",
+        run.stderr()
+    );
+    let run = run_task(
+        &env,
+        &task,
+        &env.path("bad"),
+        &[
+            "--notifications-config",
+            env.path("missing.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code(), 2, "{}", run.describe());
+    assert!(
+        run.stderr().contains("missing.json")
+            && run
+                .stderr()
+                .contains("hint: name it with --notifications-config"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!env.path("bad").exists() && !env.store().exists());
 
     let out = env.path("out");
     let run = run_task(&env, &task, &out, &config_flag);

@@ -98,6 +98,9 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
             };
             match super::compile_document(&text, &origin, &store.unwrap_or_else(default_store)) {
                 Ok((_, compiled)) => {
+                    if let Some(choice) = &compiled.environment {
+                        eprintln!("{}", super::describe_choice(choice));
+                    }
                     println!(
                         "{}",
                         serde_json::to_string_pretty(&compiled.manifest).expect("json")

@@ -202,16 +202,9 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         }
     });
     if !opts.quiet
-        && let Some(c) = &compiled.environment
+        && let Some(choice) = &compiled.environment
     {
-        match c {
-            EnvironmentChoice::Stored { lookup, id } => {
-                eprintln!("environment {lookup}: the stored system {}", &id[..16])
-            }
-            EnvironmentChoice::Bootstrapped { lookup } => {
-                eprintln!("environment {lookup}: none stored, bootstrapping one")
-            }
-        }
+        eprintln!("{}", describe_choice(choice));
     }
 
     let build_opts = BuildOptions {
@@ -317,6 +310,21 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         notifications,
         interrupted,
     })
+}
+
+/// One line saying which environment a task uses.
+pub fn describe_choice(choice: &EnvironmentChoice) -> String {
+    match choice {
+        EnvironmentChoice::Stored { lookup, id } => {
+            format!(
+                "environment {lookup}: the stored system {}",
+                &id[..16.min(id.len())]
+            )
+        }
+        EnvironmentChoice::Bootstrapped { lookup } => {
+            format!("environment {lookup}: none stored, bootstrapping one")
+        }
+    }
 }
 
 /// Records the compiled system pipeline `name` as an environment.
