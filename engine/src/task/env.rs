@@ -297,12 +297,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn records_without_their_object_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        assert!(list(&root).unwrap().is_empty(), "no store, no environments");
+        assert!(!root.exists(), "listing creates no store");
+        let store = Store::open(&root).unwrap();
+        let id = crate::id::Id::of(&serde_json::json!("a system"));
+        let env = Environment {
+            id: id.to_string(),
+            vendor: "debian".into(),
+            codename: "bookworm".into(),
+            variant: "buildd".into(),
+            architecture: "amd64".into(),
+            backends: vec!["unshare".into()],
+            packages: vec!["dpkg-dev".into()],
+            created: 1,
+            pipeline: serde_json::json!({"stages": []}),
+        };
+        fs::create_dir_all(root.join("environments")).unwrap();
+        fs::write(
+            root.join(format!("environments/{id}.json")),
+            serde_json::to_vec(&env).unwrap(),
+        )
+        .unwrap();
+        fs::write(root.join("environments/garbage.json"), "{").unwrap();
+        assert!(list(&root).unwrap().is_empty(), "its object is gone");
+        fs::create_dir_all(root.join(format!("objects/{id}/tree"))).unwrap();
+        assert_eq!(list(&root).unwrap(), [env.clone()]);
+        let lookup = Lookup::parse("debian/match:codename=bookworm:backend=unshare").unwrap();
+        assert!(lookup.matches(&env));
+        assert!(
+            !Lookup::parse("debian/match:variant=minbase")
+                .unwrap()
+                .matches(&env)
+        );
+        assert!(
+            !Lookup::parse("debian/match:backend=incus-lxc")
+                .unwrap()
+                .matches(&env)
+        );
+        drop(store);
+    }
+
+    #[test]
     fn lookups_parse() {
         let l = Lookup::parse("debian/match:codename=bookworm:variant=buildd").unwrap();
         assert_eq!(l.vendor, "debian");
         assert_eq!(l.codename.as_deref(), Some("bookworm"));
         assert_eq!(l.variant.as_deref(), Some("buildd"));
         assert_eq!(l.render(), "debian/match:codename=bookworm:variant=buildd");
+        let t = Lookup::parse("debian/match:format=tarball:codename=trixie").unwrap();
+        assert_eq!(t.render(), "debian/match:codename=trixie");
+        assert!(Lookup::parse("debian/match:format=image").is_err());
         for bad in [
             "bookworm",
             "debian/match:codename",
