@@ -324,7 +324,7 @@ mod tests {
         fs::write(root.join("environments/garbage.json"), "{").unwrap();
         assert!(list(&root).unwrap().is_empty(), "its object is gone");
         fs::create_dir_all(root.join(format!("objects/{id}/tree"))).unwrap();
-        assert_eq!(list(&root).unwrap(), [env.clone()]);
+        assert_eq!(list(&root).unwrap(), std::slice::from_ref(&env));
         let lookup = Lookup::parse("debian/match:codename=bookworm:backend=unshare").unwrap();
         assert!(lookup.matches(&env));
         assert!(
