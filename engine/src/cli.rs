@@ -1,4 +1,4 @@
-//! The command line: `strata build` and `strata inspect`.
+//! The command line: `strata build`, `inspect`, `store`, `task` and `env`.
 //!
 //! Exit codes: 0 success, 1 build failure, 2 invalid manifest or usage,
 //! 130 interrupted.
@@ -31,6 +31,12 @@ pub enum Command {
     /// Look into the object store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// debusine task documents (SystemBootstrap, PackageBuild, Lintian).
+    #[command(subcommand)]
+    Task(crate::task::command::TaskCommand),
+    /// Environments: the systems tasks run in.
+    #[command(subcommand)]
+    Env(crate::task::command::EnvCommand),
 }
 
 /// `strata store …`.
@@ -105,6 +111,8 @@ pub fn main() -> i32 {
         Command::Build(args) => build(args),
         Command::Inspect(args) => inspect(args),
         Command::Store(StoreCommand::Log { id, store }) => store_log(&id, store),
+        Command::Task(cmd) => crate::task::command::task_main(cmd),
+        Command::Env(cmd) => crate::task::command::env_main(cmd),
     }
 }
 

@@ -17,3 +17,4 @@ pub mod plan;
 pub mod sandbox;
 pub mod schema;
 pub mod store;
+pub mod task;

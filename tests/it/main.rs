@@ -9,3 +9,4 @@ mod incus_image;
 mod manifest_errors;
 mod package;
 mod support;
+mod task;

@@ -8,6 +8,7 @@
 //!   objects/<id>/meta/      info.json (pipeline, stage, type, created), meta.json
 //!                           (what the stage reported), log (its output)
 //!   sources/<type>/<sha256:…>  fetched source items, verified
+//!   environments/<id>.json  systems tasks can run in (task::env), beside their objects
 //!   tmp/                    work dirs; same filesystem as objects/ so rename is atomic
 //! ```
 //!

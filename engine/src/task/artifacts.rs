@@ -1,0 +1,329 @@
+//! What a task hands back: artifacts as debusine names and describes them,
+//! written beside the exported trees as `artifacts.json`
+//! (schema: schemas/artifacts.json).
+//!
+//! ```text
+//! DIR/artifacts.json   {"task", "work_request_id", "result", "environment", "error",
+//!                       "artifacts": [{"category", "data", "files": [paths under DIR]}]}
+//! DIR/tarball/         SystemBootstrap  debian:system-tarball
+//! DIR/build/           PackageBuild     debian:binary-package (one per .deb),
+//!                                       debian:binary-packages (per architecture),
+//!                                       debian:upload (the .changes and its files),
+//!                                       debian:package-build-log
+//! DIR/lintian/         Lintian          debian:lintian (analysis.json, lintian.txt)
+//! ```
+
+use fs_err as fs;
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Why artifacts could not be described.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// A file operation failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// A tool or a file said something unexpected.
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// One artifact.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// `debian:…`.
+    pub category: &'static str,
+    /// Its data, as debusine's artifact data models have it.
+    pub data: Value,
+    /// Its files, relative to the output directory.
+    pub files: Vec<String>,
+}
+
+impl Artifact {
+    /// As artifacts.json has it.
+    pub fn to_json(&self) -> Value {
+        json!({"category": self.category, "data": self.data, "files": self.files})
+    }
+}
+
+/// The first paragraph of a deb822 document (a signed one's signed part):
+/// field → value, continuation lines joined with `\n`.
+pub fn deb822(text: &str) -> Vec<(String, String)> {
+    let mut lines = text.lines().peekable();
+    if lines
+        .peek()
+        .is_some_and(|l| l.starts_with("-----BEGIN PGP SIGNED MESSAGE"))
+    {
+        // The armour header lines end at the first blank line.
+        for l in lines.by_ref() {
+            if l.trim().is_empty() {
+                break;
+            }
+        }
+    }
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.starts_with("-----BEGIN PGP SIGNATURE") {
+            break;
+        }
+        if line.trim().is_empty() {
+            if fields.is_empty() {
+                continue;
+            }
+            break;
+        }
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = fields.last_mut() {
+                if !v.is_empty() {
+                    v.push('\n');
+                }
+                v.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            fields.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    fields
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// The files a .dsc or .changes lists, with their SHA-256 when it gives
+/// one (Checksums-Sha256, else Files).
+pub fn listed_files(text: &str) -> Vec<(String, Option<String>)> {
+    let fields = deb822(text);
+    if let Some(list) = field(&fields, "Checksums-Sha256") {
+        return list
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                let sum = parts.next()?;
+                let name = parts.nth(1)?;
+                Some((name.to_owned(), Some(sum.to_lowercase())))
+            })
+            .collect();
+    }
+    field(&fields, "Files")
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(|n| (n.to_owned(), None)))
+        .collect()
+}
+
+fn to_object(fields: &[(String, String)]) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect::<Map<String, Value>>(),
+    )
+}
+
+/// debian:system-tarball from the tarball export and the bootstrap's metadata.
+pub fn system_tarball(
+    out: &Path,
+    system_meta: &Value,
+    tar_meta: &Value,
+) -> Result<Vec<Artifact>, ArtifactError> {
+    let filename = tar_meta["filename"]
+        .as_str()
+        .ok_or_else(|| ArtifactError::Bad("the tar stage reported no filename".into()))?;
+    let file = format!("tarball/{filename}");
+    if !out.join(&file).is_file() {
+        return Err(ArtifactError::Bad(format!(
+            "{} is missing",
+            out.join(&file).display()
+        )));
+    }
+    let os = &system_meta["os-release"];
+    let pkglist: Map<String, Value> = system_meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p["name"].as_str()?.to_owned(), p["version"].clone())))
+        .collect();
+    // A system boots by itself when something provides /sbin/init.
+    let with_init = ["init", "systemd-sysv", "sysvinit-core", "runit-init"]
+        .iter()
+        .any(|p| pkglist.contains_key(*p));
+    let data = json!({
+        "filename": filename,
+        "vendor": os["ID"],
+        "codename": os.get("VERSION_CODENAME").cloned().unwrap_or_else(|| system_meta["suites"][0].clone()),
+        "architecture": system_meta["architecture"],
+        "variant": system_meta["variant"],
+        "components": system_meta["components"],
+        "mirror": system_meta["mirrors"][0],
+        "pkglist": pkglist,
+        "with_init": with_init,
+        "size": tar_meta["size"],
+        "sha256": tar_meta["sha256"],
+    });
+    Ok(vec![Artifact {
+        category: "debian:system-tarball",
+        data,
+        files: vec![file],
+    }])
+}
+
+/// The artifacts of a build stage's export (`out/build`) and its metadata.
+pub fn package_build(out: &Path, meta: &Value) -> Result<Vec<Artifact>, ArtifactError> {
+    let dir = out.join("build");
+    let bad = |m: String| ArtifactError::Bad(m);
+    let source = meta["source"]
+        .as_str()
+        .ok_or_else(|| bad("the build stage reported no source".into()))?;
+    let version = meta["version"].as_str().unwrap_or_default();
+    let source_version = meta["source_version"].as_str().unwrap_or(version);
+    let mut artifacts = Vec::new();
+    let mut by_arch: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pkg in meta["binary_packages"].as_array().into_iter().flatten() {
+        let filename = pkg["filename"]
+            .as_str()
+            .ok_or_else(|| bad(format!("binary package without a filename: {pkg}")))?;
+        let deb = dir.join(filename);
+        let fields = deb822(&run(Command::new("dpkg-deb").arg("-f").arg(&deb))?);
+        let control_files = control_files(&deb)?;
+        let arch = field(&fields, "Architecture").unwrap_or("").to_owned();
+        by_arch
+            .entry(arch)
+            .or_default()
+            .push(field(&fields, "Package").unwrap_or("").to_owned());
+        artifacts.push(Artifact {
+            category: "debian:binary-package",
+            data: json!({
+                "srcpkg_name": source,
+                "srcpkg_version": source_version,
+                "deb_fields": to_object(&fields),
+                "deb_control_files": control_files,
+            }),
+            files: vec![format!("build/{filename}")],
+        });
+    }
+    for (arch, packages) in by_arch {
+        let files: Vec<String> = meta["binary_packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                packages.iter().any(|n| p["name"] == *n) && p["architecture"] == arch.as_str()
+            })
+            .filter_map(|p| p["filename"].as_str().map(|f| format!("build/{f}")))
+            .collect();
+        artifacts.push(Artifact {
+            category: "debian:binary-packages",
+            data: json!({"srcpkg_name": source, "srcpkg_version": source_version, "version": version,
+                         "architecture": arch, "packages": packages}),
+            files,
+        });
+    }
+    if let Some(changes) = meta["changes"].as_str() {
+        let text = fs::read_to_string(dir.join(changes))?;
+        let mut files = vec![format!("build/{changes}")];
+        files.extend(
+            listed_files(&text)
+                .into_iter()
+                .map(|(n, _)| format!("build/{n}")),
+        );
+        artifacts.push(Artifact {
+            category: "debian:upload",
+            data: json!({"type": "dpkg", "changes_fields": to_object(&deb822(&text))}),
+            files,
+        });
+    }
+    if let Some(log) = meta["build_log"].as_str() {
+        artifacts.push(Artifact {
+            category: "debian:package-build-log",
+            data: json!({"source": source, "version": version, "filename": log}),
+            files: vec![format!("build/{log}")],
+        });
+    }
+    for a in &artifacts {
+        for f in &a.files {
+            if !out.join(f).is_file() {
+                return Err(bad(format!(
+                    "{} is missing from the build's output",
+                    out.join(f).display()
+                )));
+            }
+        }
+    }
+    Ok(artifacts)
+}
+
+/// debian:lintian from the lintian export.
+pub fn lintian(out: &Path) -> Result<Vec<Artifact>, ArtifactError> {
+    let text = fs::read_to_string(out.join("lintian/analysis.json"))?;
+    let analysis: Value = serde_json::from_str(&text)
+        .map_err(|e| ArtifactError::Bad(format!("lintian/analysis.json is not JSON: {e}")))?;
+    Ok(vec![Artifact {
+        category: "debian:lintian",
+        data: json!({"summary": analysis["summary"]}),
+        files: vec!["lintian/analysis.json".into(), "lintian/lintian.txt".into()],
+    }])
+}
+
+/// The member names of a .deb's control archive.
+fn control_files(deb: &Path) -> Result<Vec<String>, ArtifactError> {
+    let mut dpkg = Command::new("dpkg-deb")
+        .arg("--ctrl-tarfile")
+        .arg(deb)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let tar_in = dpkg.stdout.take().expect("piped");
+    let listing = run(Command::new("tar").arg("-t").stdin(tar_in))?;
+    let status = dpkg.wait()?;
+    if !status.success() {
+        return Err(ArtifactError::Bad(format!(
+            "dpkg-deb --ctrl-tarfile {} failed: {status}",
+            deb.display()
+        )));
+    }
+    let mut names: Vec<String> = listing
+        .lines()
+        .map(|l| l.trim_start_matches("./").to_owned())
+        .filter(|l| !l.is_empty() && !l.ends_with('/'))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn run(cmd: &mut Command) -> Result<String, ArtifactError> {
+    let out = cmd.stderr(Stdio::piped()).output()?;
+    if !out.status.success() {
+        return Err(ArtifactError::Bad(format!(
+            "{:?} failed ({}): {}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_changes_parse() {
+        let text = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nFormat: 1.8\nSource: x\nChecksums-Sha256:\n aa 1 x_1.dsc\n BB 2 x_1_amd64.deb\n\n-----BEGIN PGP SIGNATURE-----\nxx\n";
+        let f = deb822(text);
+        assert_eq!(field(&f, "source"), Some("x"));
+        assert_eq!(
+            listed_files(text),
+            [
+                ("x_1.dsc".to_owned(), Some("aa".to_owned())),
+                ("x_1_amd64.deb".to_owned(), Some("bb".to_owned()))
+            ]
+        );
+    }
+}

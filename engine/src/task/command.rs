@@ -1,0 +1,186 @@
+//! `strata task compile|run` and `strata env ls`: flags and exit codes.
+//!
+//! Exit codes: 0 success, 1 the task failed (or the store failed), 2 an
+//! invalid task, config or command line, 130 interrupted.
+
+use super::{RunOptions, TaskError, env};
+use crate::cli::default_store;
+use clap::{Args, Subcommand};
+use std::io::Read;
+use std::path::PathBuf;
+
+/// `strata task …`.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Print the manifest a task document becomes (builds nothing).
+    Compile {
+        /// The task document ({"task": …, "task_data": …}), or `-` for stdin.
+        #[arg(value_name = "TASK", default_value = "-")]
+        task: String,
+        /// The store whose environments are reused [default: as for build].
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+    /// Run a task document; write its artifacts and artifacts.json.
+    Run(TaskRunArgs),
+}
+
+/// `strata task run`.
+#[derive(Debug, Args)]
+pub struct TaskRunArgs {
+    /// The task document, or `-` for stdin.
+    #[arg(value_name = "TASK", default_value = "-")]
+    task: String,
+    /// Where the artifacts and artifacts.json go.
+    #[arg(long, value_name = "DIR")]
+    output_directory: PathBuf,
+    /// The object store [default: $STRATA_STORE, else /var/cache/strata as root, else $XDG_CACHE_HOME/strata].
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// The notification channels [default: $STRATA_NOTIFICATIONS_CONFIG, else /etc/strata/notifications.json].
+    #[arg(long, value_name = "FILE")]
+    notifications_config: Option<PathBuf>,
+    /// Extra stage and runner search path; repeatable.
+    #[arg(long = "libdir", value_name = "DIR")]
+    libdirs: Vec<PathBuf>,
+    /// Print only errors.
+    #[arg(short, long)]
+    quiet: bool,
+    /// End a stage that runs longer than this many seconds (a failure).
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    stage_timeout: Option<u64>,
+}
+
+/// `strata env …`.
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// List the environments (systems tasks can run in) the store holds.
+    Ls {
+        /// The object store [default: as for build].
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+        /// Print JSON rather than a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn read(task: &str) -> Result<(String, String), i32> {
+    if task == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("error: reading the task from stdin: {e}");
+            return Err(2);
+        }
+        return Ok((text, "<stdin>".into()));
+    }
+    match fs_err::read_to_string(task) {
+        Ok(text) => Ok((text, task.to_owned())),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(2)
+        }
+    }
+}
+
+fn fail(e: &TaskError) -> i32 {
+    eprintln!("error: {e}");
+    e.exit_code()
+}
+
+/// Runs `strata task …`; returns the exit code.
+pub fn task_main(cmd: TaskCommand) -> i32 {
+    match cmd {
+        TaskCommand::Compile { task, store } => {
+            let (text, origin) = match read(&task) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            match super::compile_document(&text, &origin, &store.unwrap_or_else(default_store)) {
+                Ok((_, compiled)) => {
+                    if let Some(choice) = &compiled.environment {
+                        eprintln!("{}", super::describe_choice(choice));
+                    }
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&compiled.manifest).expect("json")
+                    );
+                    0
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        TaskCommand::Run(args) => {
+            crate::sandbox::process::install_interrupt_handler();
+            let (text, origin) = match read(&args.task) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let opts = RunOptions {
+                store: args.store.unwrap_or_else(default_store),
+                output_directory: args.output_directory,
+                notifications_config: args.notifications_config,
+                quiet: args.quiet,
+                stage_timeout: args.stage_timeout.map(std::time::Duration::from_secs),
+                libdirs: args.libdirs,
+            };
+            let report = match super::run_document(&text, &origin, &opts) {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            for n in &report.notifications {
+                match n {
+                    Ok(line) if !args.quiet => eprintln!("{line}"),
+                    Ok(_) => {}
+                    Err(line) => eprintln!("warning: {line}"),
+                }
+            }
+            if let Some(error) = report.document["error"].as_str() {
+                eprintln!("error: {error}");
+            }
+            eprintln!(
+                "task {} {}: {}; artifacts.json in {}",
+                report.document["task"].as_str().unwrap_or(""),
+                report
+                    .work_request_id
+                    .get(..16)
+                    .unwrap_or(&report.work_request_id),
+                report.result,
+                opts.output_directory.display()
+            );
+            if report.interrupted {
+                130
+            } else {
+                i32::from(report.result != "success")
+            }
+        }
+    }
+}
+
+/// Runs `strata env …`; returns the exit code.
+pub fn env_main(cmd: EnvCommand) -> i32 {
+    match cmd {
+        EnvCommand::Ls { store, json } => match env::list(&store.unwrap_or_else(default_store)) {
+            Ok(envs) => {
+                if json {
+                    let brief: Vec<_> = envs
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({"id": e.id, "vendor": e.vendor, "codename": e.codename,
+                                "variant": e.variant, "architecture": e.architecture,
+                                "backends": e.backends, "created": e.created})
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&brief).expect("json"));
+                } else {
+                    print!("{}", env::table(&envs));
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
+    }
+}

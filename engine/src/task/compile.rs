@@ -1,0 +1,475 @@
+//! Task → manifest.
+//!
+//! ```text
+//! SystemBootstrap   system   [bootstrap: task_data as is]
+//!                   tarball  [tar system.tar.zst]  ← tree system
+//!
+//! PackageBuild      environment  [bootstrap]  (a stored system's pipeline, or a new one)
+//!                   extra-binaries [copy]     (only with extra_binary_artifacts)
+//!                   build        [build: PackageBuild's options as is]
+//!                                  build root: environment; source: files (the .dsc and its files)
+//!
+//! Lintian           environment  [bootstrap]
+//!                   input        [copy: the .dsc/.deb/.changes files by name]
+//!                   lintian      [lintian]  build root: environment; input: tree input
+//! ```
+//!
+//! Local files (strata has no artifact ids) become `curl` sources with
+//! file:// URLs, named by their SHA-256, so a changed file changes the ids.
+//! Every pipeline has the same fixed source-epoch: the same task compiles
+//! to the same ids, and the store short-circuits a repeated task.
+
+use super::env::{Environment, Lookup};
+use super::model::{Backend, Invalid, LintianData, PackageBuildData, SystemBootstrapData, Task};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// SOURCE_DATE_EPOCH of every compiled pipeline.
+pub const SOURCE_EPOCH: u64 = 1_700_000_000;
+
+/// What environments strata bootstraps for tasks carry besides the variant,
+/// always the same so that every task asking for one shares it: lintian, so
+/// one environment serves PackageBuild and Lintian.
+pub const ENVIRONMENT_PACKAGES: [&str; 1] = ["lintian"];
+
+/// A compiled task.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The manifest (format 2).
+    pub manifest: Value,
+    /// The pipelines whose trees hold the artifacts.
+    pub exports: Vec<String>,
+    /// The pipeline that is a system, recorded as an environment once built.
+    pub system: Option<String>,
+    /// How the environment was chosen (PackageBuild, Lintian).
+    pub environment: Option<EnvironmentChoice>,
+}
+
+/// How a task's environment was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvironmentChoice {
+    /// A stored system matched the lookup.
+    Stored {
+        /// The lookup, completed.
+        lookup: String,
+        /// The system's id.
+        id: String,
+    },
+    /// None matched: a bootstrap is compiled in.
+    Bootstrapped {
+        /// The lookup, completed.
+        lookup: String,
+    },
+}
+
+/// Compiles `task`. `envs` are the store's environments (newest first),
+/// `host_arch` the dpkg architecture of this machine.
+pub fn compile(task: &Task, envs: &[Environment], host_arch: &str) -> Result<Compiled, Invalid> {
+    match task {
+        Task::SystemBootstrap(d) => Ok(system_bootstrap(d)),
+        Task::PackageBuild(d) => package_build(d, envs, host_arch),
+        Task::Lintian(d) => lintian(d, envs, host_arch),
+    }
+}
+
+fn pipeline(name: &str, build: Option<&str>, stage: Value) -> Value {
+    let mut p = Map::new();
+    p.insert("name".into(), json!(name));
+    if let Some(b) = build {
+        p.insert("build".into(), json!(format!("name:{b}")));
+    }
+    p.insert("runner".into(), json!("debian"));
+    p.insert("source-epoch".into(), json!(SOURCE_EPOCH));
+    p.insert("stages".into(), json!([stage]));
+    Value::Object(p)
+}
+
+fn system_bootstrap(d: &SystemBootstrapData) -> Compiled {
+    let mut options = json!({
+        "bootstrap_options": d.bootstrap_options,
+        "bootstrap_repositories": d.bootstrap_repositories,
+    });
+    if let Some(s) = &d.customization_script {
+        options["customization_script"] = json!(s);
+    }
+    let system = pipeline(
+        "system",
+        None,
+        json!({"type": "bootstrap", "options": options}),
+    );
+    let tarball = pipeline(
+        "tarball",
+        None,
+        json!({"type": "tar",
+               "inputs": {"tree": {"type": "tree", "origin": "pipeline", "references": ["name:system"]}},
+               "options": {"filename": "system.tar.zst", "compression": "zstd"}}),
+    );
+    Compiled {
+        manifest: json!({"version": "2", "pipelines": [system, tarball]}),
+        exports: vec!["tarball".into()],
+        system: Some("system".into()),
+        environment: None,
+    }
+}
+
+/// The environment pipeline for a lookup: a stored system's, or a bootstrap.
+fn environment(
+    text: &str,
+    backend: Backend,
+    architecture: &str,
+    needs: &[&str],
+    envs: &[Environment],
+) -> Result<(Value, EnvironmentChoice), Invalid> {
+    let at = |m: String| Invalid {
+        path: "task_data.environment".into(),
+        message: m,
+    };
+    let backend = backend.resolved();
+    if backend != Backend::Unshare {
+        return Err(Invalid {
+            path: "task_data.backend".into(),
+            message: format!(
+                "strata runs task stages with the unshare backend; `{}` is not available to tasks yet",
+                backend.as_str()
+            ),
+        });
+    }
+    let mut lookup = Lookup::parse(text).map_err(at)?;
+    lookup
+        .architecture
+        .get_or_insert_with(|| architecture.to_owned());
+    lookup
+        .backend
+        .get_or_insert_with(|| backend.as_str().to_owned());
+    let rendered = lookup.render();
+    let found = envs
+        .iter()
+        .find(|e| lookup.matches(e) && needs.iter().all(|n| e.packages.iter().any(|p| p == n)));
+    if let Some(env) = found {
+        let mut p = env.pipeline.clone();
+        let mut named = Map::new();
+        named.insert("name".into(), json!("environment"));
+        if let Some(obj) = p.as_object_mut() {
+            named.append(obj);
+        }
+        p = Value::Object(named);
+        return Ok((
+            p,
+            EnvironmentChoice::Stored {
+                lookup: rendered,
+                id: env.id.clone(),
+            },
+        ));
+    }
+    if lookup.vendor != "debian" {
+        return Err(at(format!(
+            "no stored environment matches `{rendered}`, and strata bootstraps only debian systems"
+        )));
+    }
+    let Some(codename) = &lookup.codename else {
+        return Err(at(format!(
+            "no stored environment matches `{rendered}`; to bootstrap one, strata needs its codename (codename=bookworm)"
+        )));
+    };
+    let variant = lookup.variant.as_deref().unwrap_or("buildd");
+    let bootstrap = json!({"type": "bootstrap", "options": {
+        "bootstrap_options": {"architecture": lookup.architecture, "variant": variant, "extra_packages": ENVIRONMENT_PACKAGES},
+        "bootstrap_repositories": [{"suite": codename, "components": ["main"]}],
+    }});
+    Ok((
+        pipeline("environment", None, bootstrap),
+        EnvironmentChoice::Bootstrapped { lookup: rendered },
+    ))
+}
+
+fn package_build(
+    d: &PackageBuildData,
+    envs: &[Environment],
+    host_arch: &str,
+) -> Result<Compiled, Invalid> {
+    let arch = if d.host_architecture == "all" {
+        host_arch
+    } else {
+        d.host_architecture.as_str()
+    };
+    // The build runs on the build architecture; left out it is the host's.
+    let env_arch = match &d.build_architecture {
+        Some(Some(a)) => a.as_str(),
+        _ => arch,
+    };
+    let (env, choice) = environment(&d.environment, d.backend, env_arch, &["dpkg-dev"], envs)?;
+    let mut sources = Sources::default();
+    let source = sources.add_all("task_data.input.source_artifact", &d.input.source_artifact)?;
+    let mut options = json!({"host_architecture": d.host_architecture});
+    let fields: [(&str, Option<Value>); 7] = [
+        (
+            "build_architecture",
+            d.build_architecture.clone().map(|a| json!(a)),
+        ),
+        (
+            "build_components",
+            d.build_components.as_ref().map(|c| json!(c)),
+        ),
+        (
+            "build_profiles",
+            d.build_profiles.as_ref().map(|p| json!(p)),
+        ),
+        ("build_options", d.build_options.as_ref().map(|o| json!(o))),
+        ("build_path", d.build_path.as_ref().map(|o| json!(o))),
+        ("binnmu", d.binnmu.as_ref().map(|b| json!(b))),
+        (
+            "extra_repositories",
+            d.extra_repositories.as_ref().map(|r| json!(r)),
+        ),
+    ];
+    for (key, value) in fields {
+        if let Some(v) = value {
+            options[key] = v;
+        }
+    }
+    let mut inputs =
+        json!({"source": {"type": "files", "origin": "source", "references": checksums(&source)}});
+    let mut pipelines = vec![env];
+    if !d.input.extra_binary_artifacts.is_empty() {
+        let mut files = Vec::new();
+        for (i, a) in d.input.extra_binary_artifacts.iter().enumerate() {
+            files.extend(
+                sources.add_all(&format!("task_data.input.extra_binary_artifacts[{i}]"), a)?,
+            );
+        }
+        pipelines.push(files_tree("extra-binaries", &files)?);
+        inputs["extra_binary_artifacts"] =
+            json!({"type": "tree", "origin": "pipeline", "references": ["name:extra-binaries"]});
+    }
+    pipelines.push(pipeline(
+        "build",
+        Some("environment"),
+        json!({"type": "build", "inputs": inputs, "options": options}),
+    ));
+    Ok(Compiled {
+        manifest: json!({"version": "2", "pipelines": pipelines, "sources": sources.to_json()}),
+        exports: vec!["build".into()],
+        system: matches!(choice, EnvironmentChoice::Bootstrapped { .. })
+            .then(|| "environment".into()),
+        environment: Some(choice),
+    })
+}
+
+fn lintian(d: &LintianData, envs: &[Environment], host_arch: &str) -> Result<Compiled, Invalid> {
+    let arch = d.host_architecture.as_deref().unwrap_or(host_arch);
+    let (env, choice) = environment(&d.environment, d.backend, arch, &["lintian"], envs)?;
+    let mut sources = Sources::default();
+    let mut files = Vec::new();
+    if let Some(s) = &d.input.source_artifact {
+        files.extend(sources.add_all("task_data.input.source_artifact", s)?);
+    }
+    for (i, a) in d.input.binary_artifacts.iter().enumerate() {
+        files.extend(sources.add_all(&format!("task_data.input.binary_artifacts[{i}]"), a)?);
+    }
+    let mut analyses = Vec::new();
+    for (on, name) in [
+        (d.output.source_analysis, "source"),
+        (d.output.binary_all_analysis, "binary-all"),
+        (d.output.binary_any_analysis, "binary-any"),
+    ] {
+        if on {
+            analyses.push(name);
+        }
+    }
+    // debusine's Lintian fails on nothing unless asked.
+    let severity = d.fail_on_severity.unwrap_or(super::model::Severity::None);
+    let mut options = json!({"analyses": analyses, "fail_on_severity": severity});
+    if !d.include_tags.is_empty() {
+        options["include_tags"] = json!(d.include_tags);
+    }
+    if !d.exclude_tags.is_empty() {
+        options["exclude_tags"] = json!(d.exclude_tags);
+    }
+    let lint = pipeline(
+        "lintian",
+        Some("environment"),
+        json!({"type": "lintian",
+               "inputs": {"input": {"type": "tree", "origin": "pipeline", "references": ["name:input"]}},
+               "options": options}),
+    );
+    Ok(Compiled {
+        manifest: json!({"version": "2",
+                         "pipelines": [env, files_tree("input", &files)?, lint],
+                         "sources": sources.to_json()}),
+        exports: vec!["lintian".into()],
+        system: matches!(choice, EnvironmentChoice::Bootstrapped { .. })
+            .then(|| "environment".into()),
+        environment: Some(choice),
+    })
+}
+
+/// A local file that a task names, and its SHA-256.
+#[derive(Debug, Clone)]
+struct LocalFile {
+    name: String,
+    path: PathBuf,
+    checksum: String,
+}
+
+fn checksums(files: &[LocalFile]) -> Vec<String> {
+    files.iter().map(|f| f.checksum.clone()).collect()
+}
+
+/// A pipeline whose tree holds `files` by their names (the `copy` stage
+/// renames the checksum-named files of a files input).
+fn files_tree(name: &str, files: &[LocalFile]) -> Result<Value, Invalid> {
+    let mut by_name: BTreeMap<&str, &LocalFile> = BTreeMap::new();
+    for f in files {
+        if let Some(other) = by_name.insert(&f.name, f)
+            && other.checksum != f.checksum
+        {
+            return Err(Invalid {
+                path: "task_data.input".into(),
+                message: format!(
+                    "two different files are named {}: {} and {}",
+                    f.name,
+                    other.path.display(),
+                    f.path.display()
+                ),
+            });
+        }
+    }
+    let mut references: Vec<&str> = by_name.values().map(|f| f.checksum.as_str()).collect();
+    references.sort();
+    references.dedup();
+    let paths: Vec<Value> = by_name
+        .values()
+        .map(|f| json!({"from": format!("input://files/{}", f.checksum), "to": format!("tree:///{}", f.name)}))
+        .collect();
+    Ok(
+        json!({"name": name, "source-epoch": SOURCE_EPOCH, "stages": [{"type": "copy",
+        "inputs": {"files": {"type": "files", "origin": "source", "references": references}},
+        "options": {"paths": paths}}]}),
+    )
+}
+
+/// The curl source items of the task's local files.
+#[derive(Debug, Default)]
+struct Sources {
+    items: BTreeMap<String, String>,
+}
+
+impl Sources {
+    /// The file `value` (path or file:// URL) names, and for a .dsc or
+    /// .changes every file it lists, each made a source item.
+    fn add_all(&mut self, at: &str, value: &str) -> Result<Vec<LocalFile>, Invalid> {
+        let fail = |m: String| Invalid {
+            path: at.to_owned(),
+            message: m,
+        };
+        let path = local_path(value).map_err(&fail)?;
+        let path = fs_err::canonicalize(&path).map_err(|e| fail(e.to_string()))?;
+        let mut files = vec![local_file(&path).map_err(&fail)?];
+        let name = files[0].name.clone();
+        if name.ends_with(".dsc") || name.ends_with(".changes") {
+            let text = fs_err::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+            let dir = path.parent().unwrap_or(Path::new("/"));
+            for (listed, sha256) in super::artifacts::listed_files(&text) {
+                if listed.contains('/') || listed.starts_with('.') {
+                    return Err(fail(format!(
+                        "{name} lists `{listed}`, which is not a plain file name"
+                    )));
+                }
+                let f = local_file(&dir.join(&listed))
+                    .map_err(|e| fail(format!("{name} lists {listed}: {e}")))?;
+                if let Some(want) = sha256
+                    && f.checksum != format!("sha256:{want}")
+                {
+                    return Err(fail(format!(
+                        "{} does not have the SHA-256 {name} gives ({want})",
+                        f.path.display()
+                    )));
+                }
+                files.push(f);
+            }
+        }
+        for f in &files {
+            self.items.insert(f.checksum.clone(), file_url(&f.path));
+        }
+        Ok(files)
+    }
+
+    fn to_json(&self) -> Value {
+        let items: Map<String, Value> = self
+            .items
+            .iter()
+            .map(|(k, url)| (k.clone(), json!({"url": url})))
+            .collect();
+        json!({"curl": {"items": items}})
+    }
+}
+
+fn local_file(path: &Path) -> Result<LocalFile, String> {
+    let checksum = strata_sources::sha256_file(path).map_err(|e| e.to_string())?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("{} has no file name", path.display()))?;
+    Ok(LocalFile {
+        name,
+        path: path.to_path_buf(),
+        checksum: checksum.as_str().to_owned(),
+    })
+}
+
+/// A path or a file:/// URL (percent-decoded) as a path.
+fn local_path(value: &str) -> Result<PathBuf, String> {
+    match value.strip_prefix("file://") {
+        Some(rest) if rest.starts_with('/') => percent_decode(rest).map(PathBuf::from),
+        Some(_) => Err(format!("`{value}`: a file URL is file:///absolute/path")),
+        None => Ok(PathBuf::from(value)),
+    }
+}
+
+fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .ok_or_else(|| format!("`{s}`: a cut-off %-escape"))?;
+            out.push(
+                u8::from_str_radix(hex, 16).map_err(|_| format!("`{s}`: bad %-escape %{hex}"))?,
+            );
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("`{s}`: not UTF-8"))
+}
+
+/// file:// URL of an absolute path, bytes outside the safe set escaped.
+fn file_url(path: &Path) -> String {
+    let mut url = String::from("file://");
+    for b in path.to_string_lossy().bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~+".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_round_trip() {
+        let p = Path::new("/tmp/a b/ü%.dsc");
+        let url = file_url(p);
+        assert_eq!(url, "file:///tmp/a%20b/%C3%BC%25.dsc");
+        assert_eq!(local_path(&url).unwrap(), p);
+    }
+}

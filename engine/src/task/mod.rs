@@ -1,0 +1,347 @@
+//! debusine task documents: `strata task compile` and `strata task run`.
+//!
+//! ```text
+//! TASK.json ──model::parse──▶ Task ──compile (+ the store's environments)──▶ manifest
+//!   (strict: key paths)                 env: lookup → stored system, or a bootstrap
+//!                                            compiled in (recorded once built)
+//! manifest ──manifest::load, exec::build (checkpoint *, export)──▶ DIR/<pipeline>/
+//!          ──artifacts──▶ DIR/artifacts.json
+//!          ──on failure──▶ notify: email per notifications.on_failure
+//! ```
+//!
+//! `model` holds the task_data types, `compile` draws task → manifest,
+//! `env` the environments the store holds, `artifacts` what a run hands
+//! back, `notify` the failure emails.
+
+pub mod artifacts;
+pub mod command;
+pub mod compile;
+pub mod env;
+pub mod model;
+pub mod notify;
+
+use crate::catalog::Catalog;
+use crate::exec::{self, BuildError, BuildOptions};
+use crate::monitor::Monitor;
+use crate::plan::Plan;
+use compile::{Compiled, EnvironmentChoice};
+use model::{Invalid, Task};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a task did not run (as opposed to running and failing).
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The document is not a valid task (exit 2).
+    #[error("invalid task {origin}: {invalid}")]
+    Invalid {
+        /// Where the document came from.
+        origin: String,
+        /// What and where.
+        invalid: Invalid,
+    },
+    /// The notifications config is unusable (exit 2).
+    #[error(transparent)]
+    Config(#[from] notify::ConfigError),
+    /// The command line does not fit (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The compiled manifest was refused: a task value a stage does not
+    /// accept (exit 2).
+    #[error("the manifest task {origin} compiles to is not valid:\n{detail}")]
+    Manifest {
+        /// The task document.
+        origin: String,
+        /// The manifest errors.
+        detail: String,
+    },
+    /// The store's environments could not be read (exit 1).
+    #[error(transparent)]
+    Env(#[from] env::EnvError),
+}
+
+impl TaskError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TaskError::Env(_) => 1,
+            _ => 2,
+        }
+    }
+}
+
+/// The dpkg architecture of this machine (the default for tasks that do
+/// not name one).
+pub fn host_architecture() -> String {
+    std::process::Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| {
+            match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                "x86" => "i386",
+                "powerpc64" => "ppc64el",
+                other => other,
+            }
+            .to_owned()
+        })
+}
+
+/// Parses `text` (from `origin`) and compiles it against the store at `store`.
+pub fn compile_document(
+    text: &str,
+    origin: &str,
+    store: &Path,
+) -> Result<(Task, Compiled), TaskError> {
+    let invalid = |invalid| TaskError::Invalid {
+        origin: origin.to_owned(),
+        invalid,
+    };
+    let task = model::parse(text).map_err(invalid)?;
+    let envs = env::list(store)?;
+    let compiled = compile::compile(&task, &envs, &host_architecture()).map_err(invalid)?;
+    Ok((task, compiled))
+}
+
+/// What `strata task run` needs besides the document.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The store root.
+    pub store: PathBuf,
+    /// Where artifacts and artifacts.json go.
+    pub output_directory: PathBuf,
+    /// The notifications config (default: [`notify::default_config_path`]).
+    pub notifications_config: Option<PathBuf>,
+    /// Only errors on stderr.
+    pub quiet: bool,
+    /// End a stage that runs longer.
+    pub stage_timeout: Option<Duration>,
+    /// More stages.
+    pub libdirs: Vec<PathBuf>,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunReport {
+    /// success, failure (a stage failed) or error (anything else).
+    pub result: &'static str,
+    /// The run's id: the id of the pipeline whose tree the task hands back.
+    pub work_request_id: String,
+    /// The artifacts.json document.
+    pub document: Value,
+    /// One line per notification sent or not.
+    pub notifications: Vec<Result<String, String>>,
+    /// Ctrl-C or SIGTERM stopped it (exit 130).
+    pub interrupted: bool,
+}
+
+/// Runs a task document. `Err` when it could not start; a run that failed
+/// is an `Ok` report whose result says so.
+pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunReport, TaskError> {
+    let (task, compiled) = compile_document(text, origin, &opts.store)?;
+    let emails = if task.on_failure().is_empty() {
+        Vec::new()
+    } else {
+        let path = opts
+            .notifications_config
+            .clone()
+            .unwrap_or_else(notify::default_config_path);
+        let config = notify::Config::load(&path)?;
+        config
+            .compose(task.on_failure(), &path)
+            .map_err(|invalid| TaskError::Invalid {
+                origin: origin.to_owned(),
+                invalid,
+            })?
+    };
+    let out = &opts.output_directory;
+    for name in compiled
+        .exports
+        .iter()
+        .map(String::as_str)
+        .chain(["artifacts.json"])
+    {
+        if out.join(name).exists() {
+            return Err(TaskError::Usage(format!(
+                "{} exists already\n    hint: give --output-directory a new or empty folder",
+                out.join(name).display()
+            )));
+        }
+    }
+
+    let catalog = Catalog::new(opts.libdirs.clone());
+    let manifest_text = serde_json::to_string(&compiled.manifest).expect("json");
+    let m = crate::manifest::load(
+        &manifest_text,
+        &format!("(compiled from {origin})"),
+        &catalog,
+    )
+    .map_err(|e| TaskError::Manifest {
+        origin: origin.to_owned(),
+        detail: e.to_string(),
+    })?;
+    let plan = Plan::new(&m);
+    let id_of = |name: &str| {
+        plan.pipeline_id(m.index(name))
+            .map(|i| i.to_string())
+            .unwrap_or_default()
+    };
+    let work_request_id = id_of(compiled.exports.last().expect("a task exports a pipeline"));
+    let environment = compiled.environment.as_ref().map(|c| match c {
+        EnvironmentChoice::Stored { lookup, id } => {
+            json!({"lookup": lookup, "id": id, "reused": true})
+        }
+        EnvironmentChoice::Bootstrapped { lookup } => {
+            json!({"lookup": lookup, "id": id_of("environment"), "reused": false})
+        }
+    });
+    if !opts.quiet
+        && let Some(choice) = &compiled.environment
+    {
+        eprintln!("{}", describe_choice(choice));
+    }
+
+    let build_opts = BuildOptions {
+        store: opts.store.clone(),
+        checkpoints: vec!["*".into()],
+        exports: compiled.exports.clone(),
+        output_directory: Some(out.clone()),
+        quiet: opts.quiet,
+        stage_timeout: opts.stage_timeout,
+    };
+    let (report, built) = exec::build(&m, &plan, &catalog, &build_opts, &Monitor::new(opts.quiet));
+    let meta_of = |name: &str| {
+        report.stages[m.index(name)]
+            .last()
+            .map_or(Value::Null, |s| s.metadata.clone())
+    };
+    let interrupted = matches!(built, Err(BuildError::Interrupted));
+    let outcome: Result<Vec<artifacts::Artifact>, (&'static str, String)> = match built {
+        Err(e) => Err((
+            if matches!(e, BuildError::Stage(_)) {
+                "failure"
+            } else {
+                "error"
+            },
+            e.to_string(),
+        )),
+        Ok(()) => {
+            if let Some(system) = &compiled.system
+                && let Err(e) = record_system(&opts.store, &plan, &m, &compiled.manifest, system)
+            {
+                eprintln!("warning: the system was built but not recorded as an environment: {e}");
+            }
+            let collected = match &task {
+                Task::SystemBootstrap(_) => {
+                    artifacts::system_tarball(out, &meta_of("system"), &meta_of("tarball"))
+                }
+                Task::PackageBuild(_) => artifacts::package_build(out, &meta_of("build")),
+                Task::Lintian(_) => artifacts::lintian(out),
+            };
+            collected.map_err(|e| ("error", format!("describing the artifacts: {e}")))
+        }
+    };
+    let (result, error, list) = match outcome {
+        Ok(list) => ("success", None, list),
+        Err((result, message)) => (result, Some(message), Vec::new()),
+    };
+    let document = json!({
+        "task": task.kind(),
+        "work_request_id": work_request_id,
+        "result": result,
+        "environment": environment,
+        "error": error,
+        "artifacts": list.iter().map(artifacts::Artifact::to_json).collect::<Vec<_>>(),
+    });
+    let written = fs_err::create_dir_all(out).and_then(|()| {
+        fs_err::write(
+            out.join("artifacts.json"),
+            serde_json::to_vec_pretty(&document).expect("json"),
+        )
+    });
+    let mut notifications = Vec::new();
+    let mut result = result;
+    if let Err(e) = written {
+        eprintln!("error: writing artifacts.json: {e}");
+        result = if result == "success" { "error" } else { result };
+    }
+    if result != "success" {
+        let body = format!(
+            "strata task {kind} {work_request_id} completed in {result}.\n\n{}\n",
+            error
+                .as_deref()
+                .unwrap_or("artifacts.json could not be written"),
+            kind = task.kind(),
+        );
+        for email in &emails {
+            let sent = notify::send(
+                email,
+                &work_request_id,
+                result,
+                &body,
+                Duration::from_secs(10),
+            );
+            notifications.push(match sent {
+                Ok(()) => Ok(format!(
+                    "notified channel `{}` ({})",
+                    email.channel,
+                    email
+                        .to
+                        .iter()
+                        .chain(&email.cc)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Err(e) => Err(format!("notification channel `{}`: {e}", email.channel)),
+            });
+        }
+    }
+    Ok(RunReport {
+        result,
+        work_request_id,
+        document,
+        notifications,
+        interrupted,
+    })
+}
+
+/// One line saying which environment a task uses.
+pub fn describe_choice(choice: &EnvironmentChoice) -> String {
+    match choice {
+        EnvironmentChoice::Stored { lookup, id } => {
+            format!(
+                "environment {lookup}: the stored system {}",
+                &id[..16.min(id.len())]
+            )
+        }
+        EnvironmentChoice::Bootstrapped { lookup } => {
+            format!("environment {lookup}: none stored, bootstrapping one")
+        }
+    }
+}
+
+/// Records the compiled system pipeline `name` as an environment.
+fn record_system(
+    store: &Path,
+    plan: &Plan,
+    m: &crate::manifest::Manifest,
+    manifest: &Value,
+    name: &str,
+) -> Result<(), env::EnvError> {
+    let pi = m.index(name);
+    let Some(id) = plan.pipeline_id(pi) else {
+        return Ok(());
+    };
+    let store = crate::store::Store::open(store)?;
+    if store.has(id) {
+        env::record(&store, id, &manifest["pipelines"][pi])?;
+    }
+    Ok(())
+}
