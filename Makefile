@@ -33,9 +33,11 @@ test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-# The engine (hello.json cold/warm) and the Debian bootstrap against bare mmdebstrap.
+# The engine (hello.json cold/warm), two pipelines in parallel against one
+# after the other, and the Debian bootstrap against bare mmdebstrap.
 bench: deps build
 	$(CARGO) bench -p strata-tests --bench build
+	$(CARGO) bench -p strata-tests --bench parallel
 	$(CARGO) bench -p strata-tests --bench debian
 	$(CARGO) bench -p strata-tests --bench package
 

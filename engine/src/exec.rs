@@ -15,9 +15,9 @@
 pub mod schedule;
 
 use crate::catalog::{Catalog, Runner, StageRoot};
+use crate::graph;
 use crate::id::Id;
 use crate::manifest::{InputType, Manifest, Origin};
-use crate::graph;
 use crate::monitor::{self, Event, Monitor, PipelineInfo, PipelineResult, StageInfo, StageRef};
 use crate::plan::Plan;
 use crate::sandbox::process::{self, Outcome};
@@ -748,7 +748,10 @@ impl Builder<'_> {
                 metadata: meta,
             });
         }
-        self.trees.lock().expect("trees lock").insert(pi, final_tree);
+        self.trees
+            .lock()
+            .expect("trees lock")
+            .insert(pi, final_tree);
         self.keep.lock().expect("keep lock").push(work);
         Ok(())
     }
@@ -833,7 +836,10 @@ impl Builder<'_> {
             let shell = self.break_shell(pi, si, &spec, overlay.as_ref(), tree_inside);
             if !shell.success() {
                 return Err(fail(
-                    format!("stopped at --break: the shell ended with {}", shell.describe()),
+                    format!(
+                        "stopped at --break: the shell ended with {}",
+                        shell.describe()
+                    ),
                     vec![],
                 ));
             }
@@ -848,8 +854,7 @@ impl Builder<'_> {
             }
         };
         let started = Instant::now();
-        let outcome =
-            process::run_logged(program, &argv, log, &on_line, self.opts.stage_timeout);
+        let outcome = process::run_logged(program, &argv, log, &on_line, self.opts.stage_timeout);
         let duration = started.elapsed();
         if matches!(outcome, Outcome::Interrupted) {
             return Err(BuildError::Interrupted);
@@ -974,7 +979,9 @@ impl Builder<'_> {
         run: &Path,
     ) -> Result<(Root, Option<sandbox::Overlay>), BuildError> {
         let p = &self.m.pipelines[pi];
-        let env = p.build_name().map(|build| self.tree_of(self.m.index(build)));
+        let env = p
+            .build_name()
+            .map(|build| self.tree_of(self.m.index(build)));
         Ok(match (needs, env) {
             (StageRoot::Tree, _) => (Root::TreeRw(tree.to_path_buf()), None),
             (StageRoot::BuildCopy, Some(env)) => {
@@ -1022,7 +1029,9 @@ impl Builder<'_> {
         shell.argv = vec!["/bin/sh".into(), "-i".into()];
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
         shell.env.push(("TERM".into(), term));
-        shell.env.push(("PS1".into(), format!("strata {}/{ty}# ", p.name)));
+        shell
+            .env
+            .push(("PS1".into(), format!("strata {}/{ty}# ", p.name)));
         let mut banner = tty;
         let _ = writeln!(
             banner,

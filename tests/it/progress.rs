@@ -20,9 +20,8 @@ fn records(bytes: &[u8]) -> Vec<Value> {
         .skip(1)
         .map(|r| {
             assert!(r.ends_with(b"\n"), "a record ends with LF");
-            serde_json::from_slice(r).unwrap_or_else(|e| {
-                panic!("not JSON ({e}): {}", String::from_utf8_lossy(r))
-            })
+            serde_json::from_slice(r)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(r)))
         })
         .collect()
 }
@@ -33,8 +32,14 @@ fn validate(events: &[Value]) {
     let schema: Value = serde_json::from_str(&text).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     for event in events {
-        let errors: Vec<String> = validator.iter_errors(event).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{event}\ndoes not fit the schema: {errors:?}");
+        let errors: Vec<String> = validator
+            .iter_errors(event)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{event}\ndoes not fit the schema: {errors:?}"
+        );
     }
 }
 
@@ -47,9 +52,7 @@ fn at(events: &[Value], kind: &str, pipeline: &str, index: Option<u64>) -> usize
     events
         .iter()
         .position(|e| {
-            e["event"] == kind
-                && e["pipeline"] == pipeline
-                && index.is_none_or(|i| e["index"] == i)
+            e["event"] == kind && e["pipeline"] == pipeline && index.is_none_or(|i| e["index"] == i)
         })
         .unwrap_or_else(|| panic!("no {kind} of {pipeline} {index:?} in {events:#?}"))
 }
@@ -85,7 +88,11 @@ fn the_event_stream_fits_the_schema_and_keeps_order() {
             "options": {"paths": [{"from": format!("input://f/{}", checksum(data)), "to": "tree:///f"}]}}]}],
         "sources": inline_sources(&[data])});
     let lib = lib.to_str().unwrap();
-    let (run, events) = build_events(&env, &m, &["--libdir", lib, "--jobs", "2", "--checkpoint", "*"]);
+    let (run, events) = build_events(
+        &env,
+        &m,
+        &["--libdir", lib, "--jobs", "2", "--checkpoint", "*"],
+    );
     run.success();
 
     assert_eq!(events[0]["event"], "build-start", "{events:#?}");
@@ -93,12 +100,32 @@ fn the_event_stream_fits_the_schema_and_keeps_order() {
     assert_eq!(events[0]["pipelines"][2]["needs"], json!(["a", "b"]));
     let last = events.last().unwrap();
     assert_eq!(last["event"], "build-finish");
-    assert_eq!((last["success"].clone(), last["built"].clone(), last["reused"].clone()), (json!(true), json!(4), json!(0)));
+    assert_eq!(
+        (
+            last["success"].clone(),
+            last["built"].clone(),
+            last["reused"].clone()
+        ),
+        (json!(true), json!(4), json!(0))
+    );
 
     let fetch = of_kind(&events, "source-fetch");
-    assert!(fetch.iter().any(|e| e["done"] == true && e["bytes"] == data.len() && e["item"] == checksum(data)), "{fetch:#?}");
-    let first_pipeline = events.iter().position(|e| e["event"] == "pipeline-start").unwrap();
-    assert!(events[..first_pipeline].iter().any(|e| e["event"] == "source-fetch" && e["done"] == true), "sources come first");
+    assert!(
+        fetch
+            .iter()
+            .any(|e| e["done"] == true && e["bytes"] == data.len() && e["item"] == checksum(data)),
+        "{fetch:#?}"
+    );
+    let first_pipeline = events
+        .iter()
+        .position(|e| e["event"] == "pipeline-start")
+        .unwrap();
+    assert!(
+        events[..first_pipeline]
+            .iter()
+            .any(|e| e["event"] == "source-fetch" && e["done"] == true),
+        "sources come first"
+    );
 
     // Every stage starts once, then finishes once; its log lines fall between.
     for (p, n) in [("a", 2), ("b", 1), ("c", 1)] {
@@ -111,11 +138,17 @@ fn the_event_stream_fits_the_schema_and_keeps_order() {
             assert!(at(&events, "pipeline-start", p, None) < start);
             assert!(finish < at(&events, "pipeline-finish", p, None));
         }
-        assert_eq!(events[at(&events, "pipeline-finish", p, None)]["result"], "success");
+        assert_eq!(
+            events[at(&events, "pipeline-finish", p, None)]["result"],
+            "success"
+        );
     }
     let hello = at(&events, "log", "a", Some(0));
     assert_eq!(events[hello]["line"], "hello from a");
-    assert!(at(&events, "stage-start", "a", Some(0)) < hello && hello < at(&events, "stage-finish", "a", Some(0)));
+    assert!(
+        at(&events, "stage-start", "a", Some(0)) < hello
+            && hello < at(&events, "stage-finish", "a", Some(0))
+    );
     // c needs a and b: both are done before it starts.
     let c = at(&events, "pipeline-start", "c", None);
     assert!(at(&events, "pipeline-finish", "a", None) < c);
@@ -124,14 +157,20 @@ fn the_event_stream_fits_the_schema_and_keeps_order() {
     assert!(at(&events, "pipeline-start", "b", None) < at(&events, "pipeline-finish", "a", None));
     assert!(at(&events, "pipeline-start", "a", None) < at(&events, "pipeline-finish", "b", None));
     let times: Vec<f64> = events.iter().map(|e| e["time"].as_f64().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] <= w[1]), "times only go forward");
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "times only go forward"
+    );
 
     // Warm: nothing starts, every stage finishes as cached.
     let (run, warm) = build_events(&env, &m, &["--libdir", lib, "--checkpoint", "*"]);
     run.success();
     assert!(of_kind(&warm, "stage-start").is_empty());
     let finished = of_kind(&warm, "stage-finish");
-    assert!(!finished.is_empty() && finished.iter().all(|e| e["status"] == "cached"), "{warm:#?}");
+    assert!(
+        !finished.is_empty() && finished.iter().all(|e| e["status"] == "cached"),
+        "{warm:#?}"
+    );
     assert_eq!(warm.last().unwrap()["reused"], 4);
 }
 
@@ -155,7 +194,10 @@ fn intervals(jobs: &str) -> Vec<(f64, f64)> {
     (0..2)
         .map(|p| {
             let meta = &doc["pipelines"][p]["stages"][0]["metadata"];
-            (meta["start"].as_f64().unwrap(), meta["end"].as_f64().unwrap())
+            (
+                meta["start"].as_f64().unwrap(),
+                meta["end"].as_f64().unwrap(),
+            )
         })
         .collect()
 }
@@ -164,7 +206,10 @@ fn intervals(jobs: &str) -> Vec<(f64, f64)> {
 fn independent_pipelines_run_at_the_same_time() {
     let together = intervals("2");
     let ((s0, e0), (s1, e1)) = (together[0], together[1]);
-    assert!(s0 < e1 && s1 < e0, "with --jobs 2 the naps overlap: {together:?}");
+    assert!(
+        s0 < e1 && s1 < e0,
+        "with --jobs 2 the naps overlap: {together:?}"
+    );
     let apart = intervals("1");
     let ((s0, e0), (s1, e1)) = (apart[0], apart[1]);
     assert!(e0 <= s1 || e1 <= s0, "with --jobs 1 they do not: {apart:?}");
@@ -172,10 +217,14 @@ fn independent_pipelines_run_at_the_same_time() {
 
 fn failing_lib(env: &Env) -> String {
     env.script_stage("ok", "echo fine", Value::Null);
-    env.script_stage("bad", "echo 'about to fail'\necho 'the reason' >&2\nexit 3", Value::Null)
-        .to_str()
-        .unwrap()
-        .to_owned()
+    env.script_stage(
+        "bad",
+        "echo 'about to fail'\necho 'the reason' >&2\nexit 3",
+        Value::Null,
+    )
+    .to_str()
+    .unwrap()
+    .to_owned()
 }
 
 #[test]
@@ -198,9 +247,19 @@ fn a_failing_stage_is_in_the_stream_with_its_status_and_log() {
     assert_eq!(e["stage"]["id"], finish["id"]);
     assert_eq!(e["status"], "exit status 3");
     assert_eq!(e["log_tail"], json!(["about to fail", "the reason"]));
-    assert_eq!(events[at(&events, "pipeline-finish", "p", None)]["result"], "failed");
+    assert_eq!(
+        events[at(&events, "pipeline-finish", "p", None)]["result"],
+        "failed"
+    );
     let last = events.last().unwrap();
-    assert_eq!((last["event"].clone(), last["exit_code"].clone(), last["failed"].clone()), (json!("build-finish"), json!(1), json!(1)));
+    assert_eq!(
+        (
+            last["event"].clone(),
+            last["exit_code"].clone(),
+            last["failed"].clone()
+        ),
+        (json!("build-finish"), json!(1), json!(1))
+    );
 }
 
 #[test]
@@ -209,11 +268,18 @@ fn a_stage_timeout_is_in_the_stream() {
     let lib = env.script_stage("slow", "echo started\nsleep 60", Value::Null);
     let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "slow"}]}]});
     let began = Instant::now();
-    let (run, events) = build_events(&env, &m, &["--libdir", lib.to_str().unwrap(), "--stage-timeout", "1"]);
+    let (run, events) = build_events(
+        &env,
+        &m,
+        &["--libdir", lib.to_str().unwrap(), "--stage-timeout", "1"],
+    );
     assert!(began.elapsed() < Duration::from_secs(20));
     assert_eq!(run.code(), 1, "{}", run.describe());
     let e = of_kind(&events, "error")[0];
-    assert_eq!(e["status"], "timed out after 1s (--stage-timeout) and was ended");
+    assert_eq!(
+        e["status"],
+        "timed out after 1s (--stage-timeout) and was ended"
+    );
     assert_eq!(e["log_tail"], json!(["started"]));
     assert!(!run.stderr().contains("panicked"));
 }
@@ -228,26 +294,49 @@ fn keep_going_finishes_what_does_not_need_the_failure() {
         {"name": "after", "stages": [{"type": "ok", "inputs": {"t": tree_input("broken")}}]},
         {"name": "fine", "stages": [{"type": "ok"}]},
         {"name": "also-broken", "stages": [{"type": "bad", "options": {"again": true}}]}]});
-    let result = |events: &[Value], p: &str| events[at(events, "pipeline-finish", p, None)]["result"].clone();
+    let result = |events: &[Value], p: &str| {
+        events[at(events, "pipeline-finish", p, None)]["result"].clone()
+    };
 
     let (run, events) = build_events(&env, &m, &["--libdir", &lib, "--jobs", "1"]);
     assert_eq!(run.code(), 1);
     assert_eq!(result(&events, "broken"), "failed");
     for p in ["after", "fine", "also-broken"] {
-        assert_eq!(result(&events, p), "skipped", "a failure stops new work: {p}");
+        assert_eq!(
+            result(&events, p),
+            "skipped",
+            "a failure stops new work: {p}"
+        );
     }
 
     let (run, events) = build_events(&env, &m, &["--libdir", &lib, "--jobs", "1", "--keep-going"]);
     assert_eq!(run.code(), 1);
     assert_eq!(result(&events, "broken"), "failed");
-    assert_eq!(result(&events, "after"), "skipped", "it needs the failed pipeline");
+    assert_eq!(
+        result(&events, "after"),
+        "skipped",
+        "it needs the failed pipeline"
+    );
     assert_eq!(result(&events, "fine"), "success");
     assert_eq!(result(&events, "also-broken"), "failed");
-    let failed: Vec<&Value> = of_kind(&events, "error").iter().map(|e| &e["pipeline"]).collect();
-    assert_eq!(failed, [&json!("broken"), &json!("also-broken")], "every failure is reported");
+    let failed: Vec<&Value> = of_kind(&events, "error")
+        .iter()
+        .map(|e| &e["pipeline"])
+        .collect();
+    assert_eq!(
+        failed,
+        [&json!("broken"), &json!("also-broken")],
+        "every failure is reported"
+    );
     let err = run.stderr();
-    assert!(err.contains("error: stage 0 (bad) of pipeline `broken` failed: exit status 3"), "{err}");
-    assert!(err.contains("error: stage 0 (bad) of pipeline `also-broken` failed: exit status 3"), "{err}");
+    assert!(
+        err.contains("error: stage 0 (bad) of pipeline `broken` failed: exit status 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: stage 0 (bad) of pipeline `also-broken` failed: exit status 3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -269,7 +358,8 @@ fn monitor_fd_leaves_stdout_to_json() {
         .unwrap();
     let run = Run(out);
     run.success();
-    let doc: Value = serde_json::from_str(&run.stdout()).expect("stdout is the --json document alone");
+    let doc: Value =
+        serde_json::from_str(&run.stdout()).expect("stdout is the --json document alone");
     assert_eq!(doc["success"], true);
     let events = records(&std::fs::read(&events_file).unwrap());
     validate(&events);
@@ -278,10 +368,18 @@ fn monitor_fd_leaves_stdout_to_json() {
 
     let both = env.build(&m, &["--libdir", &lib, "--json", "--monitor", "json-seq"]);
     assert_eq!(both.code(), 2);
-    assert!(both.stderr().contains("both want stdout"), "{}", both.stderr());
+    assert!(
+        both.stderr().contains("both want stdout"),
+        "{}",
+        both.stderr()
+    );
     let bad_fd = env.build(&m, &["--libdir", &lib, "--monitor-fd", "57"]);
     assert_eq!(bad_fd.code(), 2);
-    assert!(bad_fd.stderr().contains("--monitor-fd 57"), "{}", bad_fd.stderr());
+    assert!(
+        bad_fd.stderr().contains("--monitor-fd 57"),
+        "{}",
+        bad_fd.stderr()
+    );
 }
 
 #[test]
@@ -292,7 +390,12 @@ fn an_invalid_manifest_is_an_error_event() {
     assert_eq!(run.code(), 2);
     assert_eq!(events.len(), 2, "{events:#?}");
     assert_eq!(events[0]["kind"], "manifest");
-    assert!(events[0]["message"].as_str().unwrap().contains("no-such-stage"));
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-stage")
+    );
     assert_eq!(events[1]["exit_code"], 2);
 }
 
@@ -315,27 +418,64 @@ fn keep_failed_keeps_tree_and_inputs_until_store_gc() {
 
     let (run, _) = build_events(&env, &m, &["--libdir", lib, "--checkpoint", "base"]);
     assert_eq!(run.code(), 1);
-    assert!(!env.store().join("failed").exists(), "nothing is kept unless asked");
+    assert!(
+        !env.store().join("failed").exists(),
+        "nothing is kept unless asked"
+    );
 
-    let (run, events) = build_events(&env, &m, &["--libdir", lib, "--checkpoint", "base", "--keep-failed"]);
+    let (run, events) = build_events(
+        &env,
+        &m,
+        &["--libdir", lib, "--checkpoint", "base", "--keep-failed"],
+    );
     assert_eq!(run.code(), 1);
-    let kept = PathBuf::from(of_kind(&events, "error")[0]["kept"].as_str().expect("kept in the event"));
-    assert!(kept.starts_with(env.store().canonicalize().unwrap().join("failed")), "{kept:?}");
-    assert!(run.stderr().contains(&format!("kept in {}", kept.display())), "{}", run.stderr());
-    assert_eq!(std::fs::read_to_string(kept.join("tree/partial")).unwrap(), "partial\n");
+    let kept = PathBuf::from(
+        of_kind(&events, "error")[0]["kept"]
+            .as_str()
+            .expect("kept in the event"),
+    );
+    assert!(
+        kept.starts_with(env.store().canonicalize().unwrap().join("failed")),
+        "{kept:?}"
+    );
+    assert!(
+        run.stderr()
+            .contains(&format!("kept in {}", kept.display())),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(
+        std::fs::read_to_string(kept.join("tree/partial")).unwrap(),
+        "partial\n"
+    );
     assert!(kept.join("inputs/t/from-base").is_dir());
-    assert_eq!(std::fs::read(kept.join("inputs/f").join(checksum(data))).unwrap(), data);
-    assert_eq!(std::fs::read_to_string(kept.join("log")).unwrap(), "half done\n");
-    let args: Value = serde_json::from_str(&std::fs::read_to_string(kept.join("args.json")).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read(kept.join("inputs/f").join(checksum(data))).unwrap(),
+        data
+    );
+    assert_eq!(
+        std::fs::read_to_string(kept.join("log")).unwrap(),
+        "half done\n"
+    );
+    let args: Value =
+        serde_json::from_str(&std::fs::read_to_string(kept.join("args.json")).unwrap()).unwrap();
     assert_eq!(args["meta"]["stage"], "half");
     assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
     let objects = env.objects();
 
     let gc = env.strata(&["store", "gc"], None);
     gc.success();
-    assert!(gc.stderr().contains("removed 1 kept failed stage"), "{}", gc.stderr());
+    assert!(
+        gc.stderr().contains("removed 1 kept failed stage"),
+        "{}",
+        gc.stderr()
+    );
     assert!(!kept.exists());
-    assert_eq!(env.objects(), objects, "gc of kept trees leaves the objects alone");
+    assert_eq!(
+        env.objects(),
+        objects,
+        "gc of kept trees leaves the objects alone"
+    );
 }
 
 /// A tmux session running one command in a pseudo-terminal.
@@ -345,10 +485,24 @@ struct Tmux {
 
 impl Tmux {
     fn start(dir: &Path, command: &str, env: &[(&str, &str)]) -> Tmux {
-        let name = format!("strata-it-{}-{}", std::process::id(), dir.file_name().unwrap().to_string_lossy());
+        let name = format!(
+            "strata-it-{}-{}",
+            std::process::id(),
+            dir.file_name().unwrap().to_string_lossy()
+        );
         let mut cmd = Command::new("tmux");
-        cmd.args(["new-session", "-d", "-s", &name, "-x", "160", "-y", "50", "-c"])
-            .arg(dir);
+        cmd.args([
+            "new-session",
+            "-d",
+            "-s",
+            &name,
+            "-x",
+            "160",
+            "-y",
+            "50",
+            "-c",
+        ])
+        .arg(dir);
         for (k, v) in env {
             cmd.args(["-e", &format!("{k}={v}")]);
         }
@@ -379,7 +533,10 @@ impl Tmux {
             if screen.contains(text) {
                 return screen;
             }
-            assert!(Instant::now() < deadline, "the screen never showed {text:?}:\n{screen}");
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {text:?}:\n{screen}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -401,7 +558,9 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.name]).status();
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.name])
+            .status();
     }
 }
 
@@ -419,7 +578,11 @@ fn the_live_view_shows_each_state_and_the_totals() {
     let env = Env::new();
     env.script_stage("quick", "echo quick", Value::Null);
     env.script_stage("bad", "echo 'about to fail'\nexit 3", Value::Null);
-    let lib = env.script_stage("work", "echo halfway-there\nsleep 3\necho finished", Value::Null);
+    let lib = env.script_stage(
+        "work",
+        "echo halfway-there\nsleep 3\necho finished",
+        Value::Null,
+    );
     let m = json!({"version": "2", "pipelines": [
         {"name": "base", "stages": [{"type": "quick"}]},
         {"name": "work", "stages": [{"type": "work", "inputs": {"t": tree_input("base")}}]},
@@ -427,29 +590,65 @@ fn the_live_view_shows_each_state_and_the_totals() {
     let lib = lib.to_str().unwrap();
     // base is in the store before the build under test.
     let first = json!({"version": "2", "pipelines": [m["pipelines"][0].clone()]});
-    env.build(&first, &["--libdir", lib, "--checkpoint", "*"]).success();
+    env.build(&first, &["--libdir", lib, "--checkpoint", "*"])
+        .success();
 
-    let tmux = Tmux::start(env.dir.path(), &strata_command(&env, &m, &format!("--libdir {lib} --jobs 3")), &[]);
+    let tmux = Tmux::start(
+        env.dir.path(),
+        &strata_command(&env, &m, &format!("--libdir {lib} --jobs 3")),
+        &[],
+    );
     let running = tmux.wait_for("halfway-there");
-    let line = running.lines().find(|l| l.contains("0 work [")).unwrap_or_default().to_owned();
-    assert!(line.contains("running") && line.contains("halfway-there"), "a running stage with its last log line:\n{running}");
+    let line = running
+        .lines()
+        .find(|l| l.contains("0 work ["))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("running") && line.contains("halfway-there"),
+        "a running stage with its last log line:\n{running}"
+    );
     let done = tmux.wait_for("EXIT=");
-    let line_of = |needle: &str| done.lines().find(|l| l.contains(needle)).unwrap_or_default().to_owned();
+    let line_of = |needle: &str| {
+        done.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_default()
+            .to_owned()
+    };
     assert!(line_of("0 quick [").contains("cached"), "{done}");
     assert!(line_of("0 work [").contains("done"), "{done}");
-    assert!(line_of("0 bad [").contains("failed: exit status 3"), "{done}");
-    assert!(line_of("✓ work").contains("done"), "the pipeline's own line: {done}");
+    assert!(
+        line_of("0 bad [").contains("failed: exit status 3"),
+        "{done}"
+    );
+    assert!(
+        line_of("✓ work").contains("done"),
+        "the pipeline's own line: {done}"
+    );
     assert!(line_of("✗ broken").contains("failed"), "{done}");
-    assert!(done.contains("built 1, reused 1, failed 1 in "), "totals: {done}");
-    assert!(done.contains("error: stage 0 (bad) of pipeline `broken` failed"), "{done}");
+    assert!(
+        done.contains("built 1, reused 1, failed 1 in "),
+        "totals: {done}"
+    );
+    assert!(
+        done.contains("error: stage 0 (bad) of pipeline `broken` failed"),
+        "{done}"
+    );
     assert!(done.contains("EXIT=1"), "{done}");
-    assert!(tmux.screen(true).contains("\x1b[32m"), "colour on a terminal");
+    assert!(
+        tmux.screen(true).contains("\x1b[32m"),
+        "colour on a terminal"
+    );
 }
 
 #[test]
 fn the_live_view_without_colour_and_with_every_log_line() {
     let env = Env::new();
-    let lib = env.script_stage("talk", "echo line-one\necho line-two\necho line-three", Value::Null);
+    let lib = env.script_stage(
+        "talk",
+        "echo line-one\necho line-two\necho line-three",
+        Value::Null,
+    );
     let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "talk"}]}]});
     let tmux = Tmux::start(
         env.dir.path(),
@@ -457,11 +656,19 @@ fn the_live_view_without_colour_and_with_every_log_line() {
         &[("NO_COLOR", "1")],
     );
     let done = tmux.wait_for("EXIT=0");
-    for line in ["p/talk: line-one", "p/talk: line-two", "p/talk: line-three", "built 1, reused 0"] {
+    for line in [
+        "p/talk: line-one",
+        "p/talk: line-two",
+        "p/talk: line-three",
+        "built 1, reused 0",
+    ] {
         assert!(done.contains(line), "-v prints every log line: {done}");
     }
     let colours = tmux.screen(true);
-    assert!(!colours.contains("\x1b[32m") && !colours.contains("\x1b[31m"), "NO_COLOR: {colours:?}");
+    assert!(
+        !colours.contains("\x1b[32m") && !colours.contains("\x1b[31m"),
+        "NO_COLOR: {colours:?}"
+    );
 }
 
 #[test]
@@ -479,14 +686,25 @@ fn break_opens_a_shell_in_the_stage_sandbox_before_it_runs() {
     let out = env.out();
     let tmux = Tmux::start(
         env.dir.path(),
-        &strata_command(&env, &m, &format!("--libdir {} --break check --export target --output-directory {}", lib.display(), out.display())),
+        &strata_command(
+            &env,
+            &m,
+            &format!(
+                "--libdir {} --break check --export target --output-directory {}",
+                lib.display(),
+                out.display()
+            ),
+        ),
         &[],
     );
     tmux.wait_for("strata target/check#");
     tmux.type_line("ls /run/strata/inputs/t > /run/strata/tree/from-shell; exit");
     let done = tmux.wait_for("EXIT=");
     assert!(done.contains("EXIT=0"), "{done}");
-    assert_eq!(std::fs::read_to_string(out.join("target/seen-by-stage")).unwrap(), "made-by-base\n");
+    assert_eq!(
+        std::fs::read_to_string(out.join("target/seen-by-stage")).unwrap(),
+        "made-by-base\n"
+    );
 
     // `exit 1` in the shell stops the build there.
     drop(tmux);
@@ -494,12 +712,19 @@ fn break_opens_a_shell_in_the_stage_sandbox_before_it_runs() {
     let lib = env.script_stage("check", "true", Value::Null);
     let tmux = Tmux::start(
         env.dir.path(),
-        &strata_command(&env, &m, &format!("--libdir {} --break check", lib.display())),
+        &strata_command(
+            &env,
+            &m,
+            &format!("--libdir {} --break check", lib.display()),
+        ),
         &[],
     );
     tmux.wait_for("strata target/check#");
     tmux.type_line("exit 1");
     let done = tmux.wait_for("EXIT=");
     assert!(done.contains("EXIT=1"), "{done}");
-    assert!(done.contains("stopped at --break: the shell ended with exit status 1"), "{done}");
+    assert!(
+        done.contains("stopped at --break: the shell ended with exit status 1"),
+        "{done}"
+    );
 }

@@ -58,7 +58,9 @@ pub fn run<E: Send>(
                     if running >= jobs {
                         break;
                     }
-                    if state[i] == State::Waiting && needs[i].iter().all(|&d| state[d] == State::Done) {
+                    if state[i] == State::Waiting
+                        && needs[i].iter().all(|&d| state[d] == State::Done)
+                    {
                         state[i] = State::Running;
                         running += 1;
                         let tx = tx.clone();
@@ -66,7 +68,8 @@ pub fn run<E: Send>(
                             // A panic is carried to the scheduler and raised
                             // there: otherwise it would wait for a report
                             // that never comes.
-                            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(i)));
+                            let result =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(i)));
                             let _ = tx.send((i, result));
                         });
                     }
@@ -106,13 +109,16 @@ mod tests {
         list.iter().map(|d| d.iter().copied().collect()).collect()
     }
 
-    /// Runs with a log of ("start"/"end", i) and the most that ran at once.
+    /// What a traced run did: final states, failed pipelines, a log of
+    /// ("start"/"end", i), and the most that ran at once.
+    type Trace = (Vec<State>, Vec<usize>, Vec<(&'static str, usize)>, usize);
+
     fn trace(
         needs: &[BTreeSet<usize>],
         jobs: usize,
         keep_going: bool,
         fails: &[usize],
-    ) -> (Vec<State>, Vec<usize>, Vec<(&'static str, usize)>, usize) {
+    ) -> Trace {
         let log = Mutex::new(Vec::new());
         let now = Mutex::new((0usize, 0usize));
         let work = |i: usize| -> Result<(), String> {
@@ -125,11 +131,20 @@ mod tests {
             std::thread::sleep(Duration::from_millis(30));
             now.lock().unwrap().0 -= 1;
             log.lock().unwrap().push(("end", i));
-            if fails.contains(&i) { Err(format!("{i} failed")) } else { Ok(()) }
+            if fails.contains(&i) {
+                Err(format!("{i} failed"))
+            } else {
+                Ok(())
+            }
         };
         let (state, failures) = run(needs, jobs, keep_going, &work);
         let failed = failures.iter().map(|(i, _)| *i).collect();
-        (state, failed, log.into_inner().unwrap(), now.into_inner().unwrap().1)
+        (
+            state,
+            failed,
+            log.into_inner().unwrap(),
+            now.into_inner().unwrap().1,
+        )
     }
 
     fn position(log: &[(&str, usize)], what: &str, i: usize) -> usize {
@@ -181,7 +196,10 @@ mod tests {
         // 1 needs 0 (fails); 2 is independent; 3 needs 1.
         let needs = needs(&[&[], &[0], &[], &[1]]);
         let (state, failed, _, _) = trace(&needs, 1, true, &[0]);
-        assert_eq!(state, [State::Failed, State::Waiting, State::Done, State::Waiting]);
+        assert_eq!(
+            state,
+            [State::Failed, State::Waiting, State::Done, State::Waiting]
+        );
         assert_eq!(failed, [0]);
     }
 }

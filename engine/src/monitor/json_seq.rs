@@ -57,7 +57,9 @@ impl JsonSeq {
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
-                    format!("--monitor-fd {fd}: not an open file descriptor strata can write to ({e})"),
+                    format!(
+                        "--monitor-fd {fd}: not an open file descriptor strata can write to ({e})"
+                    ),
                 )
             })?;
         Ok(JsonSeq::new(Box::new(file)))
@@ -77,7 +79,12 @@ impl Sink for JsonSeq {
         let mut record = vec![RS];
         serde_json::to_writer(&mut record, &Record { time, event }).expect("events serialize");
         record.push(b'\n');
-        if self.out.write_all(&record).and_then(|()| self.out.flush()).is_err() {
+        if self
+            .out
+            .write_all(&record)
+            .and_then(|()| self.out.flush())
+            .is_err()
+        {
             self.broken = true;
         }
     }

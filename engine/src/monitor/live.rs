@@ -227,7 +227,13 @@ impl Sink for Live {
                 if *done {
                     if let Some(bar) = self.stages.remove(&key) {
                         let msg = format!("{} bytes", bytes.unwrap_or(0));
-                        self.settle(&bar, "✓", Tone::Good, format!("source {}", short(item)), msg);
+                        self.settle(
+                            &bar,
+                            "✓",
+                            Tone::Good,
+                            format!("source {}", short(item)),
+                            msg,
+                        );
                     }
                 } else {
                     let bar = self.view.insert(0, ProgressBar::new_spinner());

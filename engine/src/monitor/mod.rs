@@ -261,12 +261,13 @@ impl Monitor {
 
     /// Sends `event` to every sink.
     pub fn emit(&self, event: Event) {
-        let at = SystemTime::now();
         // A sink that panicked poisoned the lock; the others still deserve events.
         let mut sinks = self
             .sinks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Read under the lock, so that times only go forward along the stream.
+        let at = SystemTime::now();
         for sink in sinks.iter_mut() {
             sink.event(at, &event);
         }

@@ -257,7 +257,9 @@ impl Store {
                 .as_deref()
                 .and_then(|n| n.rsplit('-').next())
                 .and_then(|p| p.parse::<u32>().ok());
-            let running = pid.is_some_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists());
+            let running = pid.is_some_and(|p| {
+                p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
+            });
             if !running {
                 fs::remove_dir_all(&path)?;
                 removed.push(path);
