@@ -644,7 +644,11 @@ impl Builder<'_> {
     fn build_pipeline(&self, pi: usize) -> Result<(), BuildError> {
         let p = &self.m.pipelines[pi];
         let ids = &self.plan.stage_ids[pi];
-        let stored = ids.iter().rposition(|id| self.store().has(id));
+        // A stage to --break in must run, so the store may only cover what comes before it.
+        let runs_from = (0..ids.len())
+            .find(|&si| self.breaks.contains(&(pi, si)))
+            .unwrap_or(ids.len());
+        let stored = ids[..runs_from].iter().rposition(|id| self.store().has(id));
         let push = |report: StageReport| {
             self.report.lock().expect("report lock").stages[pi].push(report);
         };

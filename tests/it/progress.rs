@@ -596,7 +596,7 @@ fn the_live_view_shows_each_state_and_the_totals() {
     let tmux = Tmux::start(
         env.dir.path(),
         &strata_command(&env, &m, &format!("--libdir {lib} --jobs 3")),
-        &[],
+        &[("NO_COLOR", "")],
     );
     let running = tmux.wait_for("halfway-there");
     let line = running
@@ -706,16 +706,20 @@ fn break_opens_a_shell_in_the_stage_sandbox_before_it_runs() {
         "made-by-base\n"
     );
 
-    // `exit 1` in the shell stops the build there.
+    // A stored stage runs again to be broken into; `exit 1` in the shell
+    // stops the build there.
     drop(tmux);
     let env = Env::new();
     let lib = env.script_stage("check", "true", Value::Null);
+    let lib = lib.to_str().unwrap();
+    env.build(&m, &["--libdir", lib, "--checkpoint", "*"])
+        .success();
     let tmux = Tmux::start(
         env.dir.path(),
         &strata_command(
             &env,
             &m,
-            &format!("--libdir {} --break check", lib.display()),
+            &format!("--libdir {lib} --checkpoint '*' --break check"),
         ),
         &[],
     );
@@ -727,4 +731,25 @@ fn break_opens_a_shell_in_the_stage_sandbox_before_it_runs() {
         done.contains("stopped at --break: the shell ended with exit status 1"),
         "{done}"
     );
+}
+
+#[test]
+fn bad_progress_flags_are_usage_errors() {
+    let env = Env::new();
+    let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "mkdir", "options": {"paths": [{"path": "/x"}]}}]}]});
+    for (flags, says) in [
+        (
+            &["--break", "nothing"][..],
+            "--break `nothing` matches no pipeline, stage type or stage id",
+        ),
+        (&["--jobs", "0"][..], "--jobs"),
+        (&["-q", "-v"][..], "cannot be used with"),
+        (&["--monitor", "xml"][..], "json-seq"),
+    ] {
+        let run = env.build(&m, flags);
+        assert_eq!(run.code(), 2, "{flags:?}: {}", run.describe());
+        assert!(run.stderr().contains(says), "{flags:?}: {}", run.stderr());
+        assert!(!run.stderr().contains("panicked"));
+    }
+    assert!(env.objects().is_empty());
 }

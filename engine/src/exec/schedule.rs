@@ -113,12 +113,7 @@ mod tests {
     /// ("start"/"end", i), and the most that ran at once.
     type Trace = (Vec<State>, Vec<usize>, Vec<(&'static str, usize)>, usize);
 
-    fn trace(
-        needs: &[BTreeSet<usize>],
-        jobs: usize,
-        keep_going: bool,
-        fails: &[usize],
-    ) -> Trace {
+    fn trace(needs: &[BTreeSet<usize>], jobs: usize, keep_going: bool, fails: &[usize]) -> Trace {
         let log = Mutex::new(Vec::new());
         let now = Mutex::new((0usize, 0usize));
         let work = |i: usize| -> Result<(), String> {
