@@ -207,7 +207,7 @@ impl Sink for Live {
             }
             Event::Log { stage, line } => {
                 if self.verbosity == Verbosity::Verbose {
-                    self.view.suspend(|| eprintln!("{}: {line}", stage.label()));
+                    let _ = self.view.println(format!("{}: {line}", stage.label()));
                 }
                 if let Some(bar) = self.stages.get(&stage.id) {
                     let line = clean(line);
