@@ -4,8 +4,12 @@
 
 use crate::support::{Env, Run, bin_dir, checksum, inline_sources, repo};
 use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The records of an RFC 7464 stream: each is RS, JSON, LF.
@@ -752,4 +756,87 @@ fn bad_progress_flags_are_usage_errors() {
         assert!(!run.stderr().contains("panicked"));
     }
     assert!(env.objects().is_empty());
+}
+
+/// An HTTP server on 127.0.0.1 that answers each request after `delay`, on
+/// its own thread, and records the most requests it had open at once.
+fn slow_server(files: Vec<(String, Vec<u8>)>, delay: Duration) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let open = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let seen = most.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let (files, open, most) = (files.clone(), open.clone(), most.clone());
+            std::thread::spawn(move || {
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let path = req.split_whitespace().nth(1).unwrap_or("/");
+                std::thread::sleep(delay);
+                let body = files
+                    .iter()
+                    .find(|(p, _)| p == path)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(&body);
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn sources_download_in_parallel_up_to_jobs() {
+    let bodies: Vec<Vec<u8>> = (0..3).map(|i| format!("item {i}\n").into_bytes()).collect();
+    let files: Vec<(String, Vec<u8>)> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("/{i}"), b.clone()))
+        .collect();
+    let (port, most) = slow_server(files, Duration::from_millis(700));
+    let items: serde_json::Map<String, Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (checksum(b), json!(format!("http://127.0.0.1:{port}/{i}"))))
+        .collect();
+    let m = json!({"version": "2",
+        "pipelines": [{"name": "p", "stages": [{"type": "mkdir", "options": {"paths": [{"path": "/x"}]}}]}],
+        "sources": {"curl": {"items": items}}});
+
+    let env = Env::new();
+    let (run, events) = build_events(&env, &m, &["--jobs", "2"]);
+    run.success();
+    assert_eq!(
+        most.swap(0, Ordering::SeqCst),
+        2,
+        "two downloads at once, never three"
+    );
+    let done: Vec<&Value> = of_kind(&events, "source-fetch")
+        .into_iter()
+        .filter(|e| e["done"] == true)
+        .collect();
+    assert_eq!(done.len(), 3);
+    assert!(
+        done.iter()
+            .all(|e| e["cached"] == false && e["type"] == "curl")
+    );
+
+    let env = Env::new();
+    env.build(&m, &["--jobs", "1"]).success();
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "--jobs 1 downloads one at a time"
+    );
 }
