@@ -840,3 +840,44 @@ fn sources_download_in_parallel_up_to_jobs() {
         "--jobs 1 downloads one at a time"
     );
 }
+
+#[test]
+fn an_interrupt_stops_every_running_stage() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new();
+    let lib = env.script_stage("slow", "echo started\nsleep 60", Value::Null);
+    let m = json!({"version": "2", "pipelines": [
+        {"name": "one", "stages": [{"type": "slow", "options": {"n": 1}}]},
+        {"name": "two", "stages": [{"type": "slow", "options": {"n": 2}}]}]});
+    std::fs::write(env.path("m.json"), m.to_string()).unwrap();
+    let mut child = Command::new(bin_dir().join("strata"))
+        .args(["build", "--jobs", "2", "--checkpoint", "*", "--libdir"])
+        .arg(&lib)
+        .arg(env.path("m.json"))
+        .env("STRATA_STORE", env.store())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut started = 0;
+    let mut line = String::new();
+    while started < 2 && stderr.read_line(&mut line).unwrap() > 0 {
+        started += usize::from(line.contains(": started"));
+        line.clear();
+    }
+    assert_eq!(started, 2, "both stages run at once");
+    let began = Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        began.elapsed() < Duration::from_secs(20),
+        "both were ended, not waited for"
+    );
+    assert_eq!(status.code(), Some(130));
+    assert!(env.objects().is_empty());
+    assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
+}
