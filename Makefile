@@ -3,8 +3,9 @@ CARGO ?= cargo
 OUT ?= out
 # System tools the stages and tests use: bubblewrap (sandbox), GNU tar and
 # compressors (tar stage), coreutils (copy stage), curl (curl sources),
-# mmdebstrap and the archive keyring (bootstrap stage).
-DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev
+# mmdebstrap and the archive keyring (bootstrap stage), tmux (the tests that
+# drive the live view and --break in a pseudo-terminal).
+DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux
 
 .PHONY: deps build demo test bench lint
 
@@ -33,9 +34,11 @@ test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-# The engine (hello.json cold/warm) and the Debian bootstrap against bare mmdebstrap.
+# The engine (hello.json cold/warm), two pipelines in parallel against one
+# after the other, and the Debian bootstrap against bare mmdebstrap.
 bench: deps build
 	$(CARGO) bench -p strata-tests --bench build
+	$(CARGO) bench -p strata-tests --bench parallel
 	$(CARGO) bench -p strata-tests --bench debian
 	$(CARGO) bench -p strata-tests --bench package
 

@@ -6,10 +6,10 @@
 use crate::catalog::Catalog;
 use crate::exec::{self, BuildOptions};
 use crate::manifest::{self, Manifest, ManifestError};
-use crate::monitor::Monitor;
+use crate::monitor::{self, Event, JsonSeq, Live, Monitor, Plain, Sink, Verbosity};
 use crate::plan::Plan;
-use clap::{Args, Parser, Subcommand};
-use std::io::Read;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 
 /// strata builds Debian systems, images and packages from JSON manifests.
@@ -50,6 +50,19 @@ pub enum StoreCommand {
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
     },
+    /// Remove what --keep-failed kept of failed stages.
+    Gc {
+        /// The object store [default: as for build].
+        #[arg(long, value_name = "DIR")]
+        store: Option<PathBuf>,
+    },
+}
+
+/// Formats of `--monitor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MonitorFormat {
+    /// RFC 7464 JSON text sequences: each event is RS, JSON, LF.
+    JsonSeq,
 }
 
 /// Where the manifest comes from and where stages are found.
@@ -84,11 +97,32 @@ pub struct BuildArgs {
     #[arg(long)]
     json: bool,
     /// Print only errors.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "verbose")]
     quiet: bool,
+    /// Print every stage's full log (when stderr is not a terminal it is always printed).
+    #[arg(short, long)]
+    verbose: bool,
     /// End a stage that runs longer than this many seconds (a build failure).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     stage_timeout: Option<u64>,
+    /// Run up to N independent pipelines at once [default: the number of cores].
+    #[arg(short, long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+    /// After a failure, finish the pipelines that do not need the failed one.
+    #[arg(short, long)]
+    keep_going: bool,
+    /// Write events for programs to stdout in this format (or to --monitor-fd).
+    #[arg(long, value_name = "FORMAT")]
+    monitor: Option<MonitorFormat>,
+    /// Write the --monitor events to this open file descriptor instead of stdout.
+    #[arg(long, value_name = "N")]
+    monitor_fd: Option<u32>,
+    /// Open a shell in this stage's sandbox before it runs: a pipeline name (its last stage), a stage id, type or glob; repeatable.
+    #[arg(long = "break", value_name = "STAGE")]
+    breaks: Vec<String>,
+    /// Keep a failed stage's tree, inputs, arguments and log in the store, and print where.
+    #[arg(long)]
+    keep_failed: bool,
 }
 
 /// `strata inspect`.
@@ -113,37 +147,36 @@ pub fn main() -> i32 {
         Command::Store(StoreCommand::Log { id, store }) => store_log(&id, store),
         Command::Task(cmd) => crate::task::command::task_main(cmd),
         Command::Env(cmd) => crate::task::command::env_main(cmd),
+        Command::Store(StoreCommand::Gc { store }) => store_gc(store),
     }
 }
 
-fn read_manifest(args: &ManifestArgs, catalog: &Catalog) -> Result<Manifest, i32> {
+/// The manifest, or the exit code and the error (already printed).
+fn read_manifest(args: &ManifestArgs, catalog: &Catalog) -> Result<Manifest, (i32, String)> {
+    let fail = |message: String| {
+        eprintln!("error: {message}");
+        (2, message)
+    };
     let (text, origin) = if args.manifest == "-" {
         let mut text = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-            eprintln!("error: reading the manifest from stdin: {e}");
-            return Err(2);
+            return Err(fail(format!("reading the manifest from stdin: {e}")));
         }
         (text, "<stdin>".to_owned())
     } else {
         match fs_err::read_to_string(&args.manifest) {
             Ok(text) => (text, args.manifest.clone()),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Err(2);
-            }
+            Err(e) => return Err(fail(e.to_string())),
         }
     };
-    manifest::load(&text, &origin, catalog).map_err(|e: ManifestError| {
-        eprintln!("error: {e}");
-        2
-    })
+    manifest::load(&text, &origin, catalog).map_err(|e: ManifestError| fail(e.to_string()))
 }
 
 fn inspect(args: InspectArgs) -> i32 {
     let catalog = Catalog::new(args.manifest.libdirs.clone());
     let m = match read_manifest(&args.manifest, &catalog) {
         Ok(m) => m,
-        Err(code) => return code,
+        Err((code, _)) => return code,
     };
     let plan = Plan::new(&m);
     println!(
@@ -153,18 +186,66 @@ fn inspect(args: InspectArgs) -> i32 {
     0
 }
 
+/// The monitor `strata build` asked for: a human view on stderr (live on
+/// a terminal, plain lines otherwise, none when quiet) and the json-seq
+/// events when `--monitor` or `--monitor-fd` is given.
+fn make_monitor(args: &BuildArgs) -> Result<Monitor, String> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if !args.quiet {
+        let verbosity = if args.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+        // A --break shell takes the terminal, so the live view stays out of its way.
+        if std::io::stderr().is_terminal() && args.breaks.is_empty() {
+            sinks.push(Box::new(Live::new(verbosity, monitor::color_allowed())));
+        } else {
+            sinks.push(Box::new(Plain::new()));
+        }
+    }
+    match (args.monitor, args.monitor_fd) {
+        (_, Some(fd)) => sinks.push(Box::new(JsonSeq::on_fd(fd).map_err(|e| e.to_string())?)),
+        (Some(MonitorFormat::JsonSeq), None) => {
+            if args.json {
+                return Err("--monitor json-seq and --json both want stdout\n    hint: send the events elsewhere with --monitor-fd N".into());
+            }
+            sinks.push(Box::new(JsonSeq::new(Box::new(std::io::stdout()))));
+        }
+        (None, None) => {}
+    }
+    let wants_logs = !sinks.is_empty();
+    Ok(Monitor::new(sinks, wants_logs))
+}
+
 fn build(args: BuildArgs) -> i32 {
     crate::sandbox::process::install_interrupt_handler();
+    let monitor = match make_monitor(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let catalog = Catalog::new(args.manifest.libdirs.clone());
     let m = match read_manifest(&args.manifest, &catalog) {
         Ok(m) => m,
-        Err(code) => {
+        Err((code, message)) => {
             if args.json {
                 println!(
                     "{}",
                     serde_json::json!({"success": false, "error": {"kind": "manifest"}})
                 );
             }
+            monitor.error(&serde_json::json!({"kind": "manifest", "message": message}));
+            monitor.emit(Event::BuildFinish {
+                success: false,
+                exit_code: code,
+                duration: 0.0,
+                built: 0,
+                reused: 0,
+                failed: 0,
+            });
             return code;
         }
     };
@@ -174,10 +255,14 @@ fn build(args: BuildArgs) -> i32 {
         checkpoints: args.checkpoints,
         exports: args.exports,
         output_directory: args.output_directory,
-        quiet: args.quiet,
         stage_timeout: args.stage_timeout.map(std::time::Duration::from_secs),
+        jobs: args.jobs.map_or_else(exec::schedule::default_jobs, |j| {
+            usize::try_from(j).unwrap_or(usize::MAX)
+        }),
+        keep_going: args.keep_going,
+        keep_failed: args.keep_failed,
+        breaks: args.breaks,
     };
-    let monitor = Monitor::new(args.quiet);
     let (report, result) = exec::build(&m, &plan, &catalog, &opts, &monitor);
     if args.json {
         let doc = report.to_json(&m, &plan, result.as_ref().err());
@@ -208,6 +293,25 @@ fn store_log(id: &str, store: Option<PathBuf>) -> i32 {
         Err(e) => {
             eprintln!("error: {e}");
             2
+        }
+    }
+}
+
+/// `strata store gc`: removes what `--keep-failed` kept.
+fn store_gc(store: Option<PathBuf>) -> i32 {
+    let result = crate::store::Store::open(&store.unwrap_or_else(default_store))
+        .and_then(|s| s.remove_failed());
+    match result {
+        Ok(removed) => {
+            for path in &removed {
+                eprintln!("removed {}", path.display());
+            }
+            eprintln!("removed {} kept failed stage(s)", removed.len());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
         }
     }
 }

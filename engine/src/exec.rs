@@ -6,11 +6,19 @@
 //! that `--checkpoint` names. A pipeline's final tree stays available (in the
 //! store, or in a work dir until the build ends) for pipelines that use it as
 //! a build root or a `tree` input, and for `--export`.
+//!
+//! Pipelines that do not need each other run at the same time, up to
+//! `--jobs` ([`schedule`]); so the builder's shared state (the report, the
+//! final trees, the work dirs) sits behind locks, and everything it tells
+//! goes through the [`Monitor`] as [`Event`]s.
+
+pub mod schedule;
 
 use crate::catalog::{Catalog, Runner, StageRoot};
+use crate::graph;
 use crate::id::Id;
 use crate::manifest::{InputType, Manifest, Origin};
-use crate::monitor::Monitor;
+use crate::monitor::{self, Event, Monitor, PipelineInfo, PipelineResult, StageInfo, StageRef};
 use crate::plan::Plan;
 use crate::sandbox::process::{self, Outcome};
 use crate::sandbox::{self, BwrapSpec, HostLayout, Mount, Root};
@@ -19,8 +27,11 @@ use fs_err as fs;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What `strata build` was asked to do.
@@ -34,10 +45,16 @@ pub struct BuildOptions {
     pub exports: Vec<String>,
     /// `--output-directory`.
     pub output_directory: Option<PathBuf>,
-    /// Only errors on stderr.
-    pub quiet: bool,
     /// End a stage that runs longer than this.
     pub stage_timeout: Option<Duration>,
+    /// How many pipelines may run at once (at least 1).
+    pub jobs: usize,
+    /// After a failure, go on with the pipelines that do not need the failed one.
+    pub keep_going: bool,
+    /// Keep a failed stage's tree, inputs, arguments and log under STORE/failed/.
+    pub keep_failed: bool,
+    /// `--break` patterns: open a shell in these stages' sandboxes before they run.
+    pub breaks: Vec<String>,
 }
 
 /// Why a build did not finish.
@@ -68,6 +85,9 @@ pub enum BuildError {
     /// Ctrl-C or SIGTERM (exit 130).
     #[error("interrupted; the running stage was stopped and nothing of it was kept")]
     Interrupted,
+    /// Several pipelines failed (they ran at the same time, or `--keep-going`).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\nerror: "))]
+    Several(Vec<BuildError>),
 }
 
 impl BuildError {
@@ -76,7 +96,28 @@ impl BuildError {
         match self {
             BuildError::Usage(_) | BuildError::Source(_) => 2,
             BuildError::Interrupted => 130,
+            BuildError::Several(all) => all.first().map_or(1, BuildError::exit_code),
             _ => 1,
+        }
+    }
+
+    /// The errors this one stands for: itself, or each of several.
+    pub fn each(&self) -> Vec<&BuildError> {
+        match self {
+            BuildError::Several(all) => all.iter().flat_map(BuildError::each).collect(),
+            one => vec![one],
+        }
+    }
+
+    /// One error for the failures of several pipelines; an interrupt wins,
+    /// since every running stage reports it.
+    fn combine(mut all: Vec<BuildError>) -> Option<BuildError> {
+        if all.iter().any(|e| matches!(e, BuildError::Interrupted)) {
+            return Some(BuildError::Interrupted);
+        }
+        match all.len() {
+            0 | 1 => all.pop(),
+            _ => Some(BuildError::Several(all)),
         }
     }
 
@@ -90,6 +131,12 @@ impl BuildError {
                 "stage": {"index": f.index, "type": f.ty, "id": f.id.as_str()},
                 "status": f.outcome,
                 "log_tail": f.log_tail,
+                "kept": f.kept,
+            }),
+            BuildError::Several(all) => json!({
+                "kind": "several",
+                "message": self.to_string(),
+                "errors": all.iter().map(BuildError::to_json).collect::<Vec<_>>(),
             }),
             other => json!({"kind": other.kind(), "message": other.to_string()}),
         }
@@ -103,6 +150,7 @@ impl BuildError {
             BuildError::Stage(_) => "stage",
             BuildError::Export { .. } => "export",
             BuildError::Interrupted => "interrupted",
+            BuildError::Several(_) => "several",
         }
     }
 }
@@ -122,6 +170,8 @@ pub struct StageFailure {
     pub outcome: String,
     /// The last lines of the stage's log.
     pub log_tail: Vec<String>,
+    /// Where `--keep-failed` kept its tree, inputs, arguments and log.
+    pub kept: Option<PathBuf>,
 }
 
 impl std::fmt::Display for StageFailure {
@@ -136,6 +186,13 @@ impl std::fmt::Display for StageFailure {
             for line in &self.log_tail {
                 write!(f, "\n    {line}")?;
             }
+        }
+        if let Some(kept) = &self.kept {
+            write!(
+                f,
+                "\n  its tree, inputs, arguments and log are kept in {}\n    hint: `strata store gc` removes kept trees",
+                kept.display()
+            )?;
         }
         Ok(())
     }
@@ -201,7 +258,11 @@ impl BuildReport {
                         })
                     })
                     .collect();
-                let failed = matches!(error, Some(BuildError::Stage(f)) if f.pipeline == p.name);
+                let failed = error.is_some_and(|e| {
+                    e.each()
+                        .iter()
+                        .any(|e| matches!(e, BuildError::Stage(f) if f.pipeline == p.name))
+                });
                 json!({
                     "name": p.name,
                     "id": plan.pipeline_id(pi).map(Id::as_str),
@@ -234,6 +295,17 @@ pub fn resolve_checkpoints(
     plan: &Plan,
     patterns: &[String],
 ) -> Result<BTreeSet<(usize, usize)>, BuildError> {
+    resolve_stages(m, plan, patterns, "--checkpoint")
+}
+
+/// Which stages patterns select, as [`resolve_checkpoints`] says; `flag`
+/// names the option in errors (`--break` takes the same patterns).
+pub fn resolve_stages(
+    m: &Manifest,
+    plan: &Plan,
+    patterns: &[String],
+    flag: &str,
+) -> Result<BTreeSet<(usize, usize)>, BuildError> {
     let mut out = BTreeSet::new();
     for pattern in patterns {
         let glob = glob::Pattern::new(pattern).ok();
@@ -255,7 +327,7 @@ pub fn resolve_checkpoints(
         if !matched && out.len() == before {
             let names: Vec<&str> = m.pipelines.iter().map(|p| p.name.as_str()).collect();
             return Err(BuildError::Usage(format!(
-                "--checkpoint `{pattern}` matches no pipeline, stage type or stage id\n    hint: pipelines: {}",
+                "{flag} `{pattern}` matches no pipeline, stage type or stage id\n    hint: pipelines: {}",
                 names.join(", ")
             )));
         }
@@ -272,27 +344,90 @@ pub fn build(
     monitor: &Monitor,
 ) -> (BuildReport, Result<(), BuildError>) {
     let started = Instant::now();
+    let jobs = if opts.breaks.is_empty() {
+        opts.jobs.max(1)
+    } else {
+        // A break shell takes the terminal: nothing else may run meanwhile.
+        1
+    };
+    monitor.emit(Event::BuildStart {
+        pipelines: announce(m, plan),
+        jobs,
+    });
     let mut builder = Builder {
         m,
         plan,
         catalog,
         opts,
         monitor,
+        jobs,
         host: HostLayout::detect(),
-        report: BuildReport {
+        report: Mutex::new(BuildReport {
             stages: vec![Vec::new(); m.pipelines.len()],
             ..BuildReport::default()
-        },
-        trees: HashMap::new(),
-        keep: Vec::new(),
+        }),
+        trees: Mutex::new(HashMap::new()),
+        keep: Mutex::new(Vec::new()),
         store: None,
         checkpoints: BTreeSet::new(),
-        committed: false,
+        breaks: BTreeSet::new(),
+        tty: None,
+        committed: AtomicBool::new(false),
     };
     let result = builder.run();
-    let mut report = builder.report;
+    let mut report = builder
+        .report
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     report.duration = started.elapsed();
+    let count = |status| {
+        report
+            .stages
+            .iter()
+            .flatten()
+            .filter(|s| s.status == status)
+            .count()
+    };
+    let failed = result.as_ref().err().map_or(0, |e| {
+        e.each()
+            .iter()
+            .filter(|e| matches!(e, BuildError::Stage(_)))
+            .count()
+    });
+    monitor.emit(Event::BuildFinish {
+        success: result.is_ok(),
+        exit_code: result.as_ref().err().map_or(0, BuildError::exit_code),
+        duration: report.duration.as_secs_f64(),
+        built: count(StageStatus::Built),
+        reused: count(StageStatus::Cached),
+        failed,
+    });
     (report, result)
+}
+
+/// The pipelines as the `build-start` event lists them.
+fn announce(m: &Manifest, plan: &Plan) -> Vec<PipelineInfo> {
+    m.pipelines
+        .iter()
+        .enumerate()
+        .map(|(pi, p)| PipelineInfo {
+            name: p.name.clone(),
+            id: plan.pipeline_id(pi).map(Id::to_string),
+            needs: graph::dependencies(p)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            stages: p
+                .stages
+                .iter()
+                .zip(&plan.stage_ids[pi])
+                .map(|(s, id)| StageInfo {
+                    ty: s.ty.clone(),
+                    id: id.to_string(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 struct Builder<'a> {
@@ -301,16 +436,21 @@ struct Builder<'a> {
     catalog: &'a Catalog,
     opts: &'a BuildOptions,
     monitor: &'a Monitor,
+    jobs: usize,
     host: HostLayout,
-    report: BuildReport,
+    report: Mutex<BuildReport>,
     /// Final tree of each pipeline built so far.
-    trees: HashMap<usize, PathBuf>,
+    trees: Mutex<HashMap<usize, PathBuf>>,
     /// Work dirs holding uncommitted final trees, removed when the build ends.
-    keep: Vec<tempfile::TempDir>,
+    keep: Mutex<Vec<tempfile::TempDir>>,
     store: Option<Store>,
     checkpoints: BTreeSet<(usize, usize)>,
+    /// Stages to open a shell in before they run (`--break`).
+    breaks: BTreeSet<(usize, usize)>,
+    /// The terminal for `--break` shells.
+    tty: Option<std::fs::File>,
     /// Whether anything was committed (then the store is synced at the end).
-    committed: bool,
+    committed: AtomicBool,
 }
 
 impl Builder<'_> {
@@ -318,21 +458,107 @@ impl Builder<'_> {
         self.store.as_ref().expect("store is open")
     }
 
+    /// The final tree of pipeline `pi`, which the scheduler built first.
+    fn tree_of(&self, pi: usize) -> PathBuf {
+        self.trees.lock().expect("trees lock")[&pi].clone()
+    }
+
+    fn stage_ref(&self, pi: usize, si: usize) -> StageRef {
+        let p = &self.m.pipelines[pi];
+        StageRef::new(&p.name, si, &p.stages[si].ty, &self.plan.stage_ids[pi][si])
+    }
+
     fn run(&mut self) -> Result<(), BuildError> {
-        self.checkpoints = resolve_checkpoints(self.m, self.plan, &self.opts.checkpoints)?;
-        self.check_exports()?;
-        self.store = Some(Store::open(&self.opts.store)?);
-        self.fetch_sources()?;
-        let built = self
-            .plan
-            .order
-            .iter()
-            .try_for_each(|&pi| self.build_pipeline(pi));
-        if self.committed {
-            self.store().sync()?;
+        let monitor = self.monitor;
+        let told = |e: BuildError| {
+            monitor.error(&e.to_json());
+            e
+        };
+        self.prepare().map_err(told)?;
+        let built = self.build_pipelines();
+        if self.committed.load(Ordering::SeqCst) {
+            self.store().sync().map_err(|e| told(e.into()))?;
         }
         built?;
-        self.export()
+        self.export().map_err(told)
+    }
+
+    /// Everything before the first pipeline: flags, the store, sources.
+    fn prepare(&mut self) -> Result<(), BuildError> {
+        self.checkpoints = resolve_checkpoints(self.m, self.plan, &self.opts.checkpoints)?;
+        self.breaks = resolve_stages(self.m, self.plan, &self.opts.breaks, "--break")?;
+        if !self.breaks.is_empty() {
+            let tty = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/tty")
+                .map_err(|e| {
+                    BuildError::Usage(format!(
+                        "--break needs a terminal for its shell: /dev/tty: {e}"
+                    ))
+                })?;
+            self.tty = Some(tty);
+        }
+        self.check_exports()?;
+        self.store = Some(Store::open(&self.opts.store)?);
+        self.fetch_sources()
+    }
+
+    /// Every pipeline, each once those it needs are done, `jobs` at a time.
+    fn build_pipelines(&self) -> Result<(), BuildError> {
+        let needs: Vec<BTreeSet<usize>> = self
+            .m
+            .pipelines
+            .iter()
+            .map(|p| {
+                graph::dependencies(p)
+                    .into_iter()
+                    .map(|name| self.m.index(name))
+                    .collect()
+            })
+            .collect();
+        let work = |pi: usize| self.pipeline(pi);
+        let (states, failures) = schedule::run(&needs, self.jobs, self.opts.keep_going, &work);
+        for (pi, state) in states.iter().enumerate() {
+            if *state == schedule::State::Waiting {
+                self.monitor.emit(Event::PipelineFinish {
+                    pipeline: self.m.pipelines[pi].name.clone(),
+                    id: self.plan.pipeline_id(pi).map(Id::to_string),
+                    result: PipelineResult::Skipped,
+                    duration: 0.0,
+                });
+            }
+        }
+        match BuildError::combine(failures.into_iter().map(|(_, e)| e).collect()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One pipeline, announced: start, its error if any, finish.
+    fn pipeline(&self, pi: usize) -> Result<(), BuildError> {
+        let name = &self.m.pipelines[pi].name;
+        let id = self.plan.pipeline_id(pi).map(Id::to_string);
+        self.monitor.emit(Event::PipelineStart {
+            pipeline: name.clone(),
+            id: id.clone(),
+        });
+        let started = Instant::now();
+        let result = self.build_pipeline(pi);
+        if let Err(e) = &result {
+            self.monitor.error(&e.to_json());
+        }
+        self.monitor.emit(Event::PipelineFinish {
+            pipeline: name.clone(),
+            id,
+            result: if result.is_ok() {
+                PipelineResult::Success
+            } else {
+                PipelineResult::Failed
+            },
+            duration: started.elapsed().as_secs_f64(),
+        });
+        result
     }
 
     fn check_exports(&self) -> Result<(), BuildError> {
@@ -365,24 +591,67 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Fetches every source item, `jobs` at a time: downloads wait on the
+    /// network, not the cores, but a bound keeps a mirror from seeing a
+    /// flood. After a failure no new item starts.
     fn fetch_sources(&self) -> Result<(), BuildError> {
         let sources = self.store().sources();
-        for item in self.m.sources.values() {
-            let fetched = sources
-                .fetch(item.ty, &item.checksum, &item.item)
-                .map_err(|e| BuildError::Source(e.to_string()))?;
-            if !fetched.cached {
-                self.monitor
-                    .source_fetched(item.checksum.as_str(), fetched.bytes);
+        let items: Vec<_> = self.m.sources.values().collect();
+        let next = Mutex::new(items.iter());
+        let failures = Mutex::new(Vec::new());
+        let workers = self.jobs.min(items.len());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        if !failures.lock().expect("failures lock").is_empty() {
+                            return;
+                        }
+                        let Some(item) = next.lock().expect("items lock").next() else {
+                            return;
+                        };
+                        let announce = |done: bool, cached: bool, bytes: Option<u64>| {
+                            self.monitor.emit(Event::SourceFetch {
+                                item: item.checksum.as_str().to_owned(),
+                                ty: item.ty.as_str().to_owned(),
+                                bytes,
+                                done,
+                                cached,
+                            })
+                        };
+                        let cached = sources.contains(item.ty, &item.checksum);
+                        if !cached {
+                            announce(false, false, None);
+                        }
+                        match sources.fetch(item.ty, &item.checksum, &item.item) {
+                            Ok(fetched) => announce(true, fetched.cached, Some(fetched.bytes)),
+                            Err(e) => failures
+                                .lock()
+                                .expect("failures lock")
+                                .push(BuildError::Source(e.to_string())),
+                        }
+                    }
+                });
             }
+        });
+        let failures = failures.into_inner().expect("failures lock");
+        match BuildError::combine(failures) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    fn build_pipeline(&mut self, pi: usize) -> Result<(), BuildError> {
+    fn build_pipeline(&self, pi: usize) -> Result<(), BuildError> {
         let p = &self.m.pipelines[pi];
         let ids = &self.plan.stage_ids[pi];
-        let stored = ids.iter().rposition(|id| self.store().has(id));
+        // A stage to --break in must run, so the store may only cover what comes before it.
+        let runs_from = (0..ids.len())
+            .find(|&si| self.breaks.contains(&(pi, si)))
+            .unwrap_or(ids.len());
+        let stored = ids[..runs_from].iter().rposition(|id| self.store().has(id));
+        let push = |report: StageReport| {
+            self.report.lock().expect("report lock").stages[pi].push(report);
+        };
         // Everything up to the newest stored stage is covered by it.
         for (si, id) in ids.iter().enumerate().take(stored.map_or(0, |k| k + 1)) {
             let report = StageReport {
@@ -393,13 +662,20 @@ impl Builder<'_> {
                 duration: Duration::ZERO,
                 metadata: self.store().meta(id),
             };
-            self.report.stages[pi].push(report);
-            self.monitor.stage_cached(&p.name, si, &p.stages[si].ty, id);
+            self.monitor.emit(Event::StageFinish {
+                stage: self.stage_ref(pi, si),
+                status: monitor::StageStatus::Cached,
+                stored: report.stored,
+                duration: 0.0,
+                result: "success".into(),
+            });
+            push(report);
         }
         if let Some(last) = stored
             && last + 1 == ids.len()
         {
-            self.trees.insert(pi, self.store().tree(&ids[last]));
+            let tree = self.store().tree(&ids[last]);
+            self.trees.lock().expect("trees lock").insert(pi, tree);
             return Ok(());
         }
         let work = self.store().work_dir("build")?;
@@ -416,7 +692,27 @@ impl Builder<'_> {
         let mut final_tree = tree.clone();
         for si in first..ids.len() {
             let log = work.path().join(format!("log-{si}"));
-            let (meta, duration) = self.run_stage(pi, si, &tree, &log)?;
+            self.monitor.emit(Event::StageStart {
+                stage: self.stage_ref(pi, si),
+            });
+            let started = Instant::now();
+            let (meta, duration) = match self.run_stage(pi, si, &tree, &log) {
+                Ok(done) => done,
+                Err(e) => {
+                    let result = match &e {
+                        BuildError::Stage(f) => f.outcome.clone(),
+                        other => other.to_string(),
+                    };
+                    self.monitor.emit(Event::StageFinish {
+                        stage: self.stage_ref(pi, si),
+                        status: monitor::StageStatus::Failed,
+                        stored: false,
+                        duration: started.elapsed().as_secs_f64(),
+                        result,
+                    });
+                    return Err(e);
+                }
+            };
             let last = si + 1 == ids.len();
             let mut stored = false;
             if self.checkpoints.contains(&(pi, si)) {
@@ -438,11 +734,16 @@ impl Builder<'_> {
                         .commit(&ids[si], &copy.path().join("tree"), &log, &meta, &info)?;
                 }
                 stored = true;
-                self.committed = true;
+                self.committed.store(true, Ordering::SeqCst);
             }
-            self.monitor
-                .stage_built(&p.name, si, &p.stages[si].ty, &ids[si], duration, stored);
-            self.report.stages[pi].push(StageReport {
+            self.monitor.emit(Event::StageFinish {
+                stage: self.stage_ref(pi, si),
+                status: monitor::StageStatus::Built,
+                stored,
+                duration: duration.as_secs_f64(),
+                result: "success".into(),
+            });
+            push(StageReport {
                 id: ids[si].clone(),
                 ty: p.stages[si].ty.clone(),
                 status: StageStatus::Built,
@@ -451,8 +752,11 @@ impl Builder<'_> {
                 metadata: meta,
             });
         }
-        self.trees.insert(pi, final_tree);
-        self.keep.push(work);
+        self.trees
+            .lock()
+            .expect("trees lock")
+            .insert(pi, final_tree);
+        self.keep.lock().expect("keep lock").push(work);
         Ok(())
     }
 
@@ -476,13 +780,13 @@ impl Builder<'_> {
                 id: id.clone(),
                 outcome,
                 log_tail,
+                kept: None,
             }))
         };
         let def = self
             .catalog
             .stage(&stage.ty)
             .map_err(|e| BuildError::Usage(e.to_string()))?;
-        self.monitor.stage_started(&p.name, si, &stage.ty, id);
         // The TempDir removes the run dir (args, inputs, runner, overlay
         // layers) on every path.
         let run = self.store().work_dir("stage")?;
@@ -532,22 +836,41 @@ impl Builder<'_> {
             Some(o) => ("unshare", o.wrap(spec.to_argv())),
             None => ("bwrap", spec.to_argv()),
         };
-        let prefix = format!("{}/{}: ", p.name, stage.ty);
+        if self.breaks.contains(&(pi, si)) {
+            let shell = self.break_shell(pi, si, &spec, overlay.as_ref(), tree_inside);
+            if !shell.success() {
+                return Err(fail(
+                    format!(
+                        "stopped at --break: the shell ended with {}",
+                        shell.describe()
+                    ),
+                    vec![],
+                ));
+            }
+        }
+        let stage_ref = self.stage_ref(pi, si);
+        let on_line = |line: &[u8]| {
+            if self.monitor.wants_logs() {
+                self.monitor.emit(Event::Log {
+                    stage: stage_ref.clone(),
+                    line: String::from_utf8_lossy(line).into_owned(),
+                });
+            }
+        };
         let started = Instant::now();
-        let outcome = process::run_logged(
-            program,
-            &argv,
-            log,
-            &prefix,
-            self.opts.quiet,
-            self.opts.stage_timeout,
-        );
+        let outcome = process::run_logged(program, &argv, log, &on_line, self.opts.stage_timeout);
         let duration = started.elapsed();
         if matches!(outcome, Outcome::Interrupted) {
             return Err(BuildError::Interrupted);
         }
         if !outcome.success() {
-            return Err(fail(outcome.describe(), process::tail(log, 20)));
+            let mut error = fail(outcome.describe(), process::tail(log, 20));
+            if self.opts.keep_failed
+                && let BuildError::Stage(failure) = &mut error
+            {
+                failure.kept = Some(self.keep_failed(id, tree, run.path(), log, &spec.mounts)?);
+            }
+            return Err(error);
         }
         let meta_path = bound.join("meta.json");
         let meta = if meta_path.exists() {
@@ -628,7 +951,7 @@ impl Builder<'_> {
                     let dep = input.references[0].pipeline().expect("checked at load");
                     let di = self.m.index(dep);
                     let id = self.plan.pipeline_id(di).map(|id| id.as_str());
-                    strata_inputs::prepare_tree(name, &self.trees[&di], id)
+                    strata_inputs::prepare_tree(name, &self.tree_of(di), id)
                 }
                 _ => {
                     let sources = self.store().sources();
@@ -664,7 +987,7 @@ impl Builder<'_> {
         let p = &self.m.pipelines[pi];
         let env = p
             .build_name()
-            .map(|build| &self.trees[&self.m.index(build)]);
+            .map(|build| self.tree_of(self.m.index(build)));
         Ok(match (needs, env) {
             (StageRoot::Tree, _) => (Root::TreeRw(tree.to_path_buf()), None),
             (StageRoot::BuildCopy, Some(env)) => {
@@ -676,7 +999,7 @@ impl Builder<'_> {
                     fs::create_dir_all(layers.join(dir)).map_err(StoreError::from)?;
                 }
                 let overlay = sandbox::Overlay {
-                    lower: env.clone(),
+                    lower: env,
                     upper: layers.join("upper"),
                     work: layers.join("work"),
                     merged: layers.join("root"),
@@ -689,12 +1012,77 @@ impl Builder<'_> {
                     p.stages[si].ty, p.name
                 )));
             }
-            (StageRoot::Build, Some(env)) => (Root::Tree(env.clone()), None),
+            (StageRoot::Build, Some(env)) => (Root::Tree(env), None),
             (StageRoot::Build, None) => (Root::Host(self.host.clone()), None),
         })
     }
 
-    fn export(&mut self) -> Result<(), BuildError> {
+    /// `--break`: an interactive shell in the stage's sandbox (same root,
+    /// mounts, arguments and inputs), on the terminal, before the stage
+    /// runs. Exit 0 lets the stage run; anything else stops the build.
+    fn break_shell(
+        &self,
+        pi: usize,
+        si: usize,
+        spec: &BwrapSpec,
+        overlay: Option<&sandbox::Overlay>,
+        tree_inside: &str,
+    ) -> Outcome {
+        let p = &self.m.pipelines[pi];
+        let ty = &p.stages[si].ty;
+        let tty = self.tty.as_ref().expect("opened when --break was resolved");
+        let mut shell = spec.clone();
+        shell.argv = vec!["/bin/sh".into(), "-i".into()];
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
+        shell.env.push(("TERM".into(), term));
+        shell
+            .env
+            .push(("PS1".into(), format!("strata {}/{ty}# ", p.name)));
+        let mut banner = tty;
+        let _ = writeln!(
+            banner,
+            "strata: --break: a shell in the sandbox of stage {si} ({ty}) of pipeline `{}`, before it runs.\n  \
+             its tree is {tree_inside}, its inputs are under /run/strata/inputs, its arguments in /run/strata/args.json\n  \
+             `exit` runs the stage; `exit 1` stops the build",
+            p.name
+        );
+        let (program, argv) = match overlay {
+            Some(o) => ("unshare", o.wrap(shell.to_argv())),
+            None => ("bwrap", shell.to_argv()),
+        };
+        process::run_interactive(program, &argv, tty)
+    }
+
+    /// `--keep-failed`: moves the failed stage's tree to
+    /// STORE/failed/<id>-<pid>/tree and copies beside it its inputs, its
+    /// arguments and its log, for inspection; `strata store gc` removes it.
+    fn keep_failed(
+        &self,
+        id: &Id,
+        tree: &Path,
+        run: &Path,
+        log: &Path,
+        mounts: &[Mount],
+    ) -> Result<PathBuf, BuildError> {
+        let dir = self.store().failed_dir(id)?;
+        // The tree is a work dir of this pipeline, which stops here: move it.
+        fs::rename(tree, dir.join("tree")).map_err(StoreError::from)?;
+        for mount in mounts {
+            if let Mount::RoBind(host, inside) = mount
+                && let Some(name) = inside.strip_prefix("/run/strata/inputs/")
+            {
+                fs::create_dir_all(dir.join("inputs")).map_err(StoreError::from)?;
+                copy_tree(host, &dir.join("inputs").join(name)).map_err(StoreError::from)?;
+            }
+        }
+        fs::copy(run.join("args.json"), dir.join("args.json")).map_err(StoreError::from)?;
+        if log.exists() {
+            fs::copy(log, dir.join("log")).map_err(StoreError::from)?;
+        }
+        Ok(dir)
+    }
+
+    fn export(&self) -> Result<(), BuildError> {
         let Some(out) = self.opts.output_directory.clone() else {
             return Ok(());
         };
@@ -709,14 +1097,21 @@ impl Builder<'_> {
             fs::create_dir_all(&out).map_err(|e| fail(e.to_string()))?;
             // Copy beside the destination, then rename: an export is whole or absent.
             let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
-            let src = self.trees[&pi].clone();
+            let src = self.tree_of(pi);
             let result = copy_tree(&src, &staging).and_then(|()| std::fs::rename(&staging, &dest));
             if let Err(e) = result {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(fail(e.to_string()));
             }
-            self.monitor.exported(name, &dest);
-            self.report.exports.push((name.clone(), dest));
+            self.monitor.emit(Event::Export {
+                pipeline: name.clone(),
+                path: dest.display().to_string(),
+            });
+            self.report
+                .lock()
+                .expect("report lock")
+                .exports
+                .push((name.clone(), dest));
         }
         Ok(())
     }

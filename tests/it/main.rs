@@ -8,5 +8,6 @@ mod ids;
 mod incus_image;
 mod manifest_errors;
 mod package;
+mod progress;
 mod support;
 mod task;

@@ -1,21 +1,23 @@
 //! The one place that spawns sandboxed programs.
 //!
 //! Each child gets its own process group, so that Ctrl-C (or SIGTERM) of
-//! strata ends the whole group of the running stage and nothing else; its
-//! stdout and stderr share one pipe, read line by line into the stage log
-//! and, prefixed, onto strata's stderr.
+//! strata ends the whole groups of the running stages (several run at once
+//! with `--jobs`) and nothing else; a child's stdout and stderr share one
+//! pipe, read line by line into the stage log and handed to the caller
+//! (which passes them on to the monitor).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static CURRENT_GROUP: AtomicI32 = AtomicI32::new(0);
+/// The process groups of the children running now, one per running stage.
+static RUNNING_GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 /// How a sandboxed program ended.
 #[derive(Debug)]
@@ -53,12 +55,12 @@ impl Outcome {
     }
 }
 
-/// Makes Ctrl-C and SIGTERM end the running child's process group; the
+/// Makes Ctrl-C and SIGTERM end the running children's process groups; the
 /// build loop sees [`interrupted`] and unwinds, cleaning up as a failure.
 pub fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
         INTERRUPTED.store(true, Ordering::SeqCst);
-        kill_current_group();
+        kill_running_groups();
     });
 }
 
@@ -67,21 +69,31 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
-fn kill_current_group() {
-    let pgid = CURRENT_GROUP.load(Ordering::SeqCst);
+fn groups() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    RUNNING_GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn kill_running_groups() {
+    for &pgid in groups().iter() {
+        kill_group(pgid);
+    }
+}
+
+fn kill_group(pgid: i32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }
 
-/// Runs `program argv…`, writing its output to `log` and, each line after
-/// `prefix`, to stderr unless `quiet`; ends its process group after `timeout`.
+/// Runs `program argv…`, writing its output to `log` and handing each line
+/// to `on_line`; ends its process group after `timeout`.
 pub fn run_logged(
     program: &str,
     argv: &[OsString],
     log: &Path,
-    prefix: &str,
-    quiet: bool,
+    on_line: &dyn Fn(&[u8]),
     timeout: Option<Duration>,
 ) -> Outcome {
     if interrupted() {
@@ -115,9 +127,10 @@ pub fn run_logged(
     // reader sees EOF when the child exits.
     drop(cmd);
     let pgid = i32::try_from(child.id()).unwrap_or(0);
-    CURRENT_GROUP.store(pgid, Ordering::SeqCst);
+    groups().push(pgid);
+    // An interrupt between the check above and the push found no group to end.
     if interrupted() {
-        kill_current_group();
+        kill_group(pgid);
     }
     // A watchdog ends the group at the deadline; finishing first tells it to stop.
     let timed_out = Arc::new(AtomicBool::new(false));
@@ -127,27 +140,18 @@ pub fn run_logged(
         std::thread::spawn(move || {
             if finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
                 timed_out.store(true, Ordering::SeqCst);
-                if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
-                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-                }
+                kill_group(pgid);
             }
         })
     });
-    let mut stderr = std::io::stderr();
     for line in BufReader::new(reader).split(b'\n') {
         let Ok(line) = line else { break };
         let _ = log_file.write_all(&line);
         let _ = log_file.write_all(b"\n");
-        if !quiet {
-            let mut out = Vec::with_capacity(prefix.len() + line.len() + 1);
-            out.extend_from_slice(prefix.as_bytes());
-            out.extend_from_slice(&line);
-            out.push(b'\n');
-            let _ = stderr.write_all(&out);
-        }
+        on_line(&line);
     }
     let status = child.wait();
-    CURRENT_GROUP.store(0, Ordering::SeqCst);
+    groups().retain(|&g| g != pgid);
     drop(done);
     if let Some(w) = watchdog {
         let _ = w.join();
@@ -161,6 +165,31 @@ pub fn run_logged(
             (None, None) => Outcome::Finished(-1),
         },
         Err(e) => Outcome::SpawnFailed(e),
+    }
+}
+
+/// Runs `program argv…` on the terminal `tty` (its stdin, stdout and
+/// stderr) and waits: the `--break` shell. It stays in strata's process
+/// group, so the build's Ctrl-C handling covers it as it covers strata.
+pub fn run_interactive(program: &str, argv: &[OsString], tty: &std::fs::File) -> Outcome {
+    let stdio = || tty.try_clone().map(Stdio::from);
+    let (stdin, stdout, stderr) = match (stdio(), stdio(), stdio()) {
+        (Ok(i), Ok(o), Ok(e)) => (i, o, e),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Outcome::SpawnFailed(e),
+    };
+    let status = Command::new(program)
+        .args(argv)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr)
+        .status();
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Outcome::Finished(code),
+            (None, Some(sig)) => Outcome::Killed(sig),
+            (None, None) => Outcome::Finished(-1),
+        },
+        Err(e) => Outcome::SpawnFailed(std::io::Error::new(e.kind(), format!("{program}: {e}"))),
     }
 }
 

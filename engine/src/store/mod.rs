@@ -10,6 +10,8 @@
 //!   sources/<type>/<sha256:…>  fetched source items, verified
 //!   environments/<id>.json  systems tasks can run in (task::env), beside their objects
 //!   tmp/                    work dirs; same filesystem as objects/ so rename is atomic
+//!   failed/<id>-<pid>/      what `--keep-failed` kept of a failed stage: tree/,
+//!                           inputs/NAME/, args.json, log; `strata store gc` removes it
 //! ```
 //!
 //! A commit builds the whole object under `tmp/`, then renames it into
@@ -222,6 +224,50 @@ impl Store {
             let _ = std::fs::remove_dir_all(&staging);
         }
         result
+    }
+
+    /// A fresh folder for what `--keep-failed` keeps of the failed stage
+    /// `id`: STORE/failed/<id>-<pid>, named after this process so that
+    /// [`Store::remove_failed`] leaves a running build's alone.
+    pub fn failed_dir(&self, id: &Id) -> Result<PathBuf, StoreError> {
+        let dir = self
+            .root
+            .join("failed")
+            .join(format!("{id}-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Removes what `--keep-failed` kept, except for builds still running;
+    /// returns the folders removed. (The GC of `objects/` is separate.)
+    pub fn remove_failed(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let failed = self.root.join("failed");
+        let entries = match fs::read_dir(&failed) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut removed = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let pid = name
+                .as_deref()
+                .and_then(|n| n.rsplit('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            let running = pid.is_some_and(|p| {
+                p != std::process::id() && Path::new(&format!("/proc/{p}")).exists()
+            });
+            if !running {
+                fs::remove_dir_all(&path)?;
+                removed.push(path);
+            }
+        }
+        removed.sort();
+        Ok(removed)
     }
 
     /// Flushes the store's filesystem once, after a build's commits: one

@@ -212,10 +212,16 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         checkpoints: vec!["*".into()],
         exports: compiled.exports.clone(),
         output_directory: Some(out.clone()),
-        quiet: opts.quiet,
         stage_timeout: opts.stage_timeout,
+        ..BuildOptions::default()
     };
-    let (report, built) = exec::build(&m, &plan, &catalog, &build_opts, &Monitor::new(opts.quiet));
+    // Tasks report as plain lines: a task run is mostly driven by scripts.
+    let monitor = if opts.quiet {
+        Monitor::silent()
+    } else {
+        Monitor::new(vec![Box::new(crate::monitor::Plain::new())], true)
+    };
+    let (report, built) = exec::build(&m, &plan, &catalog, &build_opts, &monitor);
     let meta_of = |name: &str| {
         report.stages[m.index(name)]
             .last()
