@@ -1,11 +1,14 @@
 //! The scheduler: walk the pipelines in build order, short-circuit what the
 //! store has, run the rest in sandboxes, commit checkpoints, export.
 //!
-//! For each pipeline: find its newest stored stage and start from a copy of
-//! that tree (or an empty one); run each remaining stage; commit the stages
-//! that `--checkpoint` names. A pipeline's final tree stays available (in the
-//! store, or in a work dir until the build ends) for pipelines that use it as
-//! a build root or a `tree` input, and for `--export`.
+//! For each pipeline: find its newest stored stage and start from its tree
+//! (an overlay over its layers, see [`crate::store`]) or an empty one; run
+//! each remaining stage; commit the kept stages as layers. Every stage is
+//! kept unless `--no-checkpoint` (then only what `--checkpoint` names): a
+//! kept stage costs only what it changed. A pipeline's final tree stays
+//! available (mounted from the store on first use, or its workspace until
+//! the build ends) for pipelines that use it as a build root or a `tree`
+//! input, and for `--export`.
 
 use crate::catalog::{Catalog, Runner, StageRoot};
 use crate::id::Id;
@@ -14,13 +17,15 @@ use crate::monitor::Monitor;
 use crate::plan::Plan;
 use crate::sandbox::process::{self, Outcome};
 use crate::sandbox::{self, BwrapSpec, HostLayout, Mount, Root};
-use crate::store::{Store, StoreError, copy::copy_tree};
+use crate::store::layers::{self, View, Workspace};
+use crate::store::{Layer, NewObject, Store, StoreError, copy::copy_tree, gc};
 use fs_err as fs;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// What `strata build` was asked to do.
@@ -30,6 +35,12 @@ pub struct BuildOptions {
     pub store: PathBuf,
     /// `--checkpoint` patterns.
     pub checkpoints: Vec<String>,
+    /// `--no-checkpoint`: keep only what `--checkpoint` names.
+    pub no_checkpoint: bool,
+    /// `--cache-max-size`: `Some(None)` is `unlimited`.
+    pub cache_max_size: Option<Option<u64>>,
+    /// `--lock-timeout`.
+    pub lock_timeout: Duration,
     /// `--export` pipeline names.
     pub exports: Vec<String>,
     /// `--output-directory`.
@@ -284,7 +295,8 @@ pub fn build(
             ..BuildReport::default()
         },
         trees: HashMap::new(),
-        keep: Vec::new(),
+        mounted: Mutex::new(HashMap::new()),
+        workspaces: Vec::new(),
         store: None,
         checkpoints: BTreeSet::new(),
         committed: false,
@@ -304,13 +316,24 @@ struct Builder<'a> {
     host: HostLayout,
     report: BuildReport,
     /// Final tree of each pipeline built so far.
-    trees: HashMap<usize, PathBuf>,
-    /// Work dirs holding uncommitted final trees, removed when the build ends.
-    keep: Vec<tempfile::TempDir>,
+    trees: HashMap<usize, FinalTree>,
+    /// Stored final trees mounted so far, by pipeline; unmounted when the build ends.
+    mounted: Mutex<HashMap<usize, View>>,
+    /// Workspaces holding uncommitted final trees, removed when the build ends.
+    workspaces: Vec<Workspace>,
     store: Option<Store>,
     checkpoints: BTreeSet<(usize, usize)>,
     /// Whether anything was committed (then the store is synced at the end).
     committed: bool,
+}
+
+/// Where a pipeline's final tree is.
+#[derive(Debug, Clone)]
+enum FinalTree {
+    /// In the store: mounted when first needed.
+    Stored(Id),
+    /// A workspace of this build.
+    Dir(PathBuf),
 }
 
 impl Builder<'_> {
@@ -320,8 +343,16 @@ impl Builder<'_> {
 
     fn run(&mut self) -> Result<(), BuildError> {
         self.checkpoints = resolve_checkpoints(self.m, self.plan, &self.opts.checkpoints)?;
+        if !self.opts.no_checkpoint {
+            for (pi, p) in self.m.pipelines.iter().enumerate() {
+                self.checkpoints.extend((0..p.stages.len()).map(|si| (pi, si)));
+            }
+        }
         self.check_exports()?;
-        self.store = Some(Store::open(&self.opts.store)?);
+        self.store = Some(Store::open(&self.opts.store, self.opts.lock_timeout)?);
+        if let Some(max) = self.opts.cache_max_size {
+            self.store().set_max_size(max)?;
+        }
         self.fetch_sources()?;
         let built = self
             .plan
@@ -332,7 +363,30 @@ impl Builder<'_> {
             self.store().sync()?;
         }
         built?;
-        self.export()
+        self.export()?;
+        self.collect()
+    }
+
+    /// Brings the store under its size limit once the build is done, unless
+    /// another build is running (the last one to finish collects).
+    fn collect(&mut self) -> Result<(), BuildError> {
+        let Some(max) = self.store().max_size() else {
+            return Ok(());
+        };
+        if gc::total(&gc::entries(self.store())) <= max {
+            return Ok(());
+        }
+        // Nothing of ours may stay mounted over layers collection removes.
+        self.mounted.lock().expect("not poisoned").clear();
+        self.workspaces.clear();
+        let store = self.store.as_mut().expect("store is open");
+        if !store.try_exclusive()? {
+            return Ok(());
+        }
+        let removed = gc::collect(store, max)?;
+        let freed: u64 = removed.iter().map(|e| e.size).sum();
+        self.monitor.collected(removed.len(), freed, max);
+        Ok(())
     }
 
     fn check_exports(&self) -> Result<(), BuildError> {
@@ -371,7 +425,9 @@ impl Builder<'_> {
             let fetched = sources
                 .fetch(item.ty, &item.checksum, &item.item)
                 .map_err(|e| BuildError::Source(e.to_string()))?;
-            if !fetched.cached {
+            if fetched.cached {
+                record_use(&fetched.path);
+            } else {
                 self.monitor
                     .source_fetched(item.checksum.as_str(), fetched.bytes);
             }
@@ -384,66 +440,50 @@ impl Builder<'_> {
         let ids = &self.plan.stage_ids[pi];
         let stored = ids.iter().rposition(|id| self.store().has(id));
         // Everything up to the newest stored stage is covered by it.
-        for (si, id) in ids.iter().enumerate().take(stored.map_or(0, |k| k + 1)) {
-            let report = StageReport {
-                id: id.clone(),
-                ty: p.stages[si].ty.clone(),
-                status: StageStatus::Cached,
-                stored: self.store().has(id),
-                duration: Duration::ZERO,
-                metadata: self.store().meta(id),
-            };
-            self.report.stages[pi].push(report);
-            self.monitor.stage_cached(&p.name, si, &p.stages[si].ty, id);
+        for si in 0..stored.map_or(0, |k| k + 1) {
+            self.report_cached(pi, si);
         }
-        if let Some(last) = stored
-            && last + 1 == ids.len()
-        {
-            self.trees.insert(pi, self.store().tree(&ids[last]));
-            return Ok(());
+        let mut base = stored.map(|k| ids[k].clone());
+        if let Some(id) = &base {
+            self.store().touch(id);
         }
-        let work = self.store().work_dir("build")?;
-        let tree = work.path().join("tree");
-        match stored {
-            Some(k) => copy_tree(&self.store().tree(&ids[k]), &tree).map_err(StoreError::from)?,
-            None => {
-                fs::create_dir(&tree).map_err(StoreError::from)?;
-                fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o755))
-                    .map_err(StoreError::from)?;
-            }
-        }
-        let first = stored.map_or(0, |k| k + 1);
-        let mut final_tree = tree.clone();
-        for si in first..ids.len() {
-            let log = work.path().join(format!("log-{si}"));
-            let (meta, duration) = self.run_stage(pi, si, &tree, &log)?;
-            let last = si + 1 == ids.len();
-            let mut stored = false;
-            if self.checkpoints.contains(&(pi, si)) {
-                let info = json!({
-                    "pipeline": p.name,
-                    "stage": si,
-                    "type": p.stages[si].ty,
-                    "created": unix_now(),
-                    "duration": duration.as_secs_f64(),
-                });
-                if last {
-                    // The pipeline is done with its work tree: move it in.
-                    self.store().commit(&ids[si], &tree, &log, &meta, &info)?;
-                    final_tree = self.store().tree(&ids[si]);
-                } else {
-                    let copy = self.store().work_dir("checkpoint")?;
-                    copy_tree(&tree, &copy.path().join("tree")).map_err(StoreError::from)?;
-                    self.store()
-                        .commit(&ids[si], &copy.path().join("tree"), &log, &meta, &info)?;
+        let mut ws: Option<Workspace> = None;
+        let logs = self.store().work_dir("logs")?;
+        for si in stored.map_or(0, |k| k + 1)..ids.len() {
+            let id = &ids[si];
+            let keep = self.checkpoints.contains(&(pi, si));
+            // The object's build lock: a build that needs it too waits, then
+            // finds it stored.
+            let _building = if keep {
+                let lock = self.store().lock_object(id, || {
+                    self.monitor
+                        .stage_waiting(&p.name, si, &p.stages[si].ty, id);
+                })?;
+                if self.store().has(id) {
+                    ws = None;
+                    base = Some(id.clone());
+                    self.store().touch(id);
+                    self.report_cached(pi, si);
+                    continue;
                 }
-                stored = true;
-                self.committed = true;
+                Some(lock)
+            } else {
+                None
+            };
+            let tree = match &ws {
+                Some(w) => w.merged(),
+                None => ws.insert(self.store().workspace(base.as_ref())?).merged(),
+            };
+            let log = logs.path().join(format!("log-{si}"));
+            let (meta, duration) = self.run_stage(pi, si, &tree, &log)?;
+            let stored = keep && self.commit_stage(pi, si, &mut ws, base.as_ref(), &log, &meta, duration)?;
+            if stored {
+                base = Some(id.clone());
             }
             self.monitor
-                .stage_built(&p.name, si, &p.stages[si].ty, &ids[si], duration, stored);
+                .stage_built(&p.name, si, &p.stages[si].ty, id, duration, stored);
             self.report.stages[pi].push(StageReport {
-                id: ids[si].clone(),
+                id: id.clone(),
                 ty: p.stages[si].ty.clone(),
                 status: StageStatus::Built,
                 stored,
@@ -451,9 +491,108 @@ impl Builder<'_> {
                 metadata: meta,
             });
         }
-        self.trees.insert(pi, final_tree);
-        self.keep.push(work);
+        let tree = match (ws, base) {
+            (Some(w), _) => {
+                let path = w.merged();
+                self.workspaces.push(w);
+                FinalTree::Dir(path)
+            }
+            (None, Some(id)) => FinalTree::Stored(id),
+            (None, None) => unreachable!("a pipeline has stages"),
+        };
+        self.trees.insert(pi, tree);
         Ok(())
+    }
+
+    fn report_cached(&mut self, pi: usize, si: usize) {
+        let p = &self.m.pipelines[pi];
+        let id = &self.plan.stage_ids[pi][si];
+        let report = StageReport {
+            id: id.clone(),
+            ty: p.stages[si].ty.clone(),
+            status: StageStatus::Cached,
+            stored: self.store().has(id),
+            duration: Duration::ZERO,
+            metadata: self.store().meta(id),
+        };
+        self.report.stages[pi].push(report);
+        self.monitor.stage_cached(&p.name, si, &p.stages[si].ty, id);
+    }
+
+    /// Commits what stage `si` left in the workspace as its object: the
+    /// upper layer over `parent`, or the whole merged tree when the stack
+    /// would get too deep. False when the object is bigger than the store's
+    /// size limit (then the workspace stays, and the user is told).
+    #[allow(clippy::too_many_arguments)]
+    fn commit_stage(
+        &mut self,
+        pi: usize,
+        si: usize,
+        ws: &mut Option<Workspace>,
+        parent: Option<&Id>,
+        log: &Path,
+        meta: &Value,
+        duration: Duration,
+    ) -> Result<bool, BuildError> {
+        let p = &self.m.pipelines[pi];
+        let id = &self.plan.stage_ids[pi][si];
+        let w = ws.as_mut().expect("the stage ran in a workspace");
+        let mut stack = match parent {
+            Some(parent) => self.store().stack(parent)?,
+            None => Vec::new(),
+        };
+        stack.insert(0, w.upper());
+        let flatten = !layers::fits(&stack);
+        let size = layers::disk_usage(&if flatten { w.merged() } else { w.upper() });
+        if let Some(max) = self.store().max_size()
+            && size > max
+        {
+            self.monitor.too_big(&p.name, si, &p.stages[si].ty, size, max);
+            return Ok(false);
+        }
+        let info = json!({
+            "pipeline": p.name,
+            "stage": si,
+            "type": p.stages[si].ty,
+            "created": unix_now(),
+            "duration": duration.as_secs_f64(),
+        });
+        let (upper, merged) = (w.upper(), w.merged());
+        let layer = if flatten {
+            Layer::Flatten(&merged)
+        } else {
+            w.unmount();
+            Layer::Move(&upper)
+        };
+        self.store().commit(NewObject {
+            id,
+            layer,
+            parent,
+            log,
+            meta,
+            info: &info,
+        })?;
+        *ws = None;
+        self.committed = true;
+        Ok(true)
+    }
+
+    /// The final tree of pipeline `pi`, mounting it from the store the first
+    /// time it is needed.
+    fn tree(&self, pi: usize) -> Result<PathBuf, BuildError> {
+        match &self.trees[&pi] {
+            FinalTree::Dir(path) => Ok(path.clone()),
+            FinalTree::Stored(id) => {
+                let mut mounted = self.mounted.lock().expect("not poisoned");
+                if let Some(view) = mounted.get(&pi) {
+                    return Ok(view.path().to_path_buf());
+                }
+                let view = self.store().view(id)?;
+                let path = view.path().to_path_buf();
+                mounted.insert(pi, view);
+                Ok(path)
+            }
+        }
     }
 
     /// Runs one stage over `tree`, keeping its output in `log`; returns its
@@ -626,7 +765,7 @@ impl Builder<'_> {
             let prepared = match (input.ty, input.origin) {
                 (InputType::Tree, Origin::Pipeline) => {
                     let dep = input.references[0].pipeline().expect("checked at load");
-                    strata_inputs::prepare_tree(name, &self.trees[&self.m.index(dep)])
+                    strata_inputs::prepare_tree(name, &self.tree(self.m.index(dep))?)
                 }
                 _ => {
                     let sources = self.store().sources();
@@ -660,9 +799,10 @@ impl Builder<'_> {
         run: &Path,
     ) -> Result<(Root, Option<sandbox::Overlay>), BuildError> {
         let p = &self.m.pipelines[pi];
-        let env = p
-            .build_name()
-            .map(|build| &self.trees[&self.m.index(build)]);
+        let env = match p.build_name() {
+            Some(build) => Some(self.tree(self.m.index(build))?),
+            None => None,
+        };
         Ok(match (needs, env) {
             (StageRoot::Tree, _) => (Root::TreeRw(tree.to_path_buf()), None),
             (StageRoot::BuildCopy, Some(env)) => {
@@ -674,7 +814,7 @@ impl Builder<'_> {
                     fs::create_dir_all(layers.join(dir)).map_err(StoreError::from)?;
                 }
                 let overlay = sandbox::Overlay {
-                    lower: env.clone(),
+                    lower: env,
                     upper: layers.join("upper"),
                     work: layers.join("work"),
                     merged: layers.join("root"),
@@ -687,7 +827,7 @@ impl Builder<'_> {
                     p.stages[si].ty, p.name
                 )));
             }
-            (StageRoot::Build, Some(env)) => (Root::Tree(env.clone()), None),
+            (StageRoot::Build, Some(env)) => (Root::Tree(env), None),
             (StageRoot::Build, None) => (Root::Host(self.host.clone()), None),
         })
     }
@@ -707,7 +847,7 @@ impl Builder<'_> {
             fs::create_dir_all(&out).map_err(|e| fail(e.to_string()))?;
             // Copy beside the destination, then rename: an export is whole or absent.
             let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
-            let src = self.trees[&pi].clone();
+            let src = self.tree(pi)?;
             let result = copy_tree(&src, &staging).and_then(|()| std::fs::rename(&staging, &dest));
             if let Err(e) = result {
                 let _ = std::fs::remove_dir_all(&staging);
@@ -724,4 +864,22 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Records a source item's use in its access time (its data and mtime,
+/// which inputs show to stages, stay as they are).
+fn record_use(path: &Path) {
+    let now = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_NOW,
+    };
+    let keep = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_OMIT,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: now,
+        last_modification: keep,
+    };
+    let _ = rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty());
 }

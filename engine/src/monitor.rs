@@ -67,6 +67,33 @@ impl Monitor {
         ));
     }
 
+    /// Another build is making this stage's object; this one waits for it.
+    pub fn stage_waiting(&self, pipeline: &str, index: usize, ty: &str, id: &Id) {
+        self.say(format_args!(
+            "{pipeline}: stage {index} {ty} [{}] waiting: another build is making it",
+            short(id.as_str())
+        ));
+    }
+
+    /// A stage's object was not kept: it alone is bigger than the store may be.
+    /// Said even when quiet: the user asked for a cache and did not get it.
+    pub fn too_big(&self, pipeline: &str, index: usize, ty: &str, size: u64, max: u64) {
+        eprintln!(
+            "{pipeline}: stage {index} {ty}: not stored: it takes {}, more than the store's limit of {} (--cache-max-size)",
+            crate::store::gc::human(size),
+            crate::store::gc::human(max)
+        );
+    }
+
+    /// The store was collected down to its limit.
+    pub fn collected(&self, count: usize, freed: u64, max: u64) {
+        self.say(format_args!(
+            "store: removed {count} least recently used entries ({}) to stay within {}",
+            crate::store::gc::human(freed),
+            crate::store::gc::human(max)
+        ));
+    }
+
     /// A pipeline was exported.
     pub fn exported(&self, pipeline: &str, dest: &Path) {
         self.say(format_args!("{pipeline}: exported to {}", dest.display()));

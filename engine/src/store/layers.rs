@@ -1,0 +1,258 @@
+//! Trees as stacks of layers, mounted with overlayfs.
+//!
+//! ```text
+//!   view of object C (read-only)          a stage's workspace over C (read-write)
+//!   ┌──────────────────────────┐          ┌──────────────────────────┐
+//!   │ merged  (overlay, ro)    │          │ merged  (overlay, rw)    │ ← /run/strata/tree or /
+//!   ├──────────────────────────┤          ├──────────────────────────┤
+//!   │ objects/C/layer          │          │ tmp/build-PID-…/upper    │ ← the stage's diff
+//!   │ objects/B/layer          │          │ objects/C/layer          │
+//!   │ objects/A/layer (base)   │          │ objects/B/layer …        │
+//!   └──────────────────────────┘          └──────────────────────────┘
+//! ```
+//!
+//! A layer is an overlayfs upper directory: what one stage (or a run of
+//! unkept stages) changed, with whiteouts (0/0 character devices) for what
+//! it removed and `trusted.overlay.opaque` on directories it replaced. A
+//! stack is listed top first, as overlayfs's `lowerdir` wants it. A stack of
+//! one layer is a plain directory and needs no mount.
+//!
+//! Every mount is made in strata's own mount namespace
+//! ([`enter_private_namespace`]), so whatever happens to the process — an
+//! error, Ctrl-C, kill -9 — the kernel drops its mounts with it.
+
+use super::StoreError;
+use super::copy::copy_tree;
+use fs_err as fs;
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Stacks deeper than this are flattened when the next layer is committed.
+///
+/// Every layer is a lookup overlayfs may have to make for a path missing
+/// from the layers above it, and the whole `lowerdir=` list must fit in
+/// mount(2)'s one-page option string (≈ 4 KB; a store path is ≈ 100 bytes
+/// per layer). 16 keeps lookups cheap and leaves room for long store paths;
+/// a pipeline of more stages pays one reflink copy every 16 stages.
+pub const MAX_DEPTH: usize = 16;
+
+/// The longest `lowerdir=` list we hand to mount(2) (one page, with room
+/// for the other options).
+pub const MAX_LOWERDIR: usize = 3500;
+
+/// Moves the calling process into a mount namespace of its own, with `/`
+/// private, so its mounts are invisible to the host and die with it. Must
+/// run before any thread starts: a namespace is per thread, and threads
+/// started later inherit it.
+pub fn enter_private_namespace() -> Result<(), StoreError> {
+    // SAFETY: unshare_unsafe is unsafe only for CLONE_FILES (fds made on
+    // other threads becoming unusable). We pass CLONE_NEWNS alone, which
+    // touches no fd table, and this runs before strata starts any thread.
+    #[allow(unsafe_code)]
+    let unshared = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) };
+    unshared.map_err(|e| mount_error("unshare(CLONE_NEWNS)", e))?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| mount_error("making / private", e))
+}
+
+fn mount_error(what: &str, e: rustix::io::Errno) -> StoreError {
+    let hint = if e == rustix::io::Errno::PERM {
+        "\n    hint: strata build mounts the store's layers with overlayfs: run it as root"
+    } else {
+        ""
+    };
+    StoreError::Io(io::Error::other(format!("{what}: {e}{hint}")))
+}
+
+/// The overlayfs options strata always mounts with, so that a layer means
+/// the same on every kernel whatever its defaults: no redirects, no
+/// metacopy (a layer must hold whole files to stand on its own), no index.
+const OPTIONS: &str = "redirect_dir=off,metacopy=off,index=off,xino=off";
+
+fn lowerdir(stack: &[PathBuf]) -> Result<String, StoreError> {
+    let mut parts = Vec::with_capacity(stack.len());
+    for layer in stack {
+        let s = layer.to_str().ok_or_else(|| {
+            StoreError::Io(io::Error::other(format!(
+                "store path {} is not UTF-8",
+                layer.display()
+            )))
+        })?;
+        if s.contains([':', ',', '\\']) {
+            return Err(StoreError::Io(io::Error::other(format!(
+                "store path {s} contains `:`, `,` or `\\`, which overlayfs cannot take"
+            ))));
+        }
+        parts.push(s);
+    }
+    Ok(parts.join(":"))
+}
+
+fn mount_overlay(options: String, target: &Path) -> Result<(), StoreError> {
+    let data = CString::new(options).expect("paths hold no NUL");
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .map_err(|e| mount_error(&format!("mounting an overlay on {}", target.display()), e))
+}
+
+fn unmount(target: &Path) {
+    // Detach: a straggling reader must not turn cleanup into an error.
+    let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
+}
+
+/// Whether a stack of these layers can be mounted in one go.
+pub fn fits(stack: &[PathBuf]) -> bool {
+    stack.len() <= MAX_DEPTH && lowerdir(stack).is_ok_and(|s| s.len() <= MAX_LOWERDIR)
+}
+
+/// A read-only tree: a plain directory or a mounted stack, unmounted and
+/// removed when dropped.
+#[derive(Debug)]
+pub struct View {
+    path: PathBuf,
+    _dir: Option<Mounted>,
+}
+
+impl View {
+    /// The stack `stack` (top first) as one tree. A single layer is used in
+    /// place; more are mounted under `work` (a fresh dir in STORE/tmp).
+    pub fn open(stack: &[PathBuf], work: tempfile::TempDir) -> Result<View, StoreError> {
+        if let [one] = stack {
+            return Ok(View {
+                path: one.clone(),
+                _dir: None,
+            });
+        }
+        let merged = work.path().join("merged");
+        fs::create_dir(&merged)?;
+        let mut options = format!("lowerdir={},{OPTIONS}", lowerdir(stack)?);
+        if stack.is_empty() {
+            // overlayfs wants at least two lower layers without an upper.
+            let empty = work.path().join("empty");
+            fs::create_dir(&empty)?;
+            options = format!("lowerdir={0}:{0},{OPTIONS}", empty.display());
+        }
+        mount_overlay(options, &merged)?;
+        Ok(View {
+            path: merged.clone(),
+            _dir: Some(Mounted { merged, _dir: work }),
+        })
+    }
+
+    /// Where the tree is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[derive(Debug)]
+struct Mounted {
+    merged: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        unmount(&self.merged);
+    }
+}
+
+/// A writable tree over a stack: the stage writes `merged`, its changes land
+/// in `upper`. Unmounted (and removed with its work dir) when dropped.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl Workspace {
+    /// A workspace over `stack` (top first; empty for a new tree) in `dir`,
+    /// a fresh dir under STORE/tmp.
+    pub fn open(stack: &[PathBuf], dir: tempfile::TempDir) -> Result<Workspace, StoreError> {
+        let d = dir.path();
+        for sub in ["upper", "work", "merged"] {
+            fs::create_dir(d.join(sub))?;
+        }
+        // The merged root shows the upper root's owner and mode: start it
+        // as the tree's root is, not as mkdir made it.
+        let upper = d.join("upper");
+        match stack.first() {
+            Some(top) => {
+                let md = fs::metadata(top)?;
+                std::os::unix::fs::lchown(&upper, Some(md.uid()), Some(md.gid()))?;
+                fs::set_permissions(&upper, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+            }
+            None => fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))?,
+        }
+        let lower = if stack.is_empty() {
+            let empty = d.join("empty");
+            fs::create_dir(&empty)?;
+            empty.display().to_string()
+        } else {
+            lowerdir(stack)?
+        };
+        let options = format!(
+            "lowerdir={lower},upperdir={},workdir={},{OPTIONS}",
+            upper.display(),
+            d.join("work").display()
+        );
+        mount_overlay(options, &d.join("merged"))?;
+        Ok(Workspace { dir, mounted: true })
+    }
+
+    /// The tree the stage works on.
+    pub fn merged(&self) -> PathBuf {
+        self.dir.path().join("merged")
+    }
+
+    /// The stage's changes (stable once [`Workspace::unmount`] ran).
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    /// Unmounts the merged tree, so the upper layer can be moved away.
+    pub fn unmount(&mut self) {
+        if self.mounted {
+            unmount(&self.merged());
+            self.mounted = false;
+        }
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// Copies the merged tree at `from` into a new flat layer at `to`
+/// (reflinking file data where the filesystem can).
+pub fn flatten(from: &Path, to: &Path) -> Result<(), StoreError> {
+    copy_tree(from, to).map_err(StoreError::from)
+}
+
+/// Disk usage of a directory tree in bytes: allocated blocks, each inode
+/// once (hardlinks counted once, as du does).
+pub fn disk_usage(root: &Path) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(root).follow_links(false).into_iter().flatten() {
+        if let Ok(md) = entry.metadata()
+            && (md.nlink() == 1 || md.is_dir() || seen.insert((md.dev(), md.ino())))
+        {
+            total += md.blocks() * 512;
+        }
+    }
+    total
+}
