@@ -57,7 +57,7 @@ pub enum StoreCommand {
     Gc {
         /// The limit for this collection [default: the one the store remembers].
         #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-        max_size: Option<Option<u64>>,
+        max_size: Option<SizeArg>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -81,8 +81,12 @@ pub struct StoreArgs {
     lock_timeout: u64,
 }
 
-fn parse_size(text: &str) -> Result<Option<u64>, String> {
-    crate::store::gc::parse_size(text)
+/// A size flag's value: bytes, or `None` for `unlimited`.
+#[derive(Debug, Clone, Copy)]
+pub struct SizeArg(Option<u64>);
+
+fn parse_size(text: &str) -> Result<SizeArg, String> {
+    crate::store::gc::parse_size(text).map(SizeArg)
 }
 
 /// Where the manifest comes from and where stages are found.
@@ -112,7 +116,7 @@ pub struct BuildArgs {
     no_checkpoint: bool,
     /// Limit the store to SIZE (bytes, kB, KiB, MB, MiB, GB, GiB, TB, TiB, or `unlimited`); remembered by the store.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    cache_max_size: Option<Option<u64>>,
+    cache_max_size: Option<SizeArg>,
     /// Give up waiting for a store or object lock after this many seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     lock_timeout: u64,
@@ -219,7 +223,7 @@ fn build(args: BuildArgs) -> i32 {
         store: args.store.unwrap_or_else(default_store),
         checkpoints: args.checkpoints,
         no_checkpoint: args.no_checkpoint,
-        cache_max_size: args.cache_max_size,
+        cache_max_size: args.cache_max_size.map(|s| s.0),
         lock_timeout: std::time::Duration::from_secs(args.lock_timeout),
         exports: args.exports,
         output_directory: args.output_directory,
@@ -244,9 +248,9 @@ fn build(args: BuildArgs) -> i32 {
 fn store_command(cmd: StoreCommand) -> i32 {
     use crate::store::{Store, gc};
     let (args, exclusive) = match &cmd {
-        StoreCommand::Log { store, .. } | StoreCommand::Ls { store } | StoreCommand::Du { store } => {
-            (store, false)
-        }
+        StoreCommand::Log { store, .. }
+        | StoreCommand::Ls { store }
+        | StoreCommand::Du { store } => (store, false),
         StoreCommand::Gc { store, .. } | StoreCommand::Rm { store, .. } => (store, true),
     };
     let root = args.store.clone().unwrap_or_else(default_store);
@@ -276,7 +280,10 @@ fn store_command(cmd: StoreCommand) -> i32 {
             for e in gc::entries(&store) {
                 let by = match &e.kind {
                     gc::Kind::Object {
-                        pipeline, stage, ty, ..
+                        pipeline,
+                        stage,
+                        ty,
+                        ..
                     } => format!("{pipeline}/{stage} {ty}"),
                     gc::Kind::Source => "source".to_owned(),
                 };
@@ -284,7 +291,10 @@ fn store_command(cmd: StoreCommand) -> i32 {
                     "{:<64}  {by:<32}  {:>10}  {}",
                     e.id,
                     gc::human(e.size),
-                    utc(e.last_use)
+                    utc(e
+                        .last_use
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()))
                 );
             }
             Ok(())
@@ -305,7 +315,7 @@ fn store_command(cmd: StoreCommand) -> i32 {
             Ok(())
         }
         StoreCommand::Gc { max_size, .. } => {
-            match max_size.unwrap_or_else(|| store.max_size()) {
+            match max_size.map_or_else(|| store.max_size(), |s| s.0) {
                 None => {
                     eprintln!("store has no size limit: nothing to collect (give --max-size SIZE)");
                     Ok(())

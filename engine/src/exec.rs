@@ -345,7 +345,8 @@ impl Builder<'_> {
         self.checkpoints = resolve_checkpoints(self.m, self.plan, &self.opts.checkpoints)?;
         if !self.opts.no_checkpoint {
             for (pi, p) in self.m.pipelines.iter().enumerate() {
-                self.checkpoints.extend((0..p.stages.len()).map(|si| (pi, si)));
+                self.checkpoints
+                    .extend((0..p.stages.len()).map(|si| (pi, si)));
             }
         }
         self.check_exports()?;
@@ -476,7 +477,8 @@ impl Builder<'_> {
             };
             let log = logs.path().join(format!("log-{si}"));
             let (meta, duration) = self.run_stage(pi, si, &tree, &log)?;
-            let stored = keep && self.commit_stage(pi, si, &mut ws, base.as_ref(), &log, &meta, duration)?;
+            let stored =
+                keep && self.commit_stage(pi, si, &mut ws, base.as_ref(), &log, &meta, duration)?;
             if stored {
                 base = Some(id.clone());
             }
@@ -547,7 +549,8 @@ impl Builder<'_> {
         if let Some(max) = self.store().max_size()
             && size > max
         {
-            self.monitor.too_big(&p.name, si, &p.stages[si].ty, size, max);
+            self.monitor
+                .too_big(&p.name, si, &p.stages[si].ty, size, max);
             return Ok(false);
         }
         let info = json!({
@@ -559,7 +562,10 @@ impl Builder<'_> {
         });
         let (upper, merged) = (w.upper(), w.merged());
         let layer = if flatten {
-            Layer::Flatten(&merged)
+            Layer::Flatten {
+                merged: &merged,
+                stack: &stack,
+            }
         } else {
             w.unmount();
             Layer::Move(&upper)

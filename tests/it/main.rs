@@ -7,4 +7,5 @@ mod debian;
 mod ids;
 mod manifest_errors;
 mod package;
+mod store;
 mod support;

@@ -18,9 +18,10 @@
 //! Collection runs under the exclusive store lock, so no running build can
 //! be using what it removes.
 
-use super::{Store, StoreError, remove_any, unix};
+use super::{Store, StoreError, remove_any};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,8 +50,8 @@ pub struct Entry {
     pub kind: Kind,
     /// Bytes on disk.
     pub size: u64,
-    /// Unix seconds of its last use.
-    pub last_use: u64,
+    /// Its last use.
+    pub last_use: SystemTime,
     path: PathBuf,
 }
 
@@ -60,10 +61,12 @@ pub fn entries(store: &Store) -> Vec<Entry> {
     if let Ok(dir) = std::fs::read_dir(store.objects_dir()) {
         for e in dir.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            let Some(info) = store.info(&id) else { continue };
+            let Some(info) = store.info(&id) else {
+                continue;
+            };
             let used = std::fs::metadata(e.path().join("meta/used"))
                 .and_then(|m| m.modified())
-                .map_or(info.created, unix);
+                .unwrap_or(UNIX_EPOCH + Duration::from_secs(info.created));
             out.push(Entry {
                 id,
                 kind: Kind::Object {
@@ -90,7 +93,7 @@ pub fn entries(store: &Store) -> Vec<Entry> {
                 ),
                 kind: Kind::Source,
                 size: std::os::unix::fs::MetadataExt::blocks(&md) * 512,
-                last_use: md.accessed().map_or(0, unix),
+                last_use: md.accessed().unwrap_or(UNIX_EPOCH),
                 path: item.path(),
             });
         }
@@ -251,7 +254,11 @@ mod tests {
         assert_eq!(parse_size("3MB"), Ok(Some(3_000_000)));
         assert_eq!(parse_size("1TiB"), Ok(Some(1 << 40)));
         assert_eq!(parse_size("unlimited"), Ok(None));
-        assert!(parse_size("5 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_size("5 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_size("MB").unwrap_err().contains("not a number"));
     }
 

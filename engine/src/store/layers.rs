@@ -22,7 +22,7 @@
 //! error, Ctrl-C, kill -9 — the kernel drops its mounts with it.
 
 use super::StoreError;
-use super::copy::copy_tree;
+use super::copy::copy_tree_with;
 use fs_err as fs;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use std::ffi::CString;
@@ -236,10 +236,25 @@ impl Drop for Workspace {
     }
 }
 
-/// Copies the merged tree at `from` into a new flat layer at `to`
-/// (reflinking file data where the filesystem can).
-pub fn flatten(from: &Path, to: &Path) -> Result<(), StoreError> {
-    copy_tree(from, to).map_err(StoreError::from)
+/// Copies the merged tree at `from` (the overlay of `stack`, top first)
+/// into a new flat layer at `to`. File data is reflinked from the layer that
+/// holds it where the filesystem can (a reflink cannot start from the
+/// overlay: that would cross filesystems), copied elsewhere.
+pub fn flatten(from: &Path, stack: &[PathBuf], to: &Path) -> Result<(), StoreError> {
+    let data = |rel: &Path, merged: &Path| -> PathBuf {
+        // The topmost layer holding the path holds the file the merged view
+        // shows: anything above it that hid it would hide it from the view too.
+        let want = std::fs::symlink_metadata(merged).map(|m| m.len()).ok();
+        stack
+            .iter()
+            .map(|layer| layer.join(rel))
+            .find(|p| std::fs::symlink_metadata(p).is_ok())
+            .filter(|p| {
+                std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && Some(m.len()) == want)
+            })
+            .unwrap_or_else(|| merged.to_path_buf())
+    };
+    copy_tree_with(from, to, &data).map_err(StoreError::from)
 }
 
 /// Disk usage of a directory tree in bytes: allocated blocks, each inode
@@ -247,7 +262,11 @@ pub fn flatten(from: &Path, to: &Path) -> Result<(), StoreError> {
 pub fn disk_usage(root: &Path) -> u64 {
     let mut seen = std::collections::HashSet::new();
     let mut total = 0;
-    for entry in walkdir::WalkDir::new(root).follow_links(false).into_iter().flatten() {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
         if let Ok(md) = entry.metadata()
             && (md.nlink() == 1 || md.is_dir() || seen.insert((md.dev(), md.ino())))
         {

@@ -117,7 +117,10 @@ mod tests {
         })
         .unwrap_err();
         assert!(told);
-        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
         drop((shared, also));
         assert!(try_lock(&path, Mode::Exclusive).unwrap().is_some());
     }

@@ -60,7 +60,7 @@ use lock::{Lock, Mode};
 use serde_json::{Value, json};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use strata_sources::SourceStore;
 
 /// The store format this strata reads and writes.
@@ -276,8 +276,20 @@ impl Store {
     /// Records that `id` was used now (LRU order for collection).
     pub fn touch(&self, id: &Id) {
         let used = self.object_dir(id.as_str()).join("meta/used");
+        let now = rustix::fs::Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_NOW,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: now,
+            last_modification: now,
+        };
         // A stamp, not data: if it cannot be written the object only looks older.
-        let _ = std::fs::File::create(&used);
+        if rustix::fs::utimensat(rustix::fs::CWD, &used, &times, rustix::fs::AtFlags::empty())
+            .is_err()
+        {
+            let _ = std::fs::File::create(&used);
+        }
     }
 
     /// The stage metadata stored with `id` (`null` when none).
@@ -368,7 +380,9 @@ impl Store {
         let result = (|| -> Result<bool, StoreError> {
             match new.layer {
                 Layer::Move(dir) => fs::rename(dir, staging.join("layer"))?,
-                Layer::Flatten(merged) => layers::flatten(merged, &staging.join("layer"))?,
+                Layer::Flatten { merged, stack } => {
+                    layers::flatten(merged, stack, &staging.join("layer"))?
+                }
             }
             let meta_dir = staging.join("meta");
             fs::create_dir(&meta_dir)?;
@@ -464,7 +478,12 @@ pub enum Layer<'a> {
     /// A finished upper dir under tmp/, moved in.
     Move(&'a Path),
     /// A merged tree, copied in whole (the stack got too deep).
-    Flatten(&'a Path),
+    Flatten {
+        /// The mounted tree.
+        merged: &'a Path,
+        /// Its layers, top first (where the file data is read from).
+        stack: &'a [PathBuf],
+    },
 }
 
 /// An object to commit.
@@ -490,12 +509,6 @@ pub(crate) fn remove_any(path: &Path) {
         Ok(_) => std::fs::remove_file(path),
         Err(_) => Ok(()),
     };
-}
-
-/// Seconds since the epoch of a time.
-pub(crate) fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// rename(2) onto a non-empty directory fails with EEXIST or ENOTEMPTY.
