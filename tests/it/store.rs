@@ -690,25 +690,39 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
     let expected = std::fs::read(calm_out.join("t/k.tar")).unwrap();
 
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for round in 0..24 {
+    let mut random = move |below: u128| {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        // Kill points spread over a whole build, including the cleanup of
-        // the previous round's leftovers; every fourth round collects
-        // first, so some kills land in a collection.
-        let delay = Duration::from_micros(seed % (full.as_micros() as u64 + 1));
-        let out = env.path(&format!("out-{round}"));
-        let mut extra: Vec<String> = args(&out);
-        if round % 4 == 3 {
-            extra.extend(["--cache-max-size".into(), "300KiB".into()]);
-        }
-        let child = env.spawn_build(&m, &extra.iter().map(String::as_str).collect::<Vec<_>>());
+        Duration::from_micros(seed % (below as u64 + 1))
+    };
+    let mut killed = 0;
+    for round in 0..28 {
+        let (child, delay) = if round % 4 == 3 {
+            // A collection of the whole store (the previous round left it
+            // full), killed part way.
+            let mut cmd = Command::new(crate::support::bin_dir().join("strata"));
+            cmd.args(["store", "gc", "--max-size", "0"])
+                .env("STRATA_STORE", env.store())
+                .stderr(std::process::Stdio::null());
+            (cmd.spawn().unwrap(), random(3000))
+        } else {
+            // A cold build (sources too), killed anywhere in it.
+            env.strata(&["store", "gc", "--max-size", "0"], None)
+                .success();
+            let out = env.path(&format!("out-{round}"));
+            let extra = args(&out);
+            let child = env.spawn_build(&m, &extra.iter().map(String::as_str).collect::<Vec<_>>());
+            (child, random(full.as_micros()))
+        };
         std::thread::sleep(delay);
         let _ = Command::new("kill")
             .args(["-9", &child.id().to_string()])
             .status();
-        let _ = child.wait_with_output();
+        let status = child.wait_with_output().unwrap().status;
+        if std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) {
+            killed += 1;
+        }
         assert_objects_whole(&env);
         // The next run cleans up and gets the same result.
         let out = env.path(&format!("again-{round}"));
@@ -726,20 +740,11 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
             env.tmp_entries()
         );
         assert_objects_whole(&env);
-        // Back to unlimited, so the next round does not collect by itself.
-        if round % 4 == 3 {
-            env.build(
-                &m,
-                &[
-                    "--libdir",
-                    lib.to_str().unwrap(),
-                    "--cache-max-size",
-                    "unlimited",
-                ],
-            )
-            .success();
-        }
     }
+    assert!(
+        killed >= 20,
+        "only {killed} of 28 runs were still running when killed"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&env.store().display().to_string()),
