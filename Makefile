@@ -38,6 +38,7 @@ bench: deps build
 	$(CARGO) bench -p strata-tests --bench build
 	$(CARGO) bench -p strata-tests --bench debian
 	$(CARGO) bench -p strata-tests --bench package
+	$(CARGO) bench -p strata-tests --bench store
 
 lint:
 	$(CARGO) fmt --all -- --check

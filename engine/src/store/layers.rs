@@ -257,6 +257,51 @@ pub fn flatten(from: &Path, stack: &[PathBuf], to: &Path) -> Result<(), StoreErr
     copy_tree_with(from, to, &data).map_err(StoreError::from)
 }
 
+/// Removes overlayfs's private bookkeeping from a finished upper dir before
+/// it is stored: the mount's random `uuid` on the root, `origin`, `impure`,
+/// `nlink` and the like. They mean nothing once the mount is gone, and one
+/// left on a bottom layer (read in place, not through an overlay) would
+/// reach stages and tarballs — with a random uuid in it. What a lower layer
+/// needs stays: `opaque` (and xattr whiteouts), except in a `bottom` layer,
+/// which has nothing below to hide.
+pub fn clean_upper(dir: &Path, bottom: bool) -> Result<(), StoreError> {
+    const KEEP: &[&[u8]] = &[
+        b"trusted.overlay.opaque",
+        b"trusted.overlay.whiteout",
+        b"trusted.overlay.whiteouts",
+    ];
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        let path = entry.path();
+        for name in list_xattrs(path)? {
+            if name.starts_with(b"trusted.overlay.") && (bottom || !KEEP.contains(&name.as_slice()))
+            {
+                rustix::fs::lremovexattr(path, name.as_slice())
+                    .map_err(|e| io::Error::other(format!("cleaning {}: {e}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match rustix::fs::llistxattr(path, &mut buf[..]) {
+            Ok(n) => {
+                return Ok(buf[..n]
+                    .split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect());
+            }
+            Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
 /// Disk usage of a directory tree in bytes: allocated blocks, each inode
 /// once (hardlinks counted once, as du does).
 pub fn disk_usage(root: &Path) -> u64 {

@@ -379,7 +379,10 @@ impl Store {
         let id = new.id;
         let result = (|| -> Result<bool, StoreError> {
             match new.layer {
-                Layer::Move(dir) => fs::rename(dir, staging.join("layer"))?,
+                Layer::Move(dir) => {
+                    layers::clean_upper(dir, new.parent.is_none())?;
+                    fs::rename(dir, staging.join("layer"))?
+                }
                 Layer::Flatten { merged, stack } => {
                     layers::flatten(merged, stack, &staging.join("layer"))?
                 }
@@ -467,6 +470,16 @@ impl Store {
             };
             if !alive {
                 remove_any(&entry.path());
+            }
+        }
+        if exclusive {
+            // Object build locks are only held by running builds; none is.
+            for entry in std::fs::read_dir(self.root.join("locks"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
     }
