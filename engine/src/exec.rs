@@ -450,8 +450,7 @@ impl Builder<'_> {
         }
         let mut ws: Option<Workspace> = None;
         let logs = self.store().work_dir("logs")?;
-        for si in stored.map_or(0, |k| k + 1)..ids.len() {
-            let id = &ids[si];
+        for (si, id) in ids.iter().enumerate().skip(stored.map_or(0, |k| k + 1)) {
             let keep = self.checkpoints.contains(&(pi, si));
             // The object's build lock: a build that needs it too waits, then
             // finds it stored.

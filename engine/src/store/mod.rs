@@ -34,6 +34,16 @@
 //! upper dir in. Inputs from other pipelines are read-only overlays of their
 //! stacks, mounted, never copied. See [`layers`] for the mounts.
 //!
+//! - Checkpoints: every stage is kept by default. A kept stage costs its
+//!   layer and nothing more (its diff is written to disk either way: an
+//!   unkept stage's changes stay in the workspace's upper dir and are stored
+//!   with the next kept stage). `--no-checkpoint` keeps only what
+//!   `--checkpoint` names, for builds whose trees should not be cached.
+//! - Hardlinks: overlayfs copies up only the name that is written when a
+//!   file hardlinked in a lower layer is changed in place; its other names
+//!   keep the old data (as in every overlay-based store: docker, podman).
+//!   dpkg replaces files by rename, so packages are unaffected; links whole
+//!   in the merged view stay links through flatten and export.
 //! - Depth: a stack deeper than [`layers::MAX_DEPTH`] is flattened when the
 //!   next object is committed: that object is stored whole (copied from the
 //!   merged view with reflinks where the filesystem can) and has no parent.
@@ -42,7 +52,7 @@
 //!   Nothing partial is ever visible under objects/, and a kill -9 leaves
 //!   only tmp/ dirs named after a dead process, removed by the next open.
 //! - Concurrency: builds share `lock`; a build takes `locks/<id>` before it
-//!   makes object <id> and looks again once it has it, so a stage two builds
+//!   makes object `<id>` and looks again once it has it, so a stage two builds
 //!   need is built once and the second build uses it. Collection takes
 //!   `lock` exclusively, so it never removes what a running build uses.
 //! - Collection ([`gc`]): least recently used first, over objects no other
