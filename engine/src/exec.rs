@@ -559,15 +559,20 @@ impl Builder<'_> {
             "created": unix_now(),
             "duration": duration.as_secs_f64(),
         });
-        let (upper, merged) = (w.upper(), w.merged());
-        let layer = if flatten {
-            Layer::Flatten {
-                merged: &merged,
+        w.finish(&stack[1..])?;
+        let upper = w.upper();
+        // Flattening reads the mended upper layer over the stack, mounted
+        // read-only for the copy.
+        let view = match flatten {
+            true => Some(View::open(&stack, self.store().work_dir("view")?)?),
+            false => None,
+        };
+        let layer = match &view {
+            Some(view) => Layer::Flatten {
+                merged: view.path(),
                 stack: &stack,
-            }
-        } else {
-            w.unmount();
-            Layer::Move(&upper)
+            },
+            None => Layer::Move(&upper),
         };
         self.store().commit(NewObject {
             id,

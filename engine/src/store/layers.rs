@@ -72,8 +72,13 @@ fn mount_error(what: &str, e: rustix::io::Errno) -> StoreError {
 
 /// The overlayfs options strata always mounts with, so that a layer means
 /// the same on every kernel whatever its defaults: no redirects, no
-/// metacopy (a layer must hold whole files to stand on its own), no index.
-const OPTIONS: &str = "redirect_dir=off,metacopy=off,index=off,xino=off";
+/// metacopy (a layer must hold whole files to stand on its own).
+const OPTIONS: &str = "redirect_dir=off,metacopy=off,xino=off";
+
+/// Read-only views need no index; workspaces want one: with it, a copy-up
+/// keeps a file's hardlinks whole for the stage, and [`Workspace::finish`]
+/// finds them to store them whole too.
+const VIEW_OPTIONS: &str = "index=off";
 
 fn lowerdir(stack: &[PathBuf]) -> Result<String, StoreError> {
     let mut parts = Vec::with_capacity(stack.len());
@@ -136,12 +141,12 @@ impl View {
         }
         let merged = work.path().join("merged");
         fs::create_dir(&merged)?;
-        let mut options = format!("lowerdir={},{OPTIONS}", lowerdir(stack)?);
+        let mut options = format!("lowerdir={},{OPTIONS},{VIEW_OPTIONS}", lowerdir(stack)?);
         if stack.is_empty() {
             // overlayfs wants at least two lower layers without an upper.
             let empty = work.path().join("empty");
             fs::create_dir(&empty)?;
-            options = format!("lowerdir={0}:{0},{OPTIONS}", empty.display());
+            options = format!("lowerdir={0}:{0},{OPTIONS},{VIEW_OPTIONS}", empty.display());
         }
         mount_overlay(options, &merged)?;
         Ok(View {
@@ -207,7 +212,10 @@ impl Workspace {
             upper.display(),
             d.join("work").display()
         );
-        mount_overlay(options, &d.join("merged"))?;
+        // A filesystem without file handles cannot index: mount without
+        // (hardlinks written in place through one name then split).
+        mount_overlay(format!("{options},index=on"), &d.join("merged"))
+            .or_else(|_| mount_overlay(format!("{options},index=off"), &d.join("merged")))?;
         Ok(Workspace { dir, mounted: true })
     }
 
@@ -219,6 +227,31 @@ impl Workspace {
     /// The stage's changes (stable once [`Workspace::unmount`] ran).
     pub fn upper(&self) -> PathBuf {
         self.dir.path().join("upper")
+    }
+
+    /// Unmounts the merged tree and mends the hardlinks overlayfs split:
+    /// when a stage wrote in place to one name of a file hardlinked in a
+    /// lower layer, overlayfs copied up that name only, and the other names
+    /// would keep the old data. Each such name is linked in the upper layer
+    /// to the copied-up file, so the layer stores the tree the stage saw
+    /// through the names it used. `lower` is the stack below (top first).
+    pub fn finish(&mut self, lower: &[PathBuf]) -> Result<(), StoreError> {
+        let split = split_links(&self.upper(), lower, &self.merged())?;
+        self.unmount();
+        for link in split {
+            let upper = self.upper();
+            let mut dir = upper.clone();
+            for (name, md) in &link.parents {
+                dir.push(name);
+                if std::fs::symlink_metadata(&dir).is_err() {
+                    fs::create_dir(&dir)?;
+                    std::os::unix::fs::lchown(&dir, Some(md.uid()), Some(md.gid()))?;
+                    fs::set_permissions(&dir, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+                }
+            }
+            fs::hard_link(upper.join(&link.target), upper.join(&link.name))?;
+        }
+        Ok(())
     }
 
     /// Unmounts the merged tree, so the upper layer can be moved away.
@@ -234,6 +267,86 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         self.unmount();
     }
+}
+
+/// A name to link to a copied-up file.
+struct SplitLink {
+    /// The copied-up name (relative to the upper dir).
+    target: PathBuf,
+    /// The other name.
+    name: PathBuf,
+    /// The directories from the root to `name`'s parent, with their metadata
+    /// in the merged tree (to make them in the upper dir as they are).
+    parents: Vec<(std::ffi::OsString, std::fs::Metadata)>,
+}
+
+/// The names a copy-up split off their file (see [`Workspace::finish`]).
+/// Only files copied up (they carry `trusted.overlay.origin`) whose lower
+/// file had other names count: a file the stage replaced (rename over, as
+/// dpkg does) leaves the other names with the old file, rightly.
+fn split_links(
+    upper: &Path,
+    lower: &[PathBuf],
+    merged: &Path,
+) -> Result<Vec<SplitLink>, StoreError> {
+    let mut copied: std::collections::HashMap<u64, PathBuf> = std::collections::HashMap::new();
+    for entry in walkdir::WalkDir::new(upper).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(upper).expect("below the root");
+        // A copied-up file of several names is linked from the work dir's
+        // index (index=on), so it has two links and an origin.
+        let md = entry.metadata().map_err(io::Error::other)?;
+        if md.nlink() < 2
+            || !list_xattrs(entry.path())?
+                .iter()
+                .any(|n| n == b"trusted.overlay.origin")
+        {
+            continue;
+        }
+        let below = lower
+            .iter()
+            .map(|l| l.join(rel))
+            .find_map(|p| std::fs::symlink_metadata(p).ok());
+        if below.is_some_and(|md| md.is_file() && md.nlink() > 1) {
+            // With the index, the merged view shows every name of the file
+            // with its origin's inode number.
+            let ino = fs::symlink_metadata(merged.join(rel))?.ino();
+            copied.insert(ino, rel.to_path_buf());
+        }
+    }
+    if copied.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut split = Vec::new();
+    for entry in walkdir::WalkDir::new(merged).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let md = entry.metadata().map_err(io::Error::other)?;
+        let rel = entry.path().strip_prefix(merged).expect("below the root");
+        let Some(target) = copied.get(&md.ino()) else {
+            continue;
+        };
+        if std::fs::symlink_metadata(upper.join(rel)).is_ok() {
+            continue;
+        }
+        let mut parents = Vec::new();
+        let mut dir = merged.to_path_buf();
+        for part in rel.parent().into_iter().flat_map(Path::components) {
+            dir.push(part);
+            parents.push((part.as_os_str().to_owned(), fs::symlink_metadata(&dir)?));
+        }
+        split.push(SplitLink {
+            target: target.clone(),
+            name: rel.to_path_buf(),
+            parents,
+        });
+    }
+    Ok(split)
 }
 
 /// Copies the merged tree at `from` (the overlay of `stack`, top first)

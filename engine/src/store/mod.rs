@@ -39,11 +39,13 @@
 //!   unkept stage's changes stay in the workspace's upper dir and are stored
 //!   with the next kept stage). `--no-checkpoint` keeps only what
 //!   `--checkpoint` names, for builds whose trees should not be cached.
-//! - Hardlinks: overlayfs copies up only the name that is written when a
-//!   file hardlinked in a lower layer is changed in place; its other names
-//!   keep the old data (as in every overlay-based store: docker, podman).
-//!   dpkg replaces files by rename, so packages are unaffected; links whole
-//!   in the merged view stay links through flatten and export.
+//! - Hardlinks: a stage that writes in place to one name of a file
+//!   hardlinked in a lower layer makes overlayfs copy the file up; with the
+//!   workspace's index (`index=on`) every name shows the new data during the
+//!   stage, and before the layer is stored its other names are linked to
+//!   the copy in the upper dir ([`layers::Workspace::finish`]), so the
+//!   stored tree keeps the link whole. (On a filesystem that cannot index,
+//!   the names split, as in docker's and podman's stores.)
 //! - Depth: a stack deeper than [`layers::MAX_DEPTH`] is flattened when the
 //!   next object is committed: that object is stored whole (copied from the
 //!   merged view with reflinks where the filesystem can) and has no parent.
