@@ -41,6 +41,7 @@ bench: deps build
 	$(CARGO) bench -p strata-tests --bench parallel
 	$(CARGO) bench -p strata-tests --bench debian
 	$(CARGO) bench -p strata-tests --bench package
+	$(CARGO) bench -p strata-tests --bench store
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -46,16 +46,53 @@ pub enum StoreCommand {
     Log {
         /// The stage id (or a unique prefix of it).
         id: String,
-        /// The object store [default: as for build].
-        #[arg(long, value_name = "DIR")]
-        store: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
-    /// Remove what --keep-failed kept of failed stages.
+    /// List what the store holds, least recently used first: id, pipeline/stage, size, last use.
+    Ls {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print the store's size, its limit, and how many objects and sources it holds.
+    Du {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove least recently used entries until the store fits its limit (waits for running builds).
     Gc {
-        /// The object store [default: as for build].
-        #[arg(long, value_name = "DIR")]
-        store: Option<PathBuf>,
+        /// The limit for this collection [default: the one the store remembers].
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        max_size: Option<SizeArg>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+    /// Remove a stored object and the objects that stand on it (waits for running builds).
+    Rm {
+        /// The stage id (or a unique prefix of it).
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Which store, and how long to wait for it.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The object store [default: as for build].
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Give up waiting for a store or object lock after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    lock_timeout: u64,
+}
+
+/// A size flag's value: bytes, or `None` for `unlimited`.
+#[derive(Debug, Clone, Copy)]
+pub struct SizeArg(Option<u64>);
+
+fn parse_size(text: &str) -> Result<SizeArg, String> {
+    crate::store::gc::parse_size(text).map(SizeArg)
 }
 
 /// Formats of `--monitor`.
@@ -84,9 +121,18 @@ pub struct BuildArgs {
     /// The object store [default: $STRATA_STORE, else /var/cache/strata as root, else $XDG_CACHE_HOME/strata].
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
-    /// Keep these stages in the store: a pipeline name (its last stage), a stage id, a stage type or a glob; repeatable.
+    /// Keep these stages in the store: a pipeline name (its last stage), a stage id, a stage type or a glob; repeatable (every stage is kept unless --no-checkpoint).
     #[arg(long = "checkpoint", value_name = "PATTERN")]
     checkpoints: Vec<String>,
+    /// Keep only the stages --checkpoint names (by default every stage is kept: each costs only what it changed).
+    #[arg(long)]
+    no_checkpoint: bool,
+    /// Limit the store to SIZE (bytes, kB, KiB, MB, MiB, GB, GiB, TB, TiB, or `unlimited`); remembered by the store.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    cache_max_size: Option<SizeArg>,
+    /// Give up waiting for a store or object lock after this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    lock_timeout: u64,
     /// Copy this pipeline's final tree to OUTPUT/NAME; repeatable.
     #[arg(long = "export", value_name = "NAME")]
     exports: Vec<String>,
@@ -144,10 +190,9 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Build(args) => build(args),
         Command::Inspect(args) => inspect(args),
-        Command::Store(StoreCommand::Log { id, store }) => store_log(&id, store),
+        Command::Store(cmd) => store_command(cmd),
         Command::Task(cmd) => crate::task::command::task_main(cmd),
         Command::Env(cmd) => crate::task::command::env_main(cmd),
-        Command::Store(StoreCommand::Gc { store }) => store_gc(store),
     }
 }
 
@@ -219,6 +264,12 @@ fn make_monitor(args: &BuildArgs) -> Result<Monitor, String> {
 }
 
 fn build(args: BuildArgs) -> i32 {
+    // First, before the interrupt handler's thread: the namespace is per
+    // thread, and every mount the build makes must die with it.
+    if let Err(e) = crate::store::layers::enter_private_namespace() {
+        eprintln!("error: {e}");
+        return 1;
+    }
     crate::sandbox::process::install_interrupt_handler();
     let monitor = match make_monitor(&args) {
         Ok(m) => m,
@@ -253,6 +304,9 @@ fn build(args: BuildArgs) -> i32 {
     let opts = BuildOptions {
         store: args.store.unwrap_or_else(default_store),
         checkpoints: args.checkpoints,
+        no_checkpoint: args.no_checkpoint,
+        cache_max_size: args.cache_max_size.map(|s| s.0),
+        lock_timeout: std::time::Duration::from_secs(args.lock_timeout),
         exports: args.exports,
         output_directory: args.output_directory,
         stage_timeout: args.stage_timeout.map(std::time::Duration::from_secs),
@@ -277,43 +331,158 @@ fn build(args: BuildArgs) -> i32 {
     }
 }
 
-fn store_log(id: &str, store: Option<PathBuf>) -> i32 {
-    let store = match crate::store::Store::open(&store.unwrap_or_else(default_store)) {
+fn store_command(cmd: StoreCommand) -> i32 {
+    use crate::store::{Store, gc};
+    let (args, exclusive) = match &cmd {
+        StoreCommand::Log { store, .. }
+        | StoreCommand::Ls { store }
+        | StoreCommand::Du { store } => (store, false),
+        StoreCommand::Gc { store, .. } | StoreCommand::Rm { store, .. } => (store, true),
+    };
+    let root = args.store.clone().unwrap_or_else(default_store);
+    let timeout = std::time::Duration::from_secs(args.lock_timeout);
+    let opened = if exclusive {
+        Store::open_exclusive(&root, timeout)
+    } else {
+        Store::open(&root, timeout)
+    };
+    let store = match opened {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return 1;
         }
     };
-    match store.log(id) {
-        Ok(text) => {
-            print!("{text}");
-            0
+    let result: Result<(), (i32, String)> = match cmd {
+        StoreCommand::Log { id, .. } => match store.log(&id) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(())
+            }
+            Err(e) => Err((2, e)),
+        },
+        StoreCommand::Ls { .. } => {
+            println!("{:<64}  {:<32}  {:>10}  LAST USE", "ID", "MADE BY", "SIZE");
+            for e in gc::entries(&store) {
+                let by = match &e.kind {
+                    gc::Kind::Object {
+                        pipeline,
+                        stage,
+                        ty,
+                        ..
+                    } => format!("{pipeline}/{stage} {ty}"),
+                    gc::Kind::Source => "source".to_owned(),
+                };
+                println!(
+                    "{:<64}  {by:<32}  {:>10}  {}",
+                    e.id,
+                    gc::human(e.size),
+                    utc(e
+                        .last_use
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()))
+                );
+            }
+            Ok(())
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            2
+        StoreCommand::Du { .. } => {
+            let entries = gc::entries(&store);
+            let objects = entries
+                .iter()
+                .filter(|e| matches!(e.kind, gc::Kind::Object { .. }))
+                .count();
+            let limit = store.max_size().map_or("unlimited".to_owned(), gc::human);
+            println!(
+                "{} ({} bytes) in {objects} objects and {} sources; limit {limit}",
+                gc::human(gc::total(&entries)),
+                gc::total(&entries),
+                entries.len() - objects
+            );
+            Ok(())
+        }
+        StoreCommand::Gc { max_size, .. } => {
+            // What --keep-failed kept is never worth keeping past a gc.
+            match store.remove_failed() {
+                Ok(kept) => {
+                    for path in &kept {
+                        eprintln!("removed {}", path.display());
+                    }
+                    if !kept.is_empty() {
+                        eprintln!("removed {} kept failed stage(s)", kept.len());
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 1;
+                }
+            }
+            match max_size.map_or_else(|| store.max_size(), |s| s.0) {
+                None => {
+                    eprintln!(
+                        "store has no size limit: nothing more to collect (give --max-size SIZE)"
+                    );
+                    Ok(())
+                }
+                Some(max) => match gc::collect(&store, max) {
+                    Ok(removed) => {
+                        for e in &removed {
+                            eprintln!("removed {} ({})", e.id, gc::human(e.size));
+                        }
+                        let left = gc::total(&gc::entries(&store));
+                        eprintln!(
+                            "removed {} entries; the store holds {} (limit {})",
+                            removed.len(),
+                            gc::human(left),
+                            gc::human(max)
+                        );
+                        Ok(())
+                    }
+                    Err(e) => Err((1, e.to_string())),
+                },
+            }
+        }
+        StoreCommand::Rm { id, .. } => match store.resolve(&id) {
+            Ok(full) => match gc::remove_object(&store, &full) {
+                Ok(removed) => {
+                    for e in &removed {
+                        eprintln!("removed {} ({})", e.id, gc::human(e.size));
+                    }
+                    Ok(())
+                }
+                Err(e) => Err((1, e.to_string())),
+            },
+            Err(e) => Err((2, e.to_string())),
+        },
+    };
+    match result {
+        Ok(()) => 0,
+        Err((code, message)) => {
+            eprintln!("error: {message}");
+            code
         }
     }
 }
 
-/// `strata store gc`: removes what `--keep-failed` kept.
-fn store_gc(store: Option<PathBuf>) -> i32 {
-    let result = crate::store::Store::open(&store.unwrap_or_else(default_store))
-        .and_then(|s| s.remove_failed());
-    match result {
-        Ok(removed) => {
-            for path in &removed {
-                eprintln!("removed {}", path.display());
-            }
-            eprintln!("removed {} kept failed stage(s)", removed.len());
-            0
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            1
-        }
-    }
+/// `2026-11-25 23:40:00 UTC` for unix seconds.
+fn utc(secs: u64) -> String {
+    let days = secs / 86400;
+    let rem = secs % 86400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// `$STRATA_STORE`, else `/var/cache/strata` as root, else `$XDG_CACHE_HOME/strata`.

@@ -1,11 +1,14 @@
 //! The scheduler: walk the pipelines in build order, short-circuit what the
 //! store has, run the rest in sandboxes, commit checkpoints, export.
 //!
-//! For each pipeline: find its newest stored stage and start from a copy of
-//! that tree (or an empty one); run each remaining stage; commit the stages
-//! that `--checkpoint` names. A pipeline's final tree stays available (in the
-//! store, or in a work dir until the build ends) for pipelines that use it as
-//! a build root or a `tree` input, and for `--export`.
+//! For each pipeline: find its newest stored stage and start from its tree
+//! (an overlay over its layers, see [`crate::store`]) or an empty one; run
+//! each remaining stage; commit the kept stages as layers. Every stage is
+//! kept unless `--no-checkpoint` (then only what `--checkpoint` names): a
+//! kept stage costs only what it changed. A pipeline's final tree stays
+//! available (mounted from the store on first use, or its workspace until
+//! the build ends) for pipelines that use it as a build root or a `tree`
+//! input, and for `--export`.
 //!
 //! Pipelines that do not need each other run at the same time, up to
 //! `--jobs` ([`schedule`]); so the builder's shared state (the report, the
@@ -22,7 +25,8 @@ use crate::monitor::{self, Event, Monitor, PipelineInfo, PipelineResult, StageIn
 use crate::plan::Plan;
 use crate::sandbox::process::{self, Outcome};
 use crate::sandbox::{self, BwrapSpec, HostLayout, Mount, Root};
-use crate::store::{Store, StoreError, copy::copy_tree};
+use crate::store::layers::{self, View, Workspace};
+use crate::store::{Layer, NewObject, Store, StoreError, copy::copy_tree, gc};
 use fs_err as fs;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -41,6 +45,12 @@ pub struct BuildOptions {
     pub store: PathBuf,
     /// `--checkpoint` patterns.
     pub checkpoints: Vec<String>,
+    /// `--no-checkpoint`: keep only what `--checkpoint` names.
+    pub no_checkpoint: bool,
+    /// `--cache-max-size`: `Some(None)` is `unlimited`.
+    pub cache_max_size: Option<Option<u64>>,
+    /// `--lock-timeout`.
+    pub lock_timeout: Duration,
     /// `--export` pipeline names.
     pub exports: Vec<String>,
     /// `--output-directory`.
@@ -367,7 +377,8 @@ pub fn build(
             ..BuildReport::default()
         }),
         trees: Mutex::new(HashMap::new()),
-        keep: Mutex::new(Vec::new()),
+        mounted: Mutex::new(HashMap::new()),
+        workspaces: Mutex::new(Vec::new()),
         store: None,
         checkpoints: BTreeSet::new(),
         breaks: BTreeSet::new(),
@@ -440,9 +451,11 @@ struct Builder<'a> {
     host: HostLayout,
     report: Mutex<BuildReport>,
     /// Final tree of each pipeline built so far.
-    trees: Mutex<HashMap<usize, PathBuf>>,
-    /// Work dirs holding uncommitted final trees, removed when the build ends.
-    keep: Mutex<Vec<tempfile::TempDir>>,
+    trees: Mutex<HashMap<usize, FinalTree>>,
+    /// Stored final trees mounted so far, by pipeline; unmounted when the build ends.
+    mounted: Mutex<HashMap<usize, View>>,
+    /// Workspaces holding uncommitted final trees, removed when the build ends.
+    workspaces: Mutex<Vec<Workspace>>,
     store: Option<Store>,
     checkpoints: BTreeSet<(usize, usize)>,
     /// Stages to open a shell in before they run (`--break`).
@@ -453,14 +466,37 @@ struct Builder<'a> {
     committed: AtomicBool,
 }
 
+/// Where a pipeline's final tree is.
+#[derive(Debug, Clone)]
+enum FinalTree {
+    /// In the store: mounted when first needed.
+    Stored(Id),
+    /// A workspace of this build.
+    Dir(PathBuf),
+}
+
 impl Builder<'_> {
     fn store(&self) -> &Store {
         self.store.as_ref().expect("store is open")
     }
 
-    /// The final tree of pipeline `pi`, which the scheduler built first.
-    fn tree_of(&self, pi: usize) -> PathBuf {
-        self.trees.lock().expect("trees lock")[&pi].clone()
+    /// The final tree of pipeline `pi`, which the scheduler built first,
+    /// mounted from the store the first time it is needed.
+    fn tree_of(&self, pi: usize) -> Result<PathBuf, BuildError> {
+        let tree = self.trees.lock().expect("trees lock")[&pi].clone();
+        match tree {
+            FinalTree::Dir(path) => Ok(path),
+            FinalTree::Stored(id) => {
+                let mut mounted = self.mounted.lock().expect("mounted lock");
+                if let Some(view) = mounted.get(&pi) {
+                    return Ok(view.path().to_path_buf());
+                }
+                let view = self.store().view(&id)?;
+                let path = view.path().to_path_buf();
+                mounted.insert(pi, view);
+                Ok(path)
+            }
+        }
     }
 
     fn stage_ref(&self, pi: usize, si: usize) -> StageRef {
@@ -480,12 +516,49 @@ impl Builder<'_> {
             self.store().sync().map_err(|e| told(e.into()))?;
         }
         built?;
-        self.export().map_err(told)
+        self.export().map_err(told)?;
+        self.collect().map_err(told)
+    }
+
+    /// Brings the store under its size limit once the build is done, unless
+    /// another build is running (the last one to finish collects).
+    fn collect(&mut self) -> Result<(), BuildError> {
+        let Some(max) = self.store().max_size() else {
+            return Ok(());
+        };
+        if gc::total(&gc::entries(self.store())) <= max {
+            return Ok(());
+        }
+        // Nothing of ours may stay mounted over layers collection removes.
+        self.mounted.lock().expect("mounted lock").clear();
+        self.workspaces.lock().expect("workspaces lock").clear();
+        let store = self.store.as_mut().expect("store is open");
+        if !store.try_exclusive()? {
+            return Ok(());
+        }
+        let removed = gc::collect(store, max)?;
+        let freed: u64 = removed.iter().map(|e| e.size).sum();
+        self.monitor.emit(Event::Notice {
+            pipeline: None,
+            message: format!(
+                "store: removed {} least recently used entries ({}) to stay within {}",
+                removed.len(),
+                gc::human(freed),
+                gc::human(max)
+            ),
+        });
+        Ok(())
     }
 
     /// Everything before the first pipeline: flags, the store, sources.
     fn prepare(&mut self) -> Result<(), BuildError> {
         self.checkpoints = resolve_checkpoints(self.m, self.plan, &self.opts.checkpoints)?;
+        if !self.opts.no_checkpoint {
+            for (pi, p) in self.m.pipelines.iter().enumerate() {
+                self.checkpoints
+                    .extend((0..p.stages.len()).map(|si| (pi, si)));
+            }
+        }
         self.breaks = resolve_stages(self.m, self.plan, &self.opts.breaks, "--break")?;
         if !self.breaks.is_empty() {
             let tty = std::fs::OpenOptions::new()
@@ -500,7 +573,10 @@ impl Builder<'_> {
             self.tty = Some(tty);
         }
         self.check_exports()?;
-        self.store = Some(Store::open(&self.opts.store)?);
+        self.store = Some(Store::open(&self.opts.store, self.opts.lock_timeout)?);
+        if let Some(max) = self.opts.cache_max_size {
+            self.store().set_max_size(max)?;
+        }
         self.fetch_sources()
     }
 
@@ -624,7 +700,12 @@ impl Builder<'_> {
                             announce(false, false, None);
                         }
                         match sources.fetch(item.ty, &item.checksum, &item.item) {
-                            Ok(fetched) => announce(true, fetched.cached, Some(fetched.bytes)),
+                            Ok(fetched) => {
+                                if fetched.cached {
+                                    record_use(&fetched.path);
+                                }
+                                announce(true, fetched.cached, Some(fetched.bytes))
+                            }
                             Err(e) => failures
                                 .lock()
                                 .expect("failures lock")
@@ -649,49 +730,46 @@ impl Builder<'_> {
             .find(|&si| self.breaks.contains(&(pi, si)))
             .unwrap_or(ids.len());
         let stored = ids[..runs_from].iter().rposition(|id| self.store().has(id));
-        let push = |report: StageReport| {
-            self.report.lock().expect("report lock").stages[pi].push(report);
-        };
         // Everything up to the newest stored stage is covered by it.
-        for (si, id) in ids.iter().enumerate().take(stored.map_or(0, |k| k + 1)) {
-            let report = StageReport {
-                id: id.clone(),
-                ty: p.stages[si].ty.clone(),
-                status: StageStatus::Cached,
-                stored: self.store().has(id),
-                duration: Duration::ZERO,
-                metadata: self.store().meta(id),
+        for si in 0..stored.map_or(0, |k| k + 1) {
+            self.report_cached(pi, si);
+        }
+        let mut base = stored.map(|k| ids[k].clone());
+        if let Some(id) = &base {
+            self.store().touch(id);
+        }
+        let mut ws: Option<Workspace> = None;
+        let logs = self.store().work_dir("logs")?;
+        for (si, id) in ids.iter().enumerate().skip(stored.map_or(0, |k| k + 1)) {
+            let keep = self.checkpoints.contains(&(pi, si));
+            // The object's build lock: a build that needs it too waits, then
+            // finds it stored. A stage to break in runs whatever the store has.
+            let _building = if keep {
+                let lock = self.store().lock_object(id, || {
+                    self.monitor.emit(Event::Notice {
+                        pipeline: Some(p.name.clone()),
+                        message: format!(
+                            "{}: waiting: another build is making it",
+                            self.stage_ref(pi, si).label()
+                        ),
+                    });
+                })?;
+                if self.store().has(id) && !self.breaks.contains(&(pi, si)) {
+                    ws = None;
+                    base = Some(id.clone());
+                    self.store().touch(id);
+                    self.report_cached(pi, si);
+                    continue;
+                }
+                Some(lock)
+            } else {
+                None
             };
-            self.monitor.emit(Event::StageFinish {
-                stage: self.stage_ref(pi, si),
-                status: monitor::StageStatus::Cached,
-                stored: report.stored,
-                duration: 0.0,
-                result: "success".into(),
-            });
-            push(report);
-        }
-        if let Some(last) = stored
-            && last + 1 == ids.len()
-        {
-            let tree = self.store().tree(&ids[last]);
-            self.trees.lock().expect("trees lock").insert(pi, tree);
-            return Ok(());
-        }
-        let work = self.store().work_dir("build")?;
-        let tree = work.path().join("tree");
-        match stored {
-            Some(k) => copy_tree(&self.store().tree(&ids[k]), &tree).map_err(StoreError::from)?,
-            None => {
-                fs::create_dir(&tree).map_err(StoreError::from)?;
-                fs::set_permissions(&tree, std::fs::Permissions::from_mode(0o755))
-                    .map_err(StoreError::from)?;
-            }
-        }
-        let first = stored.map_or(0, |k| k + 1);
-        let mut final_tree = tree.clone();
-        for si in first..ids.len() {
-            let log = work.path().join(format!("log-{si}"));
+            let tree = match &ws {
+                Some(w) => w.merged(),
+                None => ws.insert(self.store().workspace(base.as_ref())?).merged(),
+            };
+            let log = logs.path().join(format!("log-{si}"));
             self.monitor.emit(Event::StageStart {
                 stage: self.stage_ref(pi, si),
             });
@@ -713,28 +791,10 @@ impl Builder<'_> {
                     return Err(e);
                 }
             };
-            let last = si + 1 == ids.len();
-            let mut stored = false;
-            if self.checkpoints.contains(&(pi, si)) {
-                let info = json!({
-                    "pipeline": p.name,
-                    "stage": si,
-                    "type": p.stages[si].ty,
-                    "created": unix_now(),
-                    "duration": duration.as_secs_f64(),
-                });
-                if last {
-                    // The pipeline is done with its work tree: move it in.
-                    self.store().commit(&ids[si], &tree, &log, &meta, &info)?;
-                    final_tree = self.store().tree(&ids[si]);
-                } else {
-                    let copy = self.store().work_dir("checkpoint")?;
-                    copy_tree(&tree, &copy.path().join("tree")).map_err(StoreError::from)?;
-                    self.store()
-                        .commit(&ids[si], &copy.path().join("tree"), &log, &meta, &info)?;
-                }
-                stored = true;
-                self.committed.store(true, Ordering::SeqCst);
+            let stored =
+                keep && self.commit_stage(pi, si, &mut ws, base.as_ref(), &log, &meta, duration)?;
+            if stored {
+                base = Some(id.clone());
             }
             self.monitor.emit(Event::StageFinish {
                 stage: self.stage_ref(pi, si),
@@ -743,8 +803,8 @@ impl Builder<'_> {
                 duration: duration.as_secs_f64(),
                 result: "success".into(),
             });
-            push(StageReport {
-                id: ids[si].clone(),
+            self.report.lock().expect("report lock").stages[pi].push(StageReport {
+                id: id.clone(),
                 ty: p.stages[si].ty.clone(),
                 status: StageStatus::Built,
                 stored,
@@ -752,12 +812,112 @@ impl Builder<'_> {
                 metadata: meta,
             });
         }
-        self.trees
-            .lock()
-            .expect("trees lock")
-            .insert(pi, final_tree);
-        self.keep.lock().expect("keep lock").push(work);
+        let tree = match (ws, base) {
+            (Some(w), _) => {
+                let path = w.merged();
+                self.workspaces.lock().expect("workspaces lock").push(w);
+                FinalTree::Dir(path)
+            }
+            (None, Some(id)) => FinalTree::Stored(id),
+            (None, None) => unreachable!("a pipeline has stages"),
+        };
+        self.trees.lock().expect("trees lock").insert(pi, tree);
         Ok(())
+    }
+
+    fn report_cached(&self, pi: usize, si: usize) {
+        let p = &self.m.pipelines[pi];
+        let id = &self.plan.stage_ids[pi][si];
+        let report = StageReport {
+            id: id.clone(),
+            ty: p.stages[si].ty.clone(),
+            status: StageStatus::Cached,
+            stored: self.store().has(id),
+            duration: Duration::ZERO,
+            metadata: self.store().meta(id),
+        };
+        self.monitor.emit(Event::StageFinish {
+            stage: self.stage_ref(pi, si),
+            status: monitor::StageStatus::Cached,
+            stored: report.stored,
+            duration: 0.0,
+            result: "success".into(),
+        });
+        self.report.lock().expect("report lock").stages[pi].push(report);
+    }
+
+    /// Commits what stage `si` left in the workspace as its object: the
+    /// upper layer over `parent`, or the whole merged tree when the stack
+    /// would get too deep. False when the object is bigger than the store's
+    /// size limit (then the workspace stays, and the user is told).
+    #[allow(clippy::too_many_arguments)]
+    fn commit_stage(
+        &self,
+        pi: usize,
+        si: usize,
+        ws: &mut Option<Workspace>,
+        parent: Option<&Id>,
+        log: &Path,
+        meta: &Value,
+        duration: Duration,
+    ) -> Result<bool, BuildError> {
+        let p = &self.m.pipelines[pi];
+        let id = &self.plan.stage_ids[pi][si];
+        let w = ws.as_mut().expect("the stage ran in a workspace");
+        let mut stack = match parent {
+            Some(parent) => self.store().stack(parent)?,
+            None => Vec::new(),
+        };
+        stack.insert(0, w.upper());
+        let flatten = !layers::fits(&stack);
+        let size = layers::disk_usage(&if flatten { w.merged() } else { w.upper() });
+        if let Some(max) = self.store().max_size()
+            && size > max
+        {
+            self.monitor.emit(Event::Notice {
+                pipeline: Some(p.name.clone()),
+                message: format!(
+                    "{}: not stored: it takes {}, more than the store's limit of {} (--cache-max-size)",
+                    self.stage_ref(pi, si).label(),
+                    gc::human(size),
+                    gc::human(max)
+                ),
+            });
+            return Ok(false);
+        }
+        let info = json!({
+            "pipeline": p.name,
+            "stage": si,
+            "type": p.stages[si].ty,
+            "created": unix_now(),
+            "duration": duration.as_secs_f64(),
+        });
+        w.finish(&stack[1..])?;
+        let upper = w.upper();
+        // Flattening reads the mended upper layer over the stack, mounted
+        // read-only for the copy.
+        let view = match flatten {
+            true => Some(View::open(&stack, self.store().work_dir("view")?)?),
+            false => None,
+        };
+        let layer = match &view {
+            Some(view) => Layer::Flatten {
+                merged: view.path(),
+                stack: &stack,
+            },
+            None => Layer::Move(&upper),
+        };
+        self.store().commit(NewObject {
+            id,
+            layer,
+            parent,
+            log,
+            meta,
+            info: &info,
+        })?;
+        *ws = None;
+        self.committed.store(true, Ordering::SeqCst);
+        Ok(true)
     }
 
     /// Runs one stage over `tree`, keeping its output in `log`; returns its
@@ -951,7 +1111,7 @@ impl Builder<'_> {
                     let dep = input.references[0].pipeline().expect("checked at load");
                     let di = self.m.index(dep);
                     let id = self.plan.pipeline_id(di).map(|id| id.as_str());
-                    strata_inputs::prepare_tree(name, &self.tree_of(di), id)
+                    strata_inputs::prepare_tree(name, &self.tree_of(di)?, id)
                 }
                 _ => {
                     let sources = self.store().sources();
@@ -985,9 +1145,10 @@ impl Builder<'_> {
         run: &Path,
     ) -> Result<(Root, Option<sandbox::Overlay>), BuildError> {
         let p = &self.m.pipelines[pi];
-        let env = p
-            .build_name()
-            .map(|build| self.tree_of(self.m.index(build)));
+        let env = match p.build_name() {
+            Some(build) => Some(self.tree_of(self.m.index(build))?),
+            None => None,
+        };
         Ok(match (needs, env) {
             (StageRoot::Tree, _) => (Root::TreeRw(tree.to_path_buf()), None),
             (StageRoot::BuildCopy, Some(env)) => {
@@ -1053,7 +1214,7 @@ impl Builder<'_> {
         process::run_interactive(program, &argv, tty)
     }
 
-    /// `--keep-failed`: moves the failed stage's tree to
+    /// `--keep-failed`: copies the failed stage's tree to
     /// STORE/failed/<id>-<pid>/tree and copies beside it its inputs, its
     /// arguments and its log, for inspection; `strata store gc` removes it.
     fn keep_failed(
@@ -1065,8 +1226,9 @@ impl Builder<'_> {
         mounts: &[Mount],
     ) -> Result<PathBuf, BuildError> {
         let dir = self.store().failed_dir(id)?;
-        // The tree is a work dir of this pipeline, which stops here: move it.
-        fs::rename(tree, dir.join("tree")).map_err(StoreError::from)?;
+        // The tree is the merged view of this pipeline's workspace, which
+        // goes when the build ends: copy what the stage saw and left.
+        copy_tree(tree, &dir.join("tree")).map_err(StoreError::from)?;
         for mount in mounts {
             if let Mount::RoBind(host, inside) = mount
                 && let Some(name) = inside.strip_prefix("/run/strata/inputs/")
@@ -1097,7 +1259,7 @@ impl Builder<'_> {
             fs::create_dir_all(&out).map_err(|e| fail(e.to_string()))?;
             // Copy beside the destination, then rename: an export is whole or absent.
             let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
-            let src = self.tree_of(pi);
+            let src = self.tree_of(pi)?;
             let result = copy_tree(&src, &staging).and_then(|()| std::fs::rename(&staging, &dest));
             if let Err(e) = result {
                 let _ = std::fs::remove_dir_all(&staging);
@@ -1121,4 +1283,22 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Records a source item's use in its access time (its data and mtime,
+/// which inputs show to stages, stay as they are).
+fn record_use(path: &Path) {
+    let now = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_NOW,
+    };
+    let keep = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_OMIT,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: now,
+        last_modification: keep,
+    };
+    let _ = rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty());
 }

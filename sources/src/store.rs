@@ -88,7 +88,7 @@ impl SourceStore {
         fs::create_dir_all(&self.tmp_dir).map_err(io_err)?;
         // Dropping `tmp` on any early return removes the partial file.
         let tmp = tempfile::Builder::new()
-            .prefix("source-")
+            .prefix(&format!("source-{}-", std::process::id()))
             .tempfile_in(&self.tmp_dir)
             .map_err(io_err)?;
         let actual = match (ty, item) {

@@ -66,8 +66,9 @@ fn example_builds_to_an_export() {
     let bytes = std::fs::read(&tarball).unwrap();
     assert_eq!(tar_meta["sha256"], checksum(&bytes));
     assert_eq!(doc["exports"]["tarball"], json!(out.join("tarball")));
-    // Nothing was checkpointed, so nothing is stored and nothing is left over.
-    assert!(env.objects().is_empty());
+    // Every stage is kept by default (each costs only its layer), and
+    // nothing is left over.
+    assert_eq!(env.objects().len(), 5);
     assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
 }
 
@@ -143,9 +144,11 @@ fn resumes_from_the_newest_checkpoint() {
             .unwrap()
             .to_owned()
     };
-    env.build_json(&m, &["--checkpoint", &first]).0.success();
+    env.build_json(&m, &["--no-checkpoint", "--checkpoint", &first])
+        .0
+        .success();
     assert_eq!(env.objects(), std::slice::from_ref(&first));
-    let (run, doc) = env.build_json(&m, &["--checkpoint", "content"]);
+    let (run, doc) = env.build_json(&m, &["--no-checkpoint", "--checkpoint", "content"]);
     run.success();
     assert_eq!(statuses(&doc, "content"), ["cached", "built", "built"]);
     assert_eq!(
@@ -158,7 +161,7 @@ fn resumes_from_the_newest_checkpoint() {
 #[test]
 fn checkpoint_patterns() {
     let env = Env::new();
-    let (run, doc) = env.build_json(&hello(), &["--checkpoint", "copy"]);
+    let (run, doc) = env.build_json(&hello(), &["--no-checkpoint", "--checkpoint", "copy"]);
     run.success();
     let stored: Vec<bool> = doc["pipelines"][1]["stages"]
         .as_array()
@@ -171,7 +174,16 @@ fn checkpoint_patterns() {
         [true, false, true],
         "a stage type selects every stage of it"
     );
-    let (run, _) = env.build_json(&hello(), &["--checkpoint", "tar*", "--checkpoint", "base"]);
+    let (run, _) = env.build_json(
+        &hello(),
+        &[
+            "--no-checkpoint",
+            "--checkpoint",
+            "tar*",
+            "--checkpoint",
+            "base",
+        ],
+    );
     run.success();
     assert_eq!(env.objects().len(), 4);
 }
@@ -417,8 +429,14 @@ touch -d @1000000000 $t/file
         {"type": "special"},
         {"type": "mkdir", "options": {"paths": [{"path": "/later"}]}}]}]});
     let out = env.out();
-    // The first stage is checkpointed (a copy), the second resumes from it.
-    let args = ["--libdir", lib.to_str().unwrap(), "--checkpoint", "special"];
+    // The first stage is checkpointed (a layer), the second resumes from it.
+    let args = [
+        "--libdir",
+        lib.to_str().unwrap(),
+        "--no-checkpoint",
+        "--checkpoint",
+        "special",
+    ];
     env.build(&m, &args).success();
     let mut args = args.to_vec();
     args.extend(["--export", "p", "--output-directory", out.to_str().unwrap()]);

@@ -317,9 +317,9 @@ fn a_bootstrapped_system_serves_as_build_root() {
         .store()
         .join("objects")
         .join(stage(&doc, "buildroot", 0)["id"].as_str().unwrap());
-    assert!(stored.join("tree/usr/local/bin").is_dir());
+    assert!(stored.join("layer/usr/local/bin").is_dir());
     assert!(
-        !stored.join("tree/usr/local/bin/strata-mutated").exists(),
+        !stored.join("layer/usr/local/bin/strata-mutated").exists(),
         "the stored environment is untouched"
     );
 }
@@ -502,5 +502,9 @@ fn untar_unpacks_and_refuses_members_escaping_the_tree() {
         "the error names the member: {}",
         run.stderr()
     );
-    assert!(env.objects().is_empty());
+    assert_eq!(
+        env.objects().len(),
+        1,
+        "only the good build's object: the refused one kept nothing"
+    );
 }

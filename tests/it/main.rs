@@ -9,5 +9,6 @@ mod incus_image;
 mod manifest_errors;
 mod package;
 mod progress;
+mod store;
 mod support;
 mod task;

@@ -48,6 +48,36 @@ impl Env {
         }
     }
 
+    /// A scratch folder under `parent` (another filesystem, say).
+    pub fn in_dir(parent: &Path) -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("strata-it-")
+                .tempdir_in(parent)
+                .unwrap(),
+        }
+    }
+
+    /// `strata build -` of `manifest` with `extra` flags, started and left
+    /// running (stdout and stderr piped).
+    pub fn spawn_build(&self, manifest: &Value, extra: &[&str]) -> std::process::Child {
+        let mut cmd = Command::new(bin_dir().join("strata"));
+        cmd.args(["build", "-"])
+            .args(extra)
+            .env("STRATA_STORE", self.store())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.to_string().as_bytes())
+            .unwrap();
+        child
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }

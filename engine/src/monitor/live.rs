@@ -247,6 +247,9 @@ impl Sink for Live {
             Event::Export { pipeline, path } => {
                 let _ = self.view.println(format!("{pipeline}: exported to {path}"));
             }
+            Event::Notice { message, .. } => {
+                let _ = self.view.println(message);
+            }
             Event::BuildFinish {
                 built,
                 reused,

@@ -185,6 +185,15 @@ pub enum Event {
         #[serde(flatten)]
         detail: serde_json::Map<String, Value>,
     },
+    /// Something the store says that is not an error: a build waits for
+    /// another that makes the same object, an object too big to keep, a
+    /// collection down to the size limit.
+    Notice {
+        /// The pipeline it concerns, if one.
+        pipeline: Option<String>,
+        /// What happened, for people.
+        message: String,
+    },
     /// A pipeline's tree was exported.
     Export {
         /// The pipeline.

@@ -84,6 +84,7 @@ fn line(event: &Event) -> Option<String> {
         }
         Event::Log { stage, line } => format!("{}: {line}", stage.label()),
         Event::Export { pipeline, path } => format!("{pipeline}: exported to {path}"),
+        Event::Notice { message, .. } => message.clone(),
         Event::BuildFinish {
             built,
             reused,

@@ -13,6 +13,17 @@ use walkdir::WalkDir;
 
 /// Copies the tree at `src` to `dst`, which must not exist yet.
 pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    copy_tree_with(src, dst, &|_, from| from.to_path_buf())
+}
+
+/// Like [`copy_tree`], but file data is read from `data(rel, path)`: the
+/// same file elsewhere (an overlay's merged view is read for the tree, its
+/// layers for the data, so that reflinks work: they never cross filesystems).
+pub fn copy_tree_with(
+    src: &Path,
+    dst: &Path,
+    data: &dyn Fn(&Path, &Path) -> PathBuf,
+) -> io::Result<()> {
     let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // Directory metadata is applied after their contents, or the writes
     // would change the mtimes again (and a read-only dir would refuse them).
@@ -46,7 +57,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
         if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(from)?, &to).map_err(|e| annotate(e, &to))?;
         } else if ft.is_file() {
-            reflink_copy::reflink_or_copy(from, &to).map_err(|e| annotate(e, &to))?;
+            reflink_copy::reflink_or_copy(data(rel, from), &to).map_err(|e| annotate(e, &to))?;
         } else {
             let kind = FileType::from_raw_mode(md.mode());
             rustix::fs::mknodat(

@@ -180,7 +180,7 @@ pub fn list(root: &Path) -> Result<Vec<Environment>, EnvError> {
     if !root.join("format").exists() {
         return Ok(Vec::new());
     }
-    let store = Store::open(root)?;
+    let store = Store::open(root, crate::store::DEFAULT_LOCK_TIMEOUT)?;
     let dir = store.root().join("environments");
     let mut out = Vec::new();
     let entries = match fs::read_dir(&dir) {
@@ -302,7 +302,7 @@ mod tests {
         let root = dir.path().join("store");
         assert!(list(&root).unwrap().is_empty(), "no store, no environments");
         assert!(!root.exists(), "listing creates no store");
-        let store = Store::open(&root).unwrap();
+        let store = Store::open(&root, crate::store::DEFAULT_LOCK_TIMEOUT).unwrap();
         let id = crate::id::Id::of(&serde_json::json!("a system"));
         let env = Environment {
             id: id.to_string(),
@@ -323,7 +323,7 @@ mod tests {
         .unwrap();
         fs::write(root.join("environments/garbage.json"), "{").unwrap();
         assert!(list(&root).unwrap().is_empty(), "its object is gone");
-        fs::create_dir_all(root.join(format!("objects/{id}/tree"))).unwrap();
+        fs::create_dir_all(root.join(format!("objects/{id}/layer"))).unwrap();
         assert_eq!(list(&root).unwrap(), std::slice::from_ref(&env));
         let lookup = Lookup::parse("debian/match:codename=bookworm:backend=unshare").unwrap();
         assert!(lookup.matches(&env));

@@ -213,6 +213,8 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         exports: compiled.exports.clone(),
         output_directory: Some(out.clone()),
         stage_timeout: opts.stage_timeout,
+        lock_timeout: crate::store::DEFAULT_LOCK_TIMEOUT,
+        jobs: exec::schedule::default_jobs(),
         ..BuildOptions::default()
     };
     // Tasks report as plain lines: a task run is mostly driven by scripts.
@@ -345,7 +347,7 @@ fn record_system(
     let Some(id) = plan.pipeline_id(pi) else {
         return Ok(());
     };
-    let store = crate::store::Store::open(store)?;
+    let store = crate::store::Store::open(store, crate::store::DEFAULT_LOCK_TIMEOUT)?;
     if store.has(id) {
         env::record(&store, id, &manifest["pipelines"][pi])?;
     }

@@ -1,0 +1,435 @@
+//! Trees as stacks of layers, mounted with overlayfs.
+//!
+//! ```text
+//!   view of object C (read-only)          a stage's workspace over C (read-write)
+//!   ┌──────────────────────────┐          ┌──────────────────────────┐
+//!   │ merged  (overlay, ro)    │          │ merged  (overlay, rw)    │ ← /run/strata/tree or /
+//!   ├──────────────────────────┤          ├──────────────────────────┤
+//!   │ objects/C/layer          │          │ tmp/build-PID-…/upper    │ ← the stage's diff
+//!   │ objects/B/layer          │          │ objects/C/layer          │
+//!   │ objects/A/layer (base)   │          │ objects/B/layer …        │
+//!   └──────────────────────────┘          └──────────────────────────┘
+//! ```
+//!
+//! A layer is an overlayfs upper directory: what one stage (or a run of
+//! unkept stages) changed, with whiteouts (0/0 character devices) for what
+//! it removed and `trusted.overlay.opaque` on directories it replaced. A
+//! stack is listed top first, as overlayfs's `lowerdir` wants it. A stack of
+//! one layer is a plain directory and needs no mount.
+//!
+//! Every mount is made in strata's own mount namespace
+//! ([`enter_private_namespace`]), so whatever happens to the process — an
+//! error, Ctrl-C, kill -9 — the kernel drops its mounts with it.
+
+use super::StoreError;
+use super::copy::copy_tree_with;
+use fs_err as fs;
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Stacks deeper than this are flattened when the next layer is committed.
+///
+/// Every layer is a lookup overlayfs may have to make for a path missing
+/// from the layers above it, and the whole `lowerdir=` list must fit in
+/// mount(2)'s one-page option string (≈ 4 KB; a store path is ≈ 100 bytes
+/// per layer). 16 keeps lookups cheap and leaves room for long store paths;
+/// a pipeline of more stages pays one reflink copy every 16 stages.
+pub const MAX_DEPTH: usize = 16;
+
+/// The longest `lowerdir=` list we hand to mount(2) (one page, with room
+/// for the other options).
+pub const MAX_LOWERDIR: usize = 3500;
+
+/// Moves the calling process into a mount namespace of its own, with `/`
+/// private, so its mounts are invisible to the host and die with it. Must
+/// run before any thread starts: a namespace is per thread, and threads
+/// started later inherit it.
+pub fn enter_private_namespace() -> Result<(), StoreError> {
+    // SAFETY: unshare_unsafe is unsafe only for CLONE_FILES (fds made on
+    // other threads becoming unusable). We pass CLONE_NEWNS alone, which
+    // touches no fd table, and this runs before strata starts any thread.
+    #[allow(unsafe_code)]
+    let unshared = unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) };
+    unshared.map_err(|e| mount_error("unshare(CLONE_NEWNS)", e))?;
+    rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )
+    .map_err(|e| mount_error("making / private", e))
+}
+
+fn mount_error(what: &str, e: rustix::io::Errno) -> StoreError {
+    let hint = if e == rustix::io::Errno::PERM {
+        "\n    hint: strata build mounts the store's layers with overlayfs: run it as root"
+    } else {
+        ""
+    };
+    StoreError::Io(io::Error::other(format!("{what}: {e}{hint}")))
+}
+
+/// The overlayfs options strata always mounts with, so that a layer means
+/// the same on every kernel whatever its defaults: no redirects, no
+/// metacopy (a layer must hold whole files to stand on its own).
+const OPTIONS: &str = "redirect_dir=off,metacopy=off,xino=off";
+
+/// Read-only views need no index; workspaces want one: with it, a copy-up
+/// keeps a file's hardlinks whole for the stage, and [`Workspace::finish`]
+/// finds them to store them whole too.
+const VIEW_OPTIONS: &str = "index=off";
+
+fn lowerdir(stack: &[PathBuf]) -> Result<String, StoreError> {
+    let mut parts = Vec::with_capacity(stack.len());
+    for layer in stack {
+        let s = layer.to_str().ok_or_else(|| {
+            StoreError::Io(io::Error::other(format!(
+                "store path {} is not UTF-8",
+                layer.display()
+            )))
+        })?;
+        if s.contains([':', ',', '\\']) {
+            return Err(StoreError::Io(io::Error::other(format!(
+                "store path {s} contains `:`, `,` or `\\`, which overlayfs cannot take"
+            ))));
+        }
+        parts.push(s);
+    }
+    Ok(parts.join(":"))
+}
+
+fn mount_overlay(options: String, target: &Path) -> Result<(), StoreError> {
+    let data = CString::new(options).expect("paths hold no NUL");
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .map_err(|e| mount_error(&format!("mounting an overlay on {}", target.display()), e))
+}
+
+fn unmount(target: &Path) {
+    // Detach: a straggling reader must not turn cleanup into an error.
+    let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
+}
+
+/// Whether a stack of these layers can be mounted in one go.
+pub fn fits(stack: &[PathBuf]) -> bool {
+    stack.len() <= MAX_DEPTH && lowerdir(stack).is_ok_and(|s| s.len() <= MAX_LOWERDIR)
+}
+
+/// A read-only tree: a plain directory or a mounted stack, unmounted and
+/// removed when dropped.
+#[derive(Debug)]
+pub struct View {
+    path: PathBuf,
+    _dir: Option<Mounted>,
+}
+
+impl View {
+    /// The stack `stack` (top first) as one tree. A single layer is used in
+    /// place; more are mounted under `work` (a fresh dir in STORE/tmp).
+    pub fn open(stack: &[PathBuf], work: tempfile::TempDir) -> Result<View, StoreError> {
+        if let [one] = stack {
+            return Ok(View {
+                path: one.clone(),
+                _dir: None,
+            });
+        }
+        let merged = work.path().join("merged");
+        fs::create_dir(&merged)?;
+        let mut options = format!("lowerdir={},{OPTIONS},{VIEW_OPTIONS}", lowerdir(stack)?);
+        if stack.is_empty() {
+            // overlayfs wants at least two lower layers without an upper.
+            let empty = work.path().join("empty");
+            fs::create_dir(&empty)?;
+            options = format!("lowerdir={0}:{0},{OPTIONS},{VIEW_OPTIONS}", empty.display());
+        }
+        mount_overlay(options, &merged)?;
+        Ok(View {
+            path: merged.clone(),
+            _dir: Some(Mounted { merged, _dir: work }),
+        })
+    }
+
+    /// Where the tree is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[derive(Debug)]
+struct Mounted {
+    merged: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        unmount(&self.merged);
+    }
+}
+
+/// A writable tree over a stack: the stage writes `merged`, its changes land
+/// in `upper`. Unmounted (and removed with its work dir) when dropped.
+#[derive(Debug)]
+pub struct Workspace {
+    dir: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl Workspace {
+    /// A workspace over `stack` (top first; empty for a new tree) in `dir`,
+    /// a fresh dir under STORE/tmp.
+    pub fn open(stack: &[PathBuf], dir: tempfile::TempDir) -> Result<Workspace, StoreError> {
+        let d = dir.path();
+        for sub in ["upper", "work", "merged"] {
+            fs::create_dir(d.join(sub))?;
+        }
+        // The merged root shows the upper root's owner and mode: start it
+        // as the tree's root is, not as mkdir made it.
+        let upper = d.join("upper");
+        match stack.first() {
+            Some(top) => {
+                let md = fs::metadata(top)?;
+                std::os::unix::fs::lchown(&upper, Some(md.uid()), Some(md.gid()))?;
+                fs::set_permissions(&upper, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+            }
+            None => fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))?,
+        }
+        let lower = if stack.is_empty() {
+            let empty = d.join("empty");
+            fs::create_dir(&empty)?;
+            empty.display().to_string()
+        } else {
+            lowerdir(stack)?
+        };
+        let options = format!(
+            "lowerdir={lower},upperdir={},workdir={},{OPTIONS}",
+            upper.display(),
+            d.join("work").display()
+        );
+        // A filesystem without file handles cannot index: mount without
+        // (hardlinks written in place through one name then split).
+        mount_overlay(format!("{options},index=on"), &d.join("merged"))
+            .or_else(|_| mount_overlay(format!("{options},index=off"), &d.join("merged")))?;
+        Ok(Workspace { dir, mounted: true })
+    }
+
+    /// The tree the stage works on.
+    pub fn merged(&self) -> PathBuf {
+        self.dir.path().join("merged")
+    }
+
+    /// The stage's changes (stable once [`Workspace::unmount`] ran).
+    pub fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    /// Unmounts the merged tree and mends the hardlinks overlayfs split:
+    /// when a stage wrote in place to one name of a file hardlinked in a
+    /// lower layer, overlayfs copied up that name only, and the other names
+    /// would keep the old data. Each such name is linked in the upper layer
+    /// to the copied-up file, so the layer stores the tree the stage saw
+    /// through the names it used. `lower` is the stack below (top first).
+    pub fn finish(&mut self, lower: &[PathBuf]) -> Result<(), StoreError> {
+        let split = split_links(&self.upper(), lower, &self.merged())?;
+        self.unmount();
+        for link in split {
+            let upper = self.upper();
+            let mut dir = upper.clone();
+            for (name, md) in &link.parents {
+                dir.push(name);
+                if std::fs::symlink_metadata(&dir).is_err() {
+                    fs::create_dir(&dir)?;
+                    std::os::unix::fs::lchown(&dir, Some(md.uid()), Some(md.gid()))?;
+                    fs::set_permissions(&dir, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
+                }
+            }
+            fs::hard_link(upper.join(&link.target), upper.join(&link.name))?;
+        }
+        Ok(())
+    }
+
+    /// Unmounts the merged tree, so the upper layer can be moved away.
+    pub fn unmount(&mut self) {
+        if self.mounted {
+            unmount(&self.merged());
+            self.mounted = false;
+        }
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// A name to link to a copied-up file.
+struct SplitLink {
+    /// The copied-up name (relative to the upper dir).
+    target: PathBuf,
+    /// The other name.
+    name: PathBuf,
+    /// The directories from the root to `name`'s parent, with their metadata
+    /// in the merged tree (to make them in the upper dir as they are).
+    parents: Vec<(std::ffi::OsString, std::fs::Metadata)>,
+}
+
+/// The names a copy-up split off their file (see [`Workspace::finish`]).
+/// Only files copied up (they carry `trusted.overlay.origin`) whose lower
+/// file had other names count: a file the stage replaced (rename over, as
+/// dpkg does) leaves the other names with the old file, rightly.
+fn split_links(
+    upper: &Path,
+    lower: &[PathBuf],
+    merged: &Path,
+) -> Result<Vec<SplitLink>, StoreError> {
+    let mut copied: std::collections::HashMap<u64, PathBuf> = std::collections::HashMap::new();
+    for entry in walkdir::WalkDir::new(upper).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(upper).expect("below the root");
+        // A copied-up file of several names is linked from the work dir's
+        // index (index=on), so it has two links and an origin.
+        let md = entry.metadata().map_err(io::Error::other)?;
+        if md.nlink() < 2
+            || !list_xattrs(entry.path())?
+                .iter()
+                .any(|n| n == b"trusted.overlay.origin")
+        {
+            continue;
+        }
+        let below = lower
+            .iter()
+            .map(|l| l.join(rel))
+            .find_map(|p| std::fs::symlink_metadata(p).ok());
+        if below.is_some_and(|md| md.is_file() && md.nlink() > 1) {
+            // With the index, the merged view shows every name of the file
+            // with its origin's inode number.
+            let ino = fs::symlink_metadata(merged.join(rel))?.ino();
+            copied.insert(ino, rel.to_path_buf());
+        }
+    }
+    if copied.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut split = Vec::new();
+    for entry in walkdir::WalkDir::new(merged).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let md = entry.metadata().map_err(io::Error::other)?;
+        let rel = entry.path().strip_prefix(merged).expect("below the root");
+        let Some(target) = copied.get(&md.ino()) else {
+            continue;
+        };
+        if std::fs::symlink_metadata(upper.join(rel)).is_ok() {
+            continue;
+        }
+        let mut parents = Vec::new();
+        let mut dir = merged.to_path_buf();
+        for part in rel.parent().into_iter().flat_map(Path::components) {
+            dir.push(part);
+            parents.push((part.as_os_str().to_owned(), fs::symlink_metadata(&dir)?));
+        }
+        split.push(SplitLink {
+            target: target.clone(),
+            name: rel.to_path_buf(),
+            parents,
+        });
+    }
+    Ok(split)
+}
+
+/// Copies the merged tree at `from` (the overlay of `stack`, top first)
+/// into a new flat layer at `to`. File data is reflinked from the layer that
+/// holds it where the filesystem can (a reflink cannot start from the
+/// overlay: that would cross filesystems), copied elsewhere.
+pub fn flatten(from: &Path, stack: &[PathBuf], to: &Path) -> Result<(), StoreError> {
+    let data = |rel: &Path, merged: &Path| -> PathBuf {
+        // The topmost layer holding the path holds the file the merged view
+        // shows: anything above it that hid it would hide it from the view too.
+        let want = std::fs::symlink_metadata(merged).map(|m| m.len()).ok();
+        stack
+            .iter()
+            .map(|layer| layer.join(rel))
+            .find(|p| std::fs::symlink_metadata(p).is_ok())
+            .filter(|p| {
+                std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && Some(m.len()) == want)
+            })
+            .unwrap_or_else(|| merged.to_path_buf())
+    };
+    copy_tree_with(from, to, &data).map_err(StoreError::from)
+}
+
+/// Removes overlayfs's private bookkeeping from a finished upper dir before
+/// it is stored: the mount's random `uuid` on the root, `origin`, `impure`,
+/// `nlink` and the like. They mean nothing once the mount is gone, and one
+/// left on a bottom layer (read in place, not through an overlay) would
+/// reach stages and tarballs — with a random uuid in it. What a lower layer
+/// needs stays: `opaque` (and xattr whiteouts), except in a `bottom` layer,
+/// which has nothing below to hide.
+pub fn clean_upper(dir: &Path, bottom: bool) -> Result<(), StoreError> {
+    const KEEP: &[&[u8]] = &[
+        b"trusted.overlay.opaque",
+        b"trusted.overlay.whiteout",
+        b"trusted.overlay.whiteouts",
+    ];
+    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        let path = entry.path();
+        for name in list_xattrs(path)? {
+            if name.starts_with(b"trusted.overlay.") && (bottom || !KEEP.contains(&name.as_slice()))
+            {
+                rustix::fs::lremovexattr(path, name.as_slice())
+                    .map_err(|e| io::Error::other(format!("cleaning {}: {e}", path.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match rustix::fs::llistxattr(path, &mut buf[..]) {
+            Ok(n) => {
+                return Ok(buf[..n]
+                    .split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(<[u8]>::to_vec)
+                    .collect());
+            }
+            Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+        }
+    }
+}
+
+/// Disk usage of a directory tree in bytes: allocated blocks, each inode
+/// once (hardlinks counted once, as du does).
+pub fn disk_usage(root: &Path) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(md) = entry.metadata()
+            && (md.nlink() == 1 || md.is_dir() || seen.insert((md.dev(), md.ino())))
+        {
+            total += md.blocks() * 512;
+        }
+    }
+    total
+}
