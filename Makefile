@@ -4,8 +4,9 @@ OUT ?= out
 # System tools the stages and tests use: bubblewrap (sandbox), GNU tar and
 # compressors (tar stage), coreutils (copy stage), curl (curl sources),
 # mmdebstrap and the archive keyring (bootstrap stage), tmux (the tests that
-# drive the live view and --break in a pseudo-terminal).
-DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux
+# drive the live view and --break in a pseudo-terminal), xfsprogs and attr
+# (the store's flatten tests on an XFS loop image with reflinks).
+DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr
 
 .PHONY: deps build demo test bench lint
 
