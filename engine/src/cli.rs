@@ -1,4 +1,5 @@
-//! The command line: `strata build` and `strata inspect`.
+//! The command line: `strata build`, `strata inspect`, `strata store` and
+//! `strata env` (in [`crate::cli_env`]).
 //!
 //! Exit codes: 0 success, 1 build failure, 2 invalid manifest or usage,
 //! 130 interrupted.
@@ -31,6 +32,9 @@ pub enum Command {
     /// Look into the object store.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Execution environments: containers from systems strata built.
+    #[command(subcommand)]
+    Env(crate::cli_env::EnvCommand),
 }
 
 /// `strata store …`.
@@ -105,6 +109,7 @@ pub fn main() -> i32 {
         Command::Build(args) => build(args),
         Command::Inspect(args) => inspect(args),
         Command::Store(StoreCommand::Log { id, store }) => store_log(&id, store),
+        Command::Env(cmd) => crate::cli_env::main(cmd),
     }
 }
 

@@ -7,6 +7,7 @@
 //! store, or in a work dir until the build ends) for pipelines that use it as
 //! a build root or a `tree` input, and for `--export`.
 
+use crate::backend::{self, Backend, BackendError};
 use crate::catalog::{Catalog, Runner, StageRoot};
 use crate::id::Id;
 use crate::manifest::{InputType, Manifest, Origin};
@@ -534,14 +535,19 @@ impl Builder<'_> {
         };
         let prefix = format!("{}/{}: ", p.name, stage.ty);
         let started = Instant::now();
-        let outcome = process::run_logged(
-            program,
-            &argv,
-            log,
-            &prefix,
-            self.opts.quiet,
-            self.opts.stage_timeout,
-        );
+        let outcome = if p.backend == Some(Backend::IncusLxc) {
+            self.run_in_incus(pi, def.needs.root, &spec, log, &prefix)
+                .map_err(|e| fail(e.to_string(), process::tail(log, 20)))?
+        } else {
+            process::run_logged(
+                program,
+                &argv,
+                log,
+                &prefix,
+                self.opts.quiet,
+                self.opts.stage_timeout,
+            )
+        };
         let duration = started.elapsed();
         if matches!(outcome, Outcome::Interrupted) {
             return Err(BuildError::Interrupted);
@@ -562,6 +568,48 @@ impl Builder<'_> {
             Value::Null
         };
         Ok((meta, duration))
+    }
+
+    /// Runs the stage that `spec` describes in an incus container started
+    /// from the build pipeline's image instead (backend::pipeline).
+    fn run_in_incus(
+        &self,
+        pi: usize,
+        root: StageRoot,
+        spec: &BwrapSpec,
+        log: &Path,
+        prefix: &str,
+    ) -> Result<Outcome, BackendError> {
+        let p = &self.m.pipelines[pi];
+        if root == StageRoot::Tree {
+            return Err(BackendError::Build(
+                "this stage runs with the tree as `/` (chroot semantics), which only bwrap does; drop \"backend\" from the pipeline".into(),
+            ));
+        }
+        let build = p.build_name().expect("load checks incus pipelines have a build");
+        let build_id = self.plan.pipeline_id(self.m.index(build));
+        let image = p.image.as_deref().map(|name| &self.trees[&self.m.index(name)]);
+        let (Some(build_id), Some(image_files)) = (build_id, image) else {
+            return Err(BackendError::ImageMissing(format!(
+                "build pipeline `{build}` has no stages, so no image"
+            )));
+        };
+        let run = backend::pipeline::StageRun {
+            store: &self.opts.store,
+            build_id,
+            image_files,
+            mounts: &spec.mounts,
+            env: &spec.env,
+            argv: &spec.argv,
+            log,
+            prefix: prefix.to_owned(),
+            quiet: self.opts.quiet,
+            timeout: self.opts.stage_timeout,
+        };
+        match backend::pipeline::run_stage(&run) {
+            Err(BackendError::Interrupted) => Ok(Outcome::Interrupted),
+            other => other,
+        }
     }
 
     /// The runner and the stage program, bound into the sandbox, and the
