@@ -30,6 +30,10 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
     ),
     ("build", include_str!("../../schemas/stages/build.json")),
     ("lintian", include_str!("../../schemas/stages/lintian.json")),
+    (
+        "tarball-to-incus",
+        include_str!("../../schemas/stages/tarball-to-incus.json"),
+    ),
 ];
 
 /// Built-in runners, by name.

@@ -674,7 +674,9 @@ impl Builder<'_> {
             let prepared = match (input.ty, input.origin) {
                 (InputType::Tree, Origin::Pipeline) => {
                     let dep = input.references[0].pipeline().expect("checked at load");
-                    strata_inputs::prepare_tree(name, &self.trees[&self.m.index(dep)])
+                    let di = self.m.index(dep);
+                    let id = self.plan.pipeline_id(di).map(|id| id.as_str());
+                    strata_inputs::prepare_tree(name, &self.trees[&di], id)
                 }
                 _ => {
                     let sources = self.store().sources();

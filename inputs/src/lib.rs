@@ -3,7 +3,7 @@
 //! `data` the stage sees in its arguments.
 //!
 //! ```text
-//! tree  input:  host_path = the dependency's tree       data = {}
+//! tree  input:  host_path = the dependency's tree       data = {"id": "<the dependency pipeline's id>"}
 //! files input:  host_path = dest/                       data = {"files": {"sha256:<hex>": {}, …}}
 //!                 sha256:<hex>  ── hard link ──▶ store/sources/<type>/sha256:<hex>
 //! ```
@@ -53,12 +53,17 @@ pub enum InputError {
     },
 }
 
-/// A tree input: the engine mounts the dependency's tree as it is.
-pub fn prepare_tree(name: &str, tree: &Path) -> PreparedInput {
+/// A tree input: the engine mounts the dependency's tree as it is, and
+/// tells the stage the dependency pipeline's id (its last stage's), which
+/// already feeds the stage's own id. A pipeline without stages has none.
+pub fn prepare_tree(name: &str, tree: &Path, pipeline_id: Option<&str>) -> PreparedInput {
     PreparedInput {
         name: name.to_owned(),
         host_path: tree.to_path_buf(),
-        data: json!({}),
+        data: match pipeline_id {
+            Some(id) => json!({ "id": id }),
+            None => json!({}),
+        },
     }
 }
 

@@ -17,9 +17,11 @@ fn source(dir: &Path, data: &[u8]) -> (String, PathBuf) {
 
 #[test]
 fn tree_input_is_the_tree_itself() {
-    let input = prepare_tree("root", Path::new("/store/objects/abc/tree"));
+    let input = prepare_tree("root", Path::new("/store/objects/abc/tree"), Some("abc"));
     assert_eq!(input.name, "root");
     assert_eq!(input.host_path, Path::new("/store/objects/abc/tree"));
+    assert_eq!(input.data, json!({"id": "abc"}));
+    let input = prepare_tree("root", Path::new("/store/objects/abc/tree"), None);
     assert_eq!(input.data, json!({}));
 }
 

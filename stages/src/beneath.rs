@@ -106,6 +106,40 @@ impl Root {
         })
     }
 
+    /// What `path` is once every symlink on the way, the last one too, is
+    /// followed the way the system in this root would see it: absolute
+    /// links and `..` stay inside the root (`RESOLVE_IN_ROOT`), so
+    /// `/sbin/init -> /lib/systemd/systemd` resolves within the tree even on
+    /// merged-usr. `None` when it does not exist or a link dangles.
+    pub fn stat_in_root(&self, path: &str) -> Result<Option<Stat>, Error> {
+        let (parent, name) = split(path);
+        let shown = self.show(&join(&parent, &name));
+        let opened = rustix::fs::openat2(
+            self.fd.as_fd(),
+            join(&parent, &name).as_str(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        );
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+            // In the root nothing escapes; ELOOP is a loop of links here.
+            Err(e) => {
+                return Err(Error::Io {
+                    what: "cannot resolve",
+                    path: shown,
+                    source: e.into(),
+                });
+            }
+        };
+        rustix::fs::fstat(&fd).map(Some).map_err(|e| Error::Io {
+            what: "cannot stat",
+            path: shown,
+            source: e.into(),
+        })
+    }
+
     fn resolve_error(&self, e: Errno, shown: &str, what: &'static str) -> Error {
         match e {
             // EXDEV: `..` or an absolute link would leave the root; ELOOP: a
@@ -322,6 +356,8 @@ fn open_beneath(dir: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
 mod tests {
     use std::os::unix::fs::symlink;
 
+    use rustix::fs::FileType;
+
     use super::*;
 
     fn fixture() -> (tempfile::TempDir, Root) {
@@ -349,6 +385,28 @@ mod tests {
         assert_eq!(split("/"), (".".into(), ".".into()));
         assert_eq!(split(""), (".".into(), ".".into()));
         assert_eq!(split("/etc/.."), ("etc/..".into(), ".".into()));
+    }
+
+    #[test]
+    fn stat_in_root_follows_links_as_the_system_would() {
+        let (_d, root) = fixture();
+        let is_file = |p: &str| {
+            root.stat_in_root(p)
+                .unwrap()
+                .map(|st| FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+        };
+        // Absolute links and `..` resolve against the root, never the host.
+        assert_eq!(is_file("/abs/hostname"), Some(true));
+        assert_eq!(is_file("/out/etc/hostname"), Some(true));
+        assert_eq!(is_file("/rel/sub/up/hostname"), Some(true));
+        assert_eq!(is_file("/abs"), Some(false));
+        assert_eq!(is_file("/abs/missing"), None);
+        assert_eq!(is_file("/etc/hostname/below"), None);
+        symlink("/nowhere", root.path().join("dangling")).unwrap();
+        assert_eq!(is_file("/dangling"), None);
+        symlink("loop", root.path().join("loop")).unwrap();
+        let e = root.stat_in_root("/loop").unwrap_err().to_string();
+        assert!(e.starts_with("cannot resolve /loop: "), "{e}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod args;
 mod beneath;
 mod tool;
 
+pub mod archive;
 pub mod debian;
 
 use std::path::PathBuf;
@@ -80,6 +81,10 @@ pub enum Error {
 
     #[error("{url} is neither an input://NAME/path nor a tree:///path URL")]
     BadUrl { url: String },
+
+    /// Writing an archive failed; [`archive::Sink::fail`] finds the cause.
+    #[error("cannot write the archive: {0}")]
+    Write(std::io::Error),
 
     #[error(transparent)]
     Tool(#[from] Failure),

@@ -13,6 +13,12 @@ pub enum Failure {
         source: std::io::Error,
     },
 
+    #[error("cannot wait for {program}: {source}")]
+    Wait {
+        program: String,
+        source: std::io::Error,
+    },
+
     #[error("{program} failed ({status}){}", said(stderr))]
     Exit {
         program: String,
@@ -32,6 +38,13 @@ fn said(stderr: &str) -> String {
 impl Failure {
     pub fn spawn(program: &str, source: std::io::Error) -> Self {
         Self::Spawn {
+            program: program.to_owned(),
+            source,
+        }
+    }
+
+    pub fn wait(program: &str, source: std::io::Error) -> Self {
+        Self::Wait {
             program: program.to_owned(),
             source,
         }

@@ -6,6 +6,7 @@ mod copy;
 mod customize;
 mod mkdir;
 mod tar;
+mod tarball_to_incus;
 mod untar;
 mod write;
 
@@ -20,6 +21,8 @@ struct Stage {
     _dir: tempfile::TempDir,
     root: PathBuf,
     inputs: Vec<String>,
+    /// Each input's `data`, as the engine passes it; `{}` when not set.
+    data: std::collections::BTreeMap<String, Value>,
     epoch: Option<u64>,
     /// Where the stage finds its tools; the sandbox's PATH unless a test fakes one.
     path: String,
@@ -35,6 +38,7 @@ impl Stage {
             _dir: dir,
             root,
             inputs: vec![],
+            data: Default::default(),
             epoch: None,
             path: "/usr/sbin:/usr/bin:/sbin:/bin".into(),
         }
@@ -52,6 +56,11 @@ impl Stage {
         path
     }
 
+    /// The folder of input `name`, declared before.
+    fn root_input(&self, name: &str) -> PathBuf {
+        self.root.join("inputs").join(name)
+    }
+
     fn meta(&self) -> Value {
         serde_json::from_slice(&std::fs::read(self.root.join("meta.json")).unwrap()).unwrap()
     }
@@ -64,7 +73,8 @@ impl Stage {
             .iter()
             .map(|n| {
                 let path = self.root.join("inputs").join(n);
-                (n.clone(), json!({"path": path, "data": {}}))
+                let data = self.data.get(n).cloned().unwrap_or_else(|| json!({}));
+                (n.clone(), json!({"path": path, "data": data}))
             })
             .collect();
         let args = json!({
