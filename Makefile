@@ -33,11 +33,13 @@ test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-# The engine (hello.json cold/warm) and the Debian bootstrap against bare mmdebstrap.
+# The engine (hello.json cold/warm), the Debian bootstrap against bare mmdebstrap,
+# package builds, and execution environments (unshare, incus-lxc).
 bench: deps build
 	$(CARGO) bench -p strata-tests --bench build
 	$(CARGO) bench -p strata-tests --bench debian
 	$(CARGO) bench -p strata-tests --bench package
+	$(CARGO) bench -p strata-tests --bench backend
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -586,9 +586,14 @@ impl Builder<'_> {
                 "this stage runs with the tree as `/` (chroot semantics), which only bwrap does; drop \"backend\" from the pipeline".into(),
             ));
         }
-        let build = p.build_name().expect("load checks incus pipelines have a build");
+        let build = p
+            .build_name()
+            .expect("load checks incus pipelines have a build");
         let build_id = self.plan.pipeline_id(self.m.index(build));
-        let image = p.image.as_deref().map(|name| &self.trees[&self.m.index(name)]);
+        let image = p
+            .image
+            .as_deref()
+            .map(|name| &self.trees[&self.m.index(name)]);
         let (Some(build_id), Some(image_files)) = (build_id, image) else {
             return Err(BackendError::ImageMissing(format!(
                 "build pipeline `{build}` has no stages, so no image"

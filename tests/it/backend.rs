@@ -254,7 +254,10 @@ fn run_options(b: Backend) {
         ..RunOptions::captured()
     };
     let done = env
-        .run(&argv(&["sh", "-c", "id -un; id -u; echo $HOME; pwd"]), &opts)
+        .run(
+            &argv(&["sh", "-c", "id -un; id -u; echo $HOME; pwd"]),
+            &opts,
+        )
         .unwrap();
     assert_eq!(
         done.stdout_text(),
@@ -288,15 +291,16 @@ fn run_timeout(b: Backend) {
         ..RunOptions::captured()
     };
     let started = Instant::now();
-    let err = env
-        .run(&argv(&["sleep", "77"]), &opts)
-        .unwrap_err();
+    let err = env.run(&argv(&["sleep", "77"]), &opts).unwrap_err();
     assert!(matches!(err, BackendError::TimedOut { .. }), "{err}");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(20), "{took:?}");
     // Nothing of it is left running inside.
     let done = env
-        .run(&argv(&["sh", "-c", "ps -eo args | grep -c '^sleep 77' || true"]), &RunOptions::captured())
+        .run(
+            &argv(&["sh", "-c", "ps -eo args | grep -c '^sleep 77' || true"]),
+            &RunOptions::captured(),
+        )
         .unwrap();
     assert_eq!(done.stdout_text().trim(), "0");
     // A command that finishes in time is not affected.
@@ -308,13 +312,24 @@ fn push_pull_files(b: Backend) {
     let host = scratch();
     let file = host.path().join("data.txt");
     std::fs::write(&file, "pushed bytes\n").unwrap();
-    env.file_push(&file, "/srv/data.txt", 0o640, Owner { uid: 4242, gid: 4242 })
-        .unwrap();
+    env.file_push(
+        &file,
+        "/srv/data.txt",
+        0o640,
+        Owner {
+            uid: 4242,
+            gid: 4242,
+        },
+    )
+    .unwrap();
     assert_eq!(
         sh(&*env, "stat -c '%a %u %g' /srv/data.txt; cat /srv/data.txt"),
         "640 4242 4242\npushed bytes\n"
     );
-    sh(&*env, "printf 'made inside' > /srv/out.bin; chmod 0604 /srv/out.bin");
+    sh(
+        &*env,
+        "printf 'made inside' > /srv/out.bin; chmod 0604 /srv/out.bin",
+    );
     let back = scratch();
     let pulled = env.file_pull("/srv/out.bin", back.path()).unwrap();
     assert_eq!(pulled, back.path().join("out.bin"));
@@ -333,7 +348,11 @@ fn push_pull_files(b: Backend) {
         .file_pull("/srv/strata-missing", back.path())
         .unwrap_err();
     assert!(matches!(err, BackendError::NotFound(_)), "{err}");
-    assert_eq!(entries(back.path()), ["out.bin"], "a failed pull leaves nothing");
+    assert_eq!(
+        entries(back.path()),
+        ["out.bin"],
+        "a failed pull leaves nothing"
+    );
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -357,20 +376,37 @@ fn push_pull_dirs(b: Backend) {
     std::os::unix::fs::symlink("sub/secret", d.join("link")).unwrap();
     env.dir_push(&d, "/srv/pushed").unwrap();
     assert_eq!(
-        sh(&*env, "cd /srv/pushed && find . -printf '%P %m %U %l\\n' | sort"),
+        sh(
+            &*env,
+            "cd /srv/pushed && find . -printf '%P %m %U %l\\n' | sort"
+        ),
         " 755 0 \nlink 777 0 sub/secret\nsub 751 0 \nsub/secret 600 0 \n"
     );
     let err = env.dir_push(&d, "/srv/pushed").unwrap_err();
     assert!(err.to_string().contains("exists already"), "{err}");
 
-    sh(&*env, "mkdir -p /srv/made/deep && echo x > /srv/made/deep/f && chmod 0710 /srv/made/deep && chown 4242:4242 /srv/made/deep/f");
+    sh(
+        &*env,
+        "mkdir -p /srv/made/deep && echo x > /srv/made/deep/f && chmod 0710 /srv/made/deep && chown 4242:4242 /srv/made/deep/f",
+    );
     let back = scratch();
     let pulled = env.dir_pull("/srv/made", back.path()).unwrap();
     assert_eq!(pulled, back.path().join("made"));
-    assert_eq!(std::fs::read_to_string(pulled.join("deep/f")).unwrap(), "x\n");
-    assert_eq!(std::fs::metadata(pulled.join("deep")).unwrap().mode() & 0o7777, 0o710);
-    assert_eq!(std::fs::metadata(pulled.join("deep/f")).unwrap().uid(), 4242);
-    let err = env.dir_pull("/srv/strata-missing", back.path()).unwrap_err();
+    assert_eq!(
+        std::fs::read_to_string(pulled.join("deep/f")).unwrap(),
+        "x\n"
+    );
+    assert_eq!(
+        std::fs::metadata(pulled.join("deep")).unwrap().mode() & 0o7777,
+        0o710
+    );
+    assert_eq!(
+        std::fs::metadata(pulled.join("deep/f")).unwrap().uid(),
+        4242
+    );
+    let err = env
+        .dir_pull("/srv/strata-missing", back.path())
+        .unwrap_err();
     assert!(matches!(err, BackendError::NotFound(_)), "{err}");
 }
 
@@ -393,14 +429,25 @@ fn pulls_never_follow_symlinks_out(b: Backend) {
         let err = env.file_pull(link, back.path()).unwrap_err();
         assert!(matches!(err, BackendError::NotFound(_)), "{link}: {err}");
     }
-    assert!(entries(back.path()).is_empty(), "{:?}", entries(back.path()));
+    assert!(
+        entries(back.path()).is_empty(),
+        "{:?}",
+        entries(back.path())
+    );
     // In a folder pull, links come out as links, never followed.
     let pulled = env.dir_pull("/srv/esc", back.path()).unwrap();
     assert_eq!(
-        std::fs::read_link(pulled.join("abs")).unwrap().display().to_string(),
+        std::fs::read_link(pulled.join("abs"))
+            .unwrap()
+            .display()
+            .to_string(),
         secret
     );
-    assert!(std::fs::symlink_metadata(pulled.join("root")).unwrap().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(pulled.join("root"))
+            .unwrap()
+            .is_symlink()
+    );
     assert_eq!(entries(back.path()), ["esc"]);
     // A pull of `/` has no base name to land under.
     let err = env.dir_pull("/", back.path()).unwrap_err();
@@ -433,12 +480,20 @@ fn refuses_an_image_that_is_no_system(b: Backend) {
         "{err}"
     );
     assert!(err.to_string().contains(b.required_path()), "{err}");
-    assert!(envs::load(&sh.store, &name).is_err(), "no environment is left");
+    assert!(
+        envs::load(&sh.store, &name).is_err(),
+        "no environment is left"
+    );
     if b != Backend::Unshare {
         let loaded = strata::manifest::load(&m.to_string(), "bare.json", &catalog()).unwrap();
-        let id = strata::plan::Plan::new(&loaded).pipeline_id(0).unwrap().clone();
+        let id = strata::plan::Plan::new(&loaded)
+            .pipeline_id(0)
+            .unwrap()
+            .clone();
         assert!(
-            !incus(&["image", "info", &image::alias(&id)]).status.success(),
+            !incus(&["image", "info", &image::alias(&id)])
+                .status
+                .success(),
             "nothing was imported"
         );
         assert!(!incus(&["info", &format!("strata-{name}")]).status.success());
@@ -476,7 +531,9 @@ fn incus_hostname_and_hosts_come_from_the_templates() {
     assert_eq!(sh(&*env, "cat /etc/hostname").trim(), instance);
     let hosts = sh(&*env, "cat /etc/hosts");
     assert!(
-        hosts.lines().any(|l| l.starts_with("127.0.1.1") && l.contains(&instance)),
+        hosts
+            .lines()
+            .any(|l| l.starts_with("127.0.1.1") && l.contains(&instance)),
         "{hosts}"
     );
     assert!(hosts.contains("ff02::2"), "{hosts}");
@@ -507,8 +564,16 @@ fn incus_stop_is_graceful_and_kills_after_the_timeout() {
     let done = inc
         .run(
             &argv(&[
-                "systemd-run", "--unit=strata-stubborn", "-p", "TimeoutStopSec=infinity",
-                "-p", "KillSignal=SIGCONT", "-p", "SendSIGKILL=no", "sleep", "600",
+                "systemd-run",
+                "--unit=strata-stubborn",
+                "-p",
+                "TimeoutStopSec=infinity",
+                "-p",
+                "KillSignal=SIGCONT",
+                "-p",
+                "SendSIGKILL=no",
+                "sleep",
+                "600",
             ]),
             &RunOptions::captured(),
         )
@@ -517,7 +582,10 @@ fn incus_stop_is_graceful_and_kills_after_the_timeout() {
     let t = Instant::now();
     assert_eq!(inc.stop().unwrap(), Stopped::Killed);
     let took = t.elapsed();
-    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(25), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(25),
+        "{took:?}"
+    );
     let state = incus(&["list", inc.instance(), "--format", "csv", "-c", "s"]);
     assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "STOPPED");
     env.env = Box::new(inc);
@@ -530,7 +598,16 @@ fn incus_gc_removes_a_leaked_instance_and_only_that() {
     let cli = Arc::new(strata::backend::cli::SystemCli);
     let make = |name: &str| {
         scrub(store.path(), name);
-        envs::create(store.path(), &catalog(), name, Backend::IncusLxc, &Image::Alias(alias.clone()), cli.clone(), true).unwrap()
+        envs::create(
+            store.path(),
+            &catalog(),
+            name,
+            Backend::IncusLxc,
+            &Image::Alias(alias.clone()),
+            cli.clone(),
+            true,
+        )
+        .unwrap()
     };
     let _kept = make("test-gc-kept");
     let _leaked = make("test-gc-leaked");
@@ -539,7 +616,10 @@ fn incus_gc_removes_a_leaked_instance_and_only_that() {
     let all = envs::list(store.path()).unwrap();
     let gone = strata::backend::incus::gc(store.path(), cli.as_ref(), &all).unwrap();
     assert_eq!(gone.instances, ["strata-test-gc-leaked"]);
-    assert!(gone.images.is_empty(), "the shared image is not this store's: {gone:?}");
+    assert!(
+        gone.images.is_empty(),
+        "the shared image is not this store's: {gone:?}"
+    );
     assert!(!incus(&["info", "strata-test-gc-leaked"]).status.success());
     assert!(incus(&["info", "strata-test-gc-kept"]).status.success());
 
@@ -551,8 +631,15 @@ fn incus_gc_removes_a_leaked_instance_and_only_that() {
         .arg(store.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "instance strata-test-gc-leaked\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "instance strata-test-gc-leaked\n"
+    );
     assert!(!incus(&["info", "strata-test-gc-leaked"]).status.success());
     assert!(incus(&["info", "strata-test-gc-kept"]).status.success());
     scrub(store.path(), "test-gc-kept");
@@ -563,24 +650,42 @@ fn incus_gc_removes_a_leaked_instance_and_only_that() {
 /// would give incus. It does not boot a VM.
 #[test]
 fn incus_vm_gives_incus_the_expected_commands_recorded_not_run() {
-    let cli = Arc::new(RecordingCli::new(|argv| match argv.get(1).map(String::as_str) {
-        Some("exec") if argv.contains(&"is-system-running".to_string()) => (0, "running\n".into()),
-        _ => (0, String::new()),
+    let cli = Arc::new(RecordingCli::new(|argv| {
+        match argv.get(1).map(String::as_str) {
+            Some("exec") if argv.contains(&"is-system-running".to_string()) => {
+                (0, "running\n".into())
+            }
+            _ => (0, String::new()),
+        }
     }));
     let store = scratch();
     let mut vm = Incus::create(
-        store.path(), "test-vm", Backend::IncusVm, "artifact/abc", "a test", "abc", None, cli.clone(),
+        store.path(),
+        "test-vm",
+        Backend::IncusVm,
+        "artifact/abc",
+        "a test",
+        "abc",
+        None,
+        cli.clone(),
     )
     .unwrap();
     vm.start().unwrap();
     vm.run(
         &argv(&["echo", "hi"]),
-        &RunOptions { cwd: Some("/tmp".into()), env: vec![("A".into(), "1".into())], user: User::Unprivileged, timeout: Some(Duration::from_secs(5)), ..RunOptions::captured() },
+        &RunOptions {
+            cwd: Some("/tmp".into()),
+            env: vec![("A".into(), "1".into())],
+            user: User::Unprivileged,
+            timeout: Some(Duration::from_secs(5)),
+            ..RunOptions::captured()
+        },
     )
     .unwrap();
     let host = store.path().join("f");
     std::fs::write(&host, "x").unwrap();
-    vm.file_push(&host, "/etc/f", 0o600, Owner { uid: 1, gid: 2 }).unwrap();
+    vm.file_push(&host, "/etc/f", 0o600, Owner { uid: 1, gid: 2 })
+        .unwrap();
     vm.stop().unwrap();
     vm.destroy().unwrap();
     let calls: Vec<String> = cli.calls().iter().map(|c| c.join(" ")).collect();
@@ -609,13 +714,22 @@ fn strata_env(args: &[&str], stdin: Option<&str>) -> Run {
         .arg("--store")
         .arg(&shared().store)
         .args(&args[1..]);
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(text) = stdin {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
     }
     Run(child.wait_with_output().unwrap())
 }
@@ -641,17 +755,41 @@ fn cli_round_trip(b: Backend) {
         incus_alias(); // imported once, for the whole module
     }
     strata_env(
-        &["create", &name, mpath.to_str().unwrap(), "--pipeline", "system", "--backend", b.as_str(), "--start", "-q"],
+        &[
+            "create",
+            &name,
+            mpath.to_str().unwrap(),
+            "--pipeline",
+            "system",
+            "--backend",
+            b.as_str(),
+            "--start",
+            "-q",
+        ],
         None,
     )
     .success();
     let list = strata_env(&["list"], None);
     assert!(
-        list.stdout().lines().any(|l| l.starts_with(&format!("{name}\t{b}\trunning\t"))),
+        list.stdout()
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}\t{b}\trunning\t"))),
         "{}",
         list.stdout()
     );
-    let run = strata_env(&["run", &name, "--cwd", "/tmp", "--", "sh", "-c", "cat; pwd; exit 5"], Some("from stdin\n"));
+    let run = strata_env(
+        &[
+            "run",
+            &name,
+            "--cwd",
+            "/tmp",
+            "--",
+            "sh",
+            "-c",
+            "cat; pwd; exit 5",
+        ],
+        Some("from stdin\n"),
+    );
     assert_eq!(run.code(), 5, "{}", run.describe());
     assert_eq!(run.stdout(), "from stdin\n/tmp\n");
     let run = strata_env(&["run", &name, "--", "strata-no-such-command"], None);
@@ -665,15 +803,53 @@ fn cli_round_trip(b: Backend) {
 
     let host = scratch();
     std::fs::write(host.path().join("in.txt"), "cli push\n").unwrap();
-    strata_env(&["push", &name, host.path().join("in.txt").to_str().unwrap(), "/srv/in.txt", "--mode", "600"], None).success();
-    strata_env(&["run", &name, "--", "sh", "-c", "cp /srv/in.txt /srv/out.txt"], None).success();
-    let pull = strata_env(&["pull", &name, "/srv/out.txt", host.path().to_str().unwrap()], None);
+    strata_env(
+        &[
+            "push",
+            &name,
+            host.path().join("in.txt").to_str().unwrap(),
+            "/srv/in.txt",
+            "--mode",
+            "600",
+        ],
+        None,
+    )
+    .success();
+    strata_env(
+        &[
+            "run",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            "cp /srv/in.txt /srv/out.txt",
+        ],
+        None,
+    )
+    .success();
+    let pull = strata_env(
+        &["pull", &name, "/srv/out.txt", host.path().to_str().unwrap()],
+        None,
+    );
     pull.success();
-    assert_eq!(pull.stdout().trim(), host.path().join("out.txt").display().to_string());
-    assert_eq!(std::fs::read_to_string(host.path().join("out.txt")).unwrap(), "cli push\n");
-    let pull = strata_env(&["pull", &name, "srv/out.txt", host.path().to_str().unwrap()], None);
+    assert_eq!(
+        pull.stdout().trim(),
+        host.path().join("out.txt").display().to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out.txt")).unwrap(),
+        "cli push\n"
+    );
+    let pull = strata_env(
+        &["pull", &name, "srv/out.txt", host.path().to_str().unwrap()],
+        None,
+    );
     assert_eq!(pull.code(), 2, "{}", pull.describe());
-    assert!(pull.stderr().contains("must be absolute"), "{}", pull.stderr());
+    assert!(
+        pull.stderr().contains("must be absolute"),
+        "{}",
+        pull.stderr()
+    );
 
     strata_env(&["stop", &name], None).success();
     let run = strata_env(&["run", &name, "--", "true"], None);
@@ -682,7 +858,11 @@ fn cli_round_trip(b: Backend) {
     strata_env(&["delete", &name], None).success();
     let run = strata_env(&["run", &name, "--", "true"], None);
     assert_eq!(run.code(), 2, "{}", run.describe());
-    assert!(run.stderr().contains(&format!("no environment `{name}`")), "{}", run.stderr());
+    assert!(
+        run.stderr().contains(&format!("no environment `{name}`")),
+        "{}",
+        run.stderr()
+    );
     if b != Backend::Unshare {
         assert!(!incus(&["info", &format!("strata-{name}")]).status.success());
     }
@@ -716,13 +896,32 @@ fn cli_env_create_from_a_system_tarball() {
         .status()
         .unwrap();
     assert!(tar.success());
-    strata_env(&["create", name, "--tarball", tarball.to_str().unwrap(), "--start", "-q"], None).success();
+    strata_env(
+        &[
+            "create",
+            name,
+            "--tarball",
+            tarball.to_str().unwrap(),
+            "--start",
+            "-q",
+        ],
+        None,
+    )
+    .success();
     let run = strata_env(&["run", name, "--", "cat", "/etc/debian_version"], None);
     run.success();
     assert!(run.stdout().starts_with("12."), "{}", run.stdout());
     let list = strata_env(&["list", "--json"], None);
     let doc: Value = serde_json::from_str(&list.stdout()).unwrap();
-    let me = doc.as_array().unwrap().iter().find(|e| e["name"] == name).unwrap();
-    assert!(me["origin"].as_str().unwrap().starts_with("tarball "), "{me}");
+    let me = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .unwrap();
+    assert!(
+        me["origin"].as_str().unwrap().starts_with("tarball "),
+        "{me}"
+    );
     strata_env(&["delete", name], None).success();
 }

@@ -3,6 +3,7 @@
 //! so build the workspace first: `make test` does both.
 
 mod backend;
+mod backend_lint;
 mod build;
 mod debian;
 mod ids;

@@ -114,7 +114,9 @@ pub fn create(
         }
         (Backend::IncusLxc | Backend::IncusVm, image) => {
             let (alias, origin, id) = match image {
-                Image::Alias(alias) => (alias.clone(), format!("incus image {alias}"), String::new()),
+                Image::Alias(alias) => {
+                    (alias.clone(), format!("incus image {alias}"), String::new())
+                }
                 Image::Build(source) => {
                     let system = image::build_system(store, catalog, source, true, quiet)?;
                     let alias = image::alias(&system.id);

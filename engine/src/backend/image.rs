@@ -107,7 +107,12 @@ pub fn build_system(
         Source::Pipeline { text, origin, name } => {
             let doc: Value = serde_json::from_str(text)
                 .map_err(|e| BackendError::Build(format!("{origin}: {e}")))?;
-            (doc, origin.clone(), name.clone(), format!("{origin} pipeline {name}"))
+            (
+                doc,
+                origin.clone(),
+                name.clone(),
+                format!("{origin} pipeline {name}"),
+            )
         }
         Source::Tarball(path) => {
             let path = fs_err::canonicalize(path)
@@ -173,7 +178,10 @@ pub fn build_system(
         vec![pipeline.clone(), IMAGE_PIPELINE.to_owned()],
         quiet,
     )?;
-    let files = stored.tree(plan.pipeline_id(m.index(IMAGE_PIPELINE)).expect("one stage"));
+    let files = stored.tree(
+        plan.pipeline_id(m.index(IMAGE_PIPELINE))
+            .expect("one stage"),
+    );
     Ok(System {
         tree,
         id,

@@ -150,7 +150,15 @@ impl Incus {
             None => format!("user.strata.env={name}"),
         };
         let mut args = vec![
-            "init", alias, &instance, "--profile", PROFILE, "-c", &store_cfg, "-c", &mark,
+            "init",
+            alias,
+            &instance,
+            "--profile",
+            PROFILE,
+            "-c",
+            &store_cfg,
+            "-c",
+            &mark,
         ];
         if backend == Backend::IncusVm {
             args.push("--vm");
@@ -346,7 +354,11 @@ impl ExecutionEnvironment for Incus {
         if opts.user == User::Unprivileged {
             let id = USER_ID.to_string();
             args.extend(["--user".into(), id.clone(), "--group".into(), id]);
-            for (k, v) in [("HOME", home.as_str()), ("USER", USER_NAME), ("LOGNAME", USER_NAME)] {
+            for (k, v) in [
+                ("HOME", home.as_str()),
+                ("USER", USER_NAME),
+                ("LOGNAME", USER_NAME),
+            ] {
                 args.extend(["--env".into(), format!("{k}={v}")]);
             }
         }
@@ -577,10 +589,10 @@ pub fn gc(store: &Path, cli: &dyn Cli, envs: &[EnvState]) -> Result<Collected, B
             .as_array()
             .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
             .unwrap_or_default();
-        if aliases
-            .iter()
-            .any(|a| envs.iter().any(|s| s.backend != Backend::Unshare && s.image == *a))
-        {
+        if aliases.iter().any(|a| {
+            envs.iter()
+                .any(|s| s.backend != Backend::Unshare && s.image == *a)
+        }) {
             continue;
         }
         if incus(cli, &["image", "delete", fp])?.outcome.success() {

@@ -171,7 +171,9 @@ pub enum BackendError {
     #[error("environment `{0}` is already running")]
     AlreadyRunning(String),
     /// `create` of a name in use.
-    #[error("environment `{0}` exists already\n    hint: strata env delete {0}, or choose another name")]
+    #[error(
+        "environment `{0}` exists already\n    hint: strata env delete {0}, or choose another name"
+    )]
     AlreadyExists(String),
     /// No such environment.
     #[error("no environment `{0}`\n    hint: strata env list")]

@@ -164,7 +164,15 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
         let source = format!("source={}", src.display());
         let path = format!("path={dest}");
         let mut args = vec![
-            "config", "device", "add", &inst, &device, "disk", &source, &path, "shift=true",
+            "config",
+            "device",
+            "add",
+            &inst,
+            &device,
+            "disk",
+            &source,
+            &path,
+            "shift=true",
         ];
         if ro {
             args.push("readonly=true");

@@ -47,7 +47,10 @@ pub fn open_in_root(root: &Path, inside: &str, flags: OFlags) -> Result<OwnedFd,
 /// Where `inside` really is on the host, resolved beneath `root`.
 pub fn real_path(root: &Path, inside: &str) -> Result<PathBuf, BackendError> {
     let fd = open_in_root(root, inside, OFlags::PATH)?;
-    let link = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+    let link = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ));
     let real = fs::read_link(&link)?;
     let canonical_root = fs::canonicalize(root)?;
     if !real.starts_with(&canonical_root) {
@@ -93,7 +96,11 @@ pub fn settle(
             command: format!("pull {source}"),
             detail: format!(
                 "it is not a {}",
-                if want_dir { "directory" } else { "regular file" }
+                if want_dir {
+                    "directory"
+                } else {
+                    "regular file"
+                }
             ),
         });
     }
@@ -197,7 +204,10 @@ pub fn push_dir(root: &Path, host: &Path, target: &str) -> Result<(), BackendErr
 
 fn split(target: &str) -> Result<(&str, &str), BackendError> {
     let p = Path::new(target);
-    match (p.parent().and_then(Path::to_str), p.file_name().and_then(|n| n.to_str())) {
+    match (
+        p.parent().and_then(Path::to_str),
+        p.file_name().and_then(|n| n.to_str()),
+    ) {
         (Some(parent), Some(name)) if name != ".." => Ok((parent, name)),
         _ => Err(BackendError::PathNotAbsolute(target.to_owned())),
     }

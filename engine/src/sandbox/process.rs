@@ -344,11 +344,7 @@ impl Watchdog {
     }
 }
 
-fn start_watchdog(
-    pid: i32,
-    group: bool,
-    limit: Option<Duration>,
-) -> (Arc<AtomicBool>, Watchdog) {
+fn start_watchdog(pid: i32, group: bool, limit: Option<Duration>) -> (Arc<AtomicBool>, Watchdog) {
     let timed_out = Arc::new(AtomicBool::new(false));
     let Some(limit) = limit else {
         return (timed_out, Watchdog(None));
