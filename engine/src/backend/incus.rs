@@ -326,9 +326,20 @@ impl ExecutionEnvironment for Incus {
 
     fn destroy(&mut self) -> Result<(), BackendError> {
         let args = ["delete", "--force", self.instance()];
-        let ran = incus_with(self.cli.as_ref(), &args, Stdin::Null, true)?;
-        if !ran.outcome.success() && !String::from_utf8_lossy(&ran.stderr).contains("not found") {
-            return Err(tool_error(&args, &ran));
+        // An operation on the instance still running server-side (a start
+        // whose client was interrupted) makes a delete fail for a moment.
+        let mut attempts = 0;
+        loop {
+            let ran = incus_with(self.cli.as_ref(), &args, Stdin::Null, true)?;
+            let stderr = String::from_utf8_lossy(&ran.stderr);
+            if ran.outcome.success() || stderr.contains("not found") {
+                break;
+            }
+            attempts += 1;
+            if attempts == 120 {
+                return Err(tool_error(&args, &ran));
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
         self.state.running = false;
         Ok(())

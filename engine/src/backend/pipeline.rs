@@ -20,7 +20,7 @@
 use super::cli::{Cli, SystemCli};
 use super::image;
 use super::incus::{Incus, incus_ok};
-use super::{Backend, BackendError, ExecutionEnvironment};
+use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
 use crate::id::Id;
 use crate::manifest::{Input, InputType, Manifest, Origin, Pipeline, Reference, Stage};
 use crate::plan::Plan;
@@ -118,7 +118,12 @@ struct Destroy(Incus);
 
 impl Drop for Destroy {
     fn drop(&mut self) {
-        let _ = self.0.destroy();
+        if let Err(e) = self.0.destroy() {
+            eprintln!(
+                "warning: instance {} was not deleted: {e}\n    hint: strata env gc removes it",
+                self.0.instance()
+            );
+        }
     }
 }
 
@@ -143,7 +148,26 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
         run.build_id.as_str(),
         Some(pid),
         cli.clone(),
-    )?;
+    );
+    let instance = match instance {
+        Ok(instance) => instance,
+        Err(e) => {
+            // Interrupted while incus was still making it: incus goes on
+            // making it, so delete it all the same.
+            let state = EnvState {
+                name: name.clone(),
+                backend: Backend::IncusLxc,
+                origin: String::new(),
+                artifact_id: String::new(),
+                image: alias,
+                instance: Some(format!("{}{name}", super::incus::PREFIX)),
+                running: false,
+                stop_timeout: 0,
+            };
+            drop(Destroy(Incus::open(state, run.store, cli)));
+            return Err(e);
+        }
+    };
     let mut guard = Destroy(instance);
     if !run.quiet {
         eprintln!(

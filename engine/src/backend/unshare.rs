@@ -63,8 +63,11 @@ impl Unshare {
         // Copy beside, then rename: a half copy is never an environment.
         let staging = dir.join(".tree.partial");
         let _ = std::fs::remove_dir_all(&staging);
-        copy_tree(image, &staging)?;
-        fs::rename(&staging, &tree)?;
+        if let Err(e) = copy_tree(image, &staging).and_then(|()| std::fs::rename(&staging, &tree)) {
+            let _ = std::fs::remove_dir_all(&staging);
+            let _ = std::fs::remove_dir(dir);
+            return Err(e.into());
+        }
         Ok(Unshare {
             state: EnvState {
                 name: name.to_owned(),
