@@ -504,6 +504,14 @@ impl ExecutionEnvironment for Incus {
             &["sh", "-c", script, "strata-push", target],
             Stdin::Bytes(archive.stdout),
         )?;
+        // By status, not by message: incus may lose the stderr of a command
+        // that ends without reading its stdin.
+        if matches!(ran.outcome, Outcome::Finished(17)) {
+            return Err(BackendError::Io(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{target} exists already in the environment"),
+            )));
+        }
         if !ran.outcome.success() {
             return Err(tool_error(&["exec", "--", "tar", "-x", target], &ran));
         }
