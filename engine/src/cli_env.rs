@@ -169,6 +169,7 @@ fn exit_code(e: &BackendError) -> i32 {
         | BackendError::AlreadyExists(_)
         | BackendError::PathNotAbsolute(_)
         | BackendError::UnknownBackend(_)
+        | BackendError::Invalid(_)
         | BackendError::EmptyCommand => 2,
         BackendError::Interrupted => 130,
         BackendError::TimedOut { .. } => 124,
@@ -220,9 +221,8 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             if a.host.is_dir() {
                 env.dir_push(&a.host, &a.target)?;
             } else {
-                let mode = u32::from_str_radix(&a.mode, 8).map_err(|_| BackendError::Tool {
-                    command: "--mode".into(),
-                    detail: format!("`{}` is not an octal mode", a.mode),
+                let mode = u32::from_str_radix(&a.mode, 8).map_err(|_| {
+                    BackendError::Invalid(format!("--mode `{}` is not an octal mode", a.mode))
                 })?;
                 let owner = parse_owner(&a.owner)?;
                 env.file_push(&a.host, &a.target, mode, owner)?;
@@ -275,10 +275,7 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
 }
 
 fn parse_owner(s: &str) -> Result<Owner, BackendError> {
-    let bad = || BackendError::Tool {
-        command: "--owner".into(),
-        detail: format!("`{s}` is not UID:GID"),
-    };
+    let bad = || BackendError::Invalid(format!("--owner `{s}` is not UID:GID"));
     let (u, g) = s.split_once(':').ok_or_else(bad)?;
     Ok(Owner {
         uid: u.parse().map_err(|_| bad())?,
@@ -301,10 +298,10 @@ fn create(a: CreateArgs) -> Result<i32, BackendError> {
         (None, None, Some(tarball), None) => Image::Build(Source::Tarball(tarball.clone())),
         (None, None, None, Some(alias)) => Image::Alias(alias.clone()),
         _ => {
-            return Err(BackendError::Tool {
-                command: "strata env create".into(),
-                detail: "give MANIFEST --pipeline NAME, --tarball FILE or --image ALIAS".into(),
-            });
+            return Err(BackendError::Invalid(
+                "strata env create needs MANIFEST --pipeline NAME, --tarball FILE or --image ALIAS"
+                    .into(),
+            ));
         }
     };
     let catalog = Catalog::new(a.libdirs.clone());
@@ -334,10 +331,9 @@ fn run_command(a: RunArgs) -> Result<i32, BackendError> {
     let mut vars = Vec::new();
     for kv in &a.env {
         let Some((k, v)) = kv.split_once('=') else {
-            return Err(BackendError::Tool {
-                command: "--env".into(),
-                detail: format!("`{kv}` is not KEY=VALUE"),
-            });
+            return Err(BackendError::Invalid(format!(
+                "--env `{kv}` is not KEY=VALUE"
+            )));
         };
         vars.push((k.to_owned(), v.to_owned()));
     }

@@ -925,3 +925,70 @@ fn cli_env_create_from_a_system_tarball() {
     );
     strata_env(&["delete", name], None).success();
 }
+
+#[test]
+fn cli_env_bad_input_is_refused_clearly() {
+    let sh = shared();
+    let dir = scratch();
+    let mpath = dir.path().join("system.json");
+    std::fs::write(&mpath, &sh.manifest).unwrap();
+    let m = mpath.to_str().unwrap();
+    let cases: [(&[&str], i32, &str); 6] = [
+        (
+            &["create", "Bad_Name", m, "--pipeline", "system"],
+            2,
+            "bad environment name `Bad_Name`",
+        ),
+        (
+            &[
+                "create",
+                "test-bad",
+                m,
+                "--pipeline",
+                "system",
+                "--backend",
+                "docker",
+            ],
+            2,
+            "unknown backend `docker`",
+        ),
+        (
+            &["create", "test-bad", m, "--pipeline", "nope"],
+            1,
+            "no pipeline `nope`",
+        ),
+        (
+            &[
+                "create",
+                "test-bad",
+                m,
+                "--pipeline",
+                "system",
+                "--backend",
+                "qemu",
+            ],
+            1,
+            "the qemu backend is not implemented yet",
+        ),
+        (
+            &["create", "test-bad", "--tarball", "/nonexistent/system.tar"],
+            1,
+            "image missing: /nonexistent/system.tar",
+        ),
+        (
+            &["push", "test-none", m, "/srv/x"],
+            2,
+            "no environment `test-none`",
+        ),
+    ];
+    for (args, code, message) in cases {
+        let run = strata_env(args, None);
+        assert_eq!(run.code(), code, "{args:?}: {}", run.describe());
+        assert!(run.stderr().contains(message), "{args:?}: {}", run.stderr());
+        assert!(!run.stderr().contains("panicked"), "{}", run.stderr());
+    }
+    assert!(
+        envs::load(&sh.store, "test-bad").is_err(),
+        "nothing was made"
+    );
+}

@@ -116,10 +116,9 @@ pub fn check_name(name: &str) -> Result<(), BackendError> {
     if ok {
         Ok(())
     } else {
-        Err(BackendError::Tool {
-            command: format!("name `{name}`"),
-            detail: "an environment name is letters, digits and `-`, at most 56 characters, not ending in `-`".into(),
-        })
+        Err(BackendError::Invalid(format!(
+            "bad environment name `{name}`: letters, digits and `-`, at most 56 characters, not ending in `-`"
+        )))
     }
 }
 

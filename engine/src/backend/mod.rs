@@ -106,7 +106,7 @@ pub use crate::sandbox::process::Stdin;
 /// The options of [`ExecutionEnvironment::run`], as `subprocess.run` has them.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Working directory inside (absolute); `/` (root) or the user's home.
+    /// Working directory inside (absolute); default: the user's home.
     pub cwd: Option<String>,
     /// Variables added to the environment's defaults (PATH, HOME, LANG).
     pub env: Vec<(String, String)>,
@@ -234,6 +234,9 @@ pub enum BackendError {
     /// An empty argv.
     #[error("nothing to run: the command line is empty")]
     EmptyCommand,
+    /// A value given by the user that cannot be used (a name, a mode, …).
+    #[error("{0}")]
+    Invalid(String),
     /// A backend name nobody knows.
     #[error("unknown backend `{0}`\n    hint: unshare (or bwrap), incus-lxc, incus-vm, qemu")]
     UnknownBackend(String),
