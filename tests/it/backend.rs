@@ -992,3 +992,61 @@ fn cli_env_bad_input_is_refused_clearly() {
         "nothing was made"
     );
 }
+
+#[test]
+fn pipeline_backends_are_checked_and_incus_adds_the_image_pipeline() {
+    let env = crate::support::Env::new();
+    let stage = json!({"type": "mkdir", "options": {"paths": [{"path": "/x"}]}});
+    for (pipeline, pointer, message) in [
+        (
+            json!({"name": "p", "backend": "incus-lxc", "stages": [stage]}),
+            "/pipelines/0/backend",
+            "needs a `build` pipeline",
+        ),
+        (
+            json!({"name": "p", "backend": "incus-vm", "build": "name:p", "stages": [stage]}),
+            "/pipelines/0/backend",
+            "cannot run on backend `incus-vm` yet",
+        ),
+        (
+            json!({"name": "p", "backend": "docker", "stages": [stage]}),
+            "/pipelines/0/backend",
+            "docker",
+        ),
+    ] {
+        let m = json!({"version": "2", "pipelines": [pipeline]});
+        let run = env.strata(&["inspect", "-"], Some(&m.to_string()));
+        assert_eq!(run.code(), 2, "{}", run.describe());
+        assert!(
+            run.stderr().contains(pointer) && run.stderr().contains(message),
+            "{}",
+            run.stderr()
+        );
+    }
+    let m = json!({"version": "2", "pipelines": [
+        {"name": "env", "stages": [stage]},
+        {"name": "p", "build": "name:env", "backend": "incus-lxc", "stages": [stage]}]});
+    let run = env.strata(&["inspect", "-"], Some(&m.to_string()));
+    run.success();
+    let doc: Value = serde_json::from_str(&run.stdout()).unwrap();
+    let names: Vec<&str> = doc["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["env", "p", "env+incus-image"]);
+    assert_eq!(doc["pipelines"][1]["backend"], "incus-lxc");
+    let image = &doc["pipelines"][2]["stages"][0];
+    assert_eq!(image["type"], "tarball-to-incus");
+    assert_eq!(image["options"]["artifact_id"], doc["pipelines"][0]["id"]);
+    // Where a stage runs does not feed its id.
+    let mut plain = m.clone();
+    plain["pipelines"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("backend");
+    let run = env.strata(&["inspect", "-"], Some(&plain.to_string()));
+    let plain_doc: Value = serde_json::from_str(&run.success().stdout()).unwrap();
+    assert_eq!(plain_doc["pipelines"][1]["id"], doc["pipelines"][1]["id"]);
+}
