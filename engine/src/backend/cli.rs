@@ -71,3 +71,21 @@ impl Cli for RecordingCli {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_cli_records_argv_and_answers_from_its_script() {
+        let cli = RecordingCli::new(|argv| (argv.len() as i32, "ok".into()));
+        let ran = cli.run(&Invocation {
+            program: "incus".into(),
+            args: vec!["list".into()],
+            ..Invocation::default()
+        });
+        assert!(matches!(ran.outcome, Outcome::Finished(2)));
+        assert_eq!(ran.stdout, b"ok");
+        assert_eq!(cli.calls(), [["incus", "list"]]);
+    }
+}

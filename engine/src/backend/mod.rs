@@ -377,3 +377,46 @@ pub fn open(state: EnvState, store: &Path) -> Result<Box<dyn ExecutionEnvironmen
         Backend::Qemu => Err(BackendError::NotImplemented(Backend::Qemu)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_round_trip() {
+        for b in [
+            Backend::Unshare,
+            Backend::IncusLxc,
+            Backend::IncusVm,
+            Backend::Qemu,
+        ] {
+            assert_eq!(Backend::parse(b.as_str()).unwrap(), b);
+        }
+        assert_eq!(Backend::parse("bwrap").unwrap(), Backend::Unshare);
+        let err = Backend::parse("docker").unwrap_err().to_string();
+        assert!(err.contains("unknown backend `docker`"), "{err}");
+    }
+
+    #[test]
+    fn inside_paths_are_absolute_without_dotdot() {
+        assert!(inside_path("/etc/passwd").is_ok());
+        for bad in ["etc/passwd", "", "/etc/../root", "./x"] {
+            assert!(
+                matches!(inside_path(bad), Err(BackendError::PathNotAbsolute(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pull_needs_a_base_name_to_land_under() {
+        let folder = Path::new("/host/out");
+        assert_eq!(basename("/var/log/dpkg.log", folder).unwrap(), "dpkg.log");
+        for bad in ["/", "/var/.."] {
+            assert!(
+                matches!(basename(bad, folder), Err(BackendError::PullEscapes { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

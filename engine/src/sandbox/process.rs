@@ -366,3 +366,52 @@ fn start_watchdog(pid: i32, group: bool, limit: Option<Duration>) -> (Arc<Atomic
     });
     (timed_out, Watchdog(Some((done, thread))))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, stdin: Stdin, timeout: Option<Duration>) -> Ran {
+        run(&Invocation {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            stdin,
+            timeout,
+            ..Invocation::default()
+        })
+    }
+
+    #[test]
+    fn run_keeps_stdout_and_stderr_apart_and_feeds_stdin() {
+        let ran = sh(
+            "cat; echo err >&2; exit 3",
+            Stdin::Bytes(b"in\n".to_vec()),
+            None,
+        );
+        assert!(matches!(ran.outcome, Outcome::Finished(3)), "{ran:?}");
+        assert_eq!(ran.stdout, b"in\n");
+        assert_eq!(ran.stderr, b"err\n");
+    }
+
+    #[test]
+    fn run_ends_the_whole_group_at_the_timeout() {
+        let started = std::time::Instant::now();
+        let ran = sh(
+            "sleep 30 & sleep 30",
+            Stdin::Null,
+            Some(Duration::from_millis(200)),
+        );
+        assert!(matches!(ran.outcome, Outcome::TimedOut(_)), "{ran:?}");
+        // The background sleep held stdout open too: it was ended with the group.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn run_reports_a_missing_program() {
+        let ran = run(&Invocation {
+            program: "strata-no-such-program".into(),
+            ..Invocation::default()
+        });
+        assert!(matches!(ran.outcome, Outcome::SpawnFailed(_)), "{ran:?}");
+    }
+}
