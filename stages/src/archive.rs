@@ -346,3 +346,52 @@ fn hold_back_copy(
     }
     Ok(pending)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that hands out at most `n` bytes a call, to cross buffer edges.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_tail_is_held_back_whatever_the_reads() {
+        let mut data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8 + 1).collect();
+        data.extend([0u8; END_OF_ARCHIVE]);
+        for step in [1, 511, 1024, 65_536, 1 << 20] {
+            let mut out = Vec::new();
+            let tail = hold_back_copy(&mut Trickle(&data, step), &mut out, END_OF_ARCHIVE).unwrap();
+            assert_eq!(out, data[..200_000], "step {step}");
+            assert_eq!(tail, [0u8; END_OF_ARCHIVE]);
+        }
+        let mut out = Vec::new();
+        let tail = hold_back_copy(&mut Trickle(b"short", 2), &mut out, END_OF_ARCHIVE).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(tail, b"short");
+    }
+
+    #[test]
+    fn a_failing_sink_is_a_write_error() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let data = vec![1u8; 4096];
+        let e = hold_back_copy(&mut Trickle(&data, 4096), &mut Broken, END_OF_ARCHIVE);
+        assert!(matches!(e, Err(Error::Write(_))), "{e:?}");
+    }
+}

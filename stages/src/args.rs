@@ -43,7 +43,7 @@ pub struct Args {
 pub struct Input {
     /// The input's folder, read-only.
     pub path: PathBuf,
-    /// `{}` for a tree input, `{"files": {"sha256:<hex>": {}}}` for files.
+    /// `{"id": "<pipeline id>"}` for a tree input, `{"files": {"sha256:<hex>": {}}}` for files.
     #[serde(default)]
     pub data: Value,
 }

@@ -7,6 +7,7 @@ mod backend_lint;
 mod build;
 mod debian;
 mod ids;
+mod incus_image;
 mod manifest_errors;
 mod package;
 mod support;

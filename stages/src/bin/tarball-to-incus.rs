@@ -34,7 +34,8 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::process::ExitCode;
+use std::path::Path;
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, anyhow, bail};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -42,7 +43,7 @@ use serde::Deserialize;
 use serde_json::json;
 use strata_stage::archive::{Compression, Sink, splice, tar_command};
 use strata_stage::debian::{parse_deb822, read_os_release, read_regular};
-use strata_stage::{Args, Error, Root, write_meta};
+use strata_stage::{Args, Error, Input, Root, write_meta};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,61 +144,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let system = Root::open(&input.path, "the input tree", "/")?;
     check_init(&system)?;
 
-    let debian_arch = match &options.architecture {
-        Some(arch) => arch.clone(),
-        None => dpkg_architecture(&system)?,
-    };
-    let architecture = ARCHITECTURES
-        .iter()
-        .find(|(debian, _)| *debian == debian_arch)
-        .map(|(_, incus)| (*incus).to_owned())
-        .ok_or_else(|| {
-            let known: Vec<&str> = ARCHITECTURES.iter().map(|(d, _)| *d).collect();
-            anyhow!(
-                "Incus has no name for the Debian architecture {debian_arch:?} (it knows {})",
-                known.join(", ")
-            )
-        })?;
-    let os_release = read_os_release(&system)?;
-    let os = options.os.clone().or_else(|| os_release.get("ID").cloned());
-    let release = options
-        .release
-        .clone()
-        .or_else(|| os_release.get("VERSION_CODENAME").cloned());
-    let description = options
-        .description
-        .clone()
-        .or_else(|| os_release.get("PRETTY_NAME").cloned())
-        .unwrap_or_else(|| "A system built by strata".to_owned());
-    let artifact_id = options.artifact_id.clone().or_else(|| {
-        input
-            .data
-            .get("id")
-            .and_then(|id| id.as_str())
-            .map(str::to_owned)
-    });
-    let creation_date = match args.meta.source_epoch {
-        Some(epoch) => epoch,
-        None => system_date(&system)?,
-    };
-    let image = Image {
-        architecture,
-        creation_date,
-        description,
-        os,
-        release,
-        artifact_id,
-    };
+    let image = describe(&options, input, &system, args.meta.source_epoch)?;
     let additions = additions(&system)?;
 
-    let mut tar = tar_command(&input.path, args.meta.source_epoch);
-    // Ours replace the input's own, if it has them, rather than follow them
-    // as second members of the same name.
-    tar.args(["--anchored", "--no-wildcards"]);
-    for path in [GENERATOR, NETWORKD_LINK] {
-        tar.arg(format!("--exclude=./{path}"));
-    }
-
+    let tar = rootfs_tar(&input.path, args.meta.source_epoch);
     let tree = Root::tree(args)?;
     let mut files = Vec::new();
     let written = write_all(&tree, &options, &image, &additions, tar, &mut files);
@@ -231,13 +181,81 @@ fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the image says about itself: the options, else what the system
+/// in the input tree says, else what the engine said about the input.
+fn describe(
+    options: &Options,
+    input: &Input,
+    system: &Root,
+    epoch: Option<u64>,
+) -> anyhow::Result<Image> {
+    let debian_arch = match &options.architecture {
+        Some(arch) => arch.clone(),
+        None => dpkg_architecture(system)?,
+    };
+    let architecture = ARCHITECTURES
+        .iter()
+        .find(|(debian, _)| *debian == debian_arch)
+        .map(|(_, incus)| (*incus).to_owned())
+        .ok_or_else(|| {
+            let known: Vec<&str> = ARCHITECTURES.iter().map(|(d, _)| *d).collect();
+            anyhow!(
+                "Incus has no name for the Debian architecture {debian_arch:?} (it knows {})",
+                known.join(", ")
+            )
+        })?;
+    let os_release = read_os_release(system)?;
+    let os = options.os.clone().or_else(|| os_release.get("ID").cloned());
+    let release = options
+        .release
+        .clone()
+        .or_else(|| os_release.get("VERSION_CODENAME").cloned());
+    let description = options
+        .description
+        .clone()
+        .or_else(|| os_release.get("PRETTY_NAME").cloned())
+        .unwrap_or_else(|| "A system built by strata".to_owned());
+    let artifact_id = options.artifact_id.clone().or_else(|| {
+        input
+            .data
+            .get("id")
+            .and_then(|id| id.as_str())
+            .map(str::to_owned)
+    });
+    let creation_date = match epoch {
+        Some(epoch) => epoch,
+        None => system_date(system)?,
+    };
+    Ok(Image {
+        architecture,
+        creation_date,
+        description,
+        os,
+        release,
+        artifact_id,
+    })
+}
+
+/// GNU tar over the input, as the tar stage packs trees, less the two
+/// paths whose members this stage writes itself.
+fn rootfs_tar(input: &Path, epoch: Option<u64>) -> Command {
+    let mut tar = tar_command(input, epoch);
+    // Ours replace the input's own, if it has them, rather than follow them
+    // as second members of the same name.
+    tar.args(["--anchored", "--no-wildcards"]);
+    for path in [GENERATOR, NETWORKD_LINK] {
+        tar.arg(format!("--exclude=./{path}"));
+    }
+    tar
+}
+
 /// Writes the image's files, adding each name to `files` once it is there.
 fn write_all(
     tree: &Root,
     options: &Options,
     image: &Image,
     additions: &Additions,
-    mut tar: std::process::Command,
+    mut tar: Command,
     files: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     let ext = options.compression.extension();

@@ -35,8 +35,8 @@ fn write(path: &Path, text: &str, mode: u32) {
 
 /// A merged-usr system in miniature: /sbin/init -> /lib/systemd/systemd
 /// through the sbin and lib links, os-release, a dpkg database, networkd's
-/// unit, /etc/systemd/system without the folders the stage adds, and a
-/// file owned 0:42 with mode 0640.
+/// unit, /etc/systemd/system without the folders the stage adds, a file
+/// owned 0:42 with mode 0640, and a hard link.
 fn fill(dir: &Path) {
     write(&dir.join("usr/lib/systemd/systemd"), "#!/bin/sh\n", 0o755);
     write(
@@ -63,6 +63,8 @@ fn fill(dir: &Path) {
     );
     write(&dir.join("etc/shadow"), "root:*:1::::::\n", 0o640);
     std::os::unix::fs::chown(dir.join("etc/shadow"), Some(0), Some(42)).unwrap();
+    write(&dir.join("usr/bin/a"), "a\n", 0o755);
+    std::fs::hard_link(dir.join("usr/bin/a"), dir.join("usr/bin/b")).unwrap();
 }
 
 /// A stage run over a filled input, with the engine's input data.
@@ -153,6 +155,10 @@ fn check_rootfs(rootfs: &Path) {
     assert_eq!(
         std::fs::read_link(rootfs.join("usr/sbin/init")).unwrap(),
         Path::new("/lib/systemd/systemd")
+    );
+    assert_eq!(
+        crate::inode(&rootfs.join("usr/bin/a")),
+        crate::inode(&rootfs.join("usr/bin/b"))
     );
     let shadow = std::fs::metadata(rootfs.join("etc/shadow")).unwrap();
     assert_eq!(
@@ -248,9 +254,14 @@ fn unified_image_holds_metadata_rootfs_and_templates() {
             .all(|l| l.split(' ').nth(2).unwrap().starts_with("rootfs/")),
         "{list:#?}"
     );
-    // Symlink targets are not member names: they stay as they were.
+    // Symlink targets are not member names: they stay as they were; hard
+    // link targets are, and move with them.
     assert!(
         middle.contains(&"lrwxrwxrwx 0/0 rootfs/sbin -> usr/sbin".to_owned()),
+        "{list:#?}"
+    );
+    assert!(
+        middle.contains(&"hrwxr-xr-x 0/0 rootfs/usr/bin/b link to rootfs/usr/bin/a".to_owned()),
         "{list:#?}"
     );
 
@@ -413,31 +424,41 @@ fn the_inputs_own_generator_and_link_are_replaced() {
         input.join("etc/systemd/system/multi-user.target.wants/systemd-networkd.service"),
     )
     .unwrap();
-    ok(&s.run(EXE, json!({"compression": "none"})));
-    let rootfs = s.tree().join("rootfs.tar");
-    let list = listing(&rootfs);
-    for name in [
-        "./etc/systemd/system-generators/lxc",
-        "./etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+    for (format, archive, prefix) in [
+        ("split", "rootfs.tar", "./"),
+        ("unified", "image.tar", "rootfs/"),
     ] {
-        let found: Vec<&String> = list.iter().filter(|l| l.contains(name)).collect();
-        assert_eq!(found.len(), 1, "{name}: {list:#?}");
+        ok(&s.run(EXE, json!({"format": format, "compression": "none"})));
+        let archive = s.tree().join(archive);
+        let list = listing(&archive);
+        for name in [
+            "etc/systemd/system-generators/lxc",
+            "etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+        ] {
+            let found: Vec<&String> = list
+                .iter()
+                .filter(|l| l.contains(&format!(" {prefix}{name}")))
+                .collect();
+            assert_eq!(found.len(), 1, "{format} {name}: {list:#?}");
+        }
+        // The folders the input has are not added again.
+        let folder = format!(" {prefix}etc/systemd/system-generators/");
+        assert_eq!(list.iter().filter(|l| l.ends_with(&folder)).count(), 1);
+        let (_r, r) = unpack(&archive);
+        check_rootfs(&if format == "split" {
+            r.clone()
+        } else {
+            r.join("rootfs")
+        });
     }
-    // The folders the input has are not added again.
-    assert_eq!(
-        list.iter()
-            .filter(|l| l.ends_with(" ./etc/systemd/system-generators/"))
-            .count(),
-        1
-    );
-    let (_r, r) = unpack(&rootfs);
-    check_rootfs(&r);
 }
 
 #[test]
 fn a_system_without_init_is_refused() {
     let hint = "an Incus container starts /sbin/init: install an init system in the tree (systemd-sysv for systemd)";
-    let cases: [(&str, fn(&Path), String); 5] = [
+    /// What is wrong, how the input gets so, the error it gives.
+    type Case = (&'static str, fn(&Path), String);
+    let cases: [Case; 5] = [
         (
             "no init",
             |d| std::fs::remove_file(d.join("usr/sbin/init")).unwrap(),
