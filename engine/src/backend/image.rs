@@ -231,7 +231,10 @@ pub fn split_files(dir: &Path) -> Result<(PathBuf, PathBuf), BackendError> {
 /// Imports the image files in `dir` as `alias`, unless incus has it already.
 /// Returns whether it imported.
 pub fn import(cli: &dyn Cli, store: &Path, dir: &Path, alias: &str) -> Result<bool, BackendError> {
+    let key = store_key(store);
     if image_exists(cli, alias)? {
+        // Reused: now this store's, so that gc elsewhere leaves it alone.
+        let _ = incus(cli, &["image", "set-property", alias, "strata.store", &key]);
         return Ok(false);
     }
     let (meta, rootfs) = split_files(dir)?;
@@ -249,7 +252,6 @@ pub fn import(cli: &dyn Cli, store: &Path, dir: &Path, alias: &str) -> Result<bo
         });
     }
     // Marks the image as this store's, for gc.
-    let key = store_key(store);
     let _ = incus(cli, &["image", "set-property", alias, "strata.store", &key]);
     Ok(true)
 }

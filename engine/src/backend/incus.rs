@@ -563,7 +563,8 @@ pub struct Collected {
 /// Removes the instances and images of `store` that nothing uses any more:
 /// an environment's instance whose state is gone from `STORE/envs`, a
 /// stage's instance whose strata process has ended, and images imported
-/// for this store that no instance and no environment uses.
+/// for this store (or for a store that no longer exists) that no instance
+/// and no environment uses.
 pub fn gc(store: &Path, cli: &dyn Cli, envs: &[EnvState]) -> Result<Collected, BackendError> {
     let key = store_key(store);
     let mut out = Collected::default();
@@ -600,7 +601,11 @@ pub fn gc(store: &Path, cli: &dyn Cli, envs: &[EnvState]) -> Result<Collected, B
     let images: Vec<Value> = serde_json::from_slice(&images.stdout).unwrap_or_default();
     for image in &images {
         let fp = image["fingerprint"].as_str().unwrap_or_default();
-        if image["properties"]["strata.store"].as_str() != Some(&key) || used_images.contains(fp) {
+        // This store's images, and those of stores that are gone (a
+        // removed scratch store can never collect its own).
+        let owner = image["properties"]["strata.store"].as_str();
+        let ours = owner == Some(key.as_str()) || owner.is_some_and(|o| !Path::new(o).exists());
+        if !ours || used_images.contains(fp) {
             continue;
         }
         let aliases: Vec<&str> = image["aliases"]
