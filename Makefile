@@ -36,13 +36,16 @@ test: deps
 	$(CARGO) test --workspace
 
 # The engine (hello.json cold/warm), two pipelines in parallel against one
-# after the other, and the Debian bootstrap against bare mmdebstrap.
+# after the other, the Debian bootstrap against bare mmdebstrap, package
+# builds, the store (layers, branching, flatten) and execution environments
+# (unshare, incus-lxc).
 bench: deps build
 	$(CARGO) bench -p strata-tests --bench build
 	$(CARGO) bench -p strata-tests --bench parallel
 	$(CARGO) bench -p strata-tests --bench debian
 	$(CARGO) bench -p strata-tests --bench package
 	$(CARGO) bench -p strata-tests --bench store
+	$(CARGO) bench -p strata-tests --bench backend
 
 lint:
 	$(CARGO) fmt --all -- --check

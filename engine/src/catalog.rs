@@ -205,6 +205,13 @@ impl Catalog {
         }
     }
 
+    /// Also looks for built-in stage programs in `dir` (first): for
+    /// programs that link the library but do not live beside `strata`.
+    pub fn with_builtin_dir(mut self, dir: PathBuf) -> Catalog {
+        self.builtin_dirs.insert(0, dir);
+        self
+    }
+
     /// The stage named `name`.
     pub fn stage(&self, name: &str) -> Result<Arc<StageDef>, CatalogError> {
         if let Some(def) = self.cache.lock().expect("catalog lock").get(name) {

@@ -1,4 +1,5 @@
-//! The command line: `strata build`, `inspect`, `store`, `task` and `env`.
+//! The command line: `strata build`, `inspect`, `store`, `task` and `env`
+//! (in [`crate::cli_env`]).
 //!
 //! Exit codes: 0 success, 1 build failure, 2 invalid manifest or usage,
 //! 130 interrupted.
@@ -34,9 +35,10 @@ pub enum Command {
     /// debusine task documents (SystemBootstrap, PackageBuild, Lintian).
     #[command(subcommand)]
     Task(crate::task::command::TaskCommand),
-    /// Environments: the systems tasks run in.
+    /// Execution environments: containers from systems strata built, and
+    /// the systems tasks run in (`env ls`).
     #[command(subcommand)]
-    Env(crate::task::command::EnvCommand),
+    Env(crate::cli_env::EnvCommand),
 }
 
 /// `strata store …`.
@@ -192,7 +194,7 @@ pub fn main() -> i32 {
         Command::Inspect(args) => inspect(args),
         Command::Store(cmd) => store_command(cmd),
         Command::Task(cmd) => crate::task::command::task_main(cmd),
-        Command::Env(cmd) => crate::task::command::env_main(cmd),
+        Command::Env(cmd) => crate::cli_env::main(cmd),
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod schedule;
 
+use crate::backend::{self, Backend, BackendError};
 use crate::catalog::{Catalog, Runner, StageRoot};
 use crate::graph;
 use crate::id::Id;
@@ -767,6 +768,9 @@ impl Builder<'_> {
             };
             let tree = match &ws {
                 Some(w) => w.merged(),
+                None if self.runs_in_incus(pi) => ws
+                    .insert(self.store().flat_workspace(base.as_ref())?)
+                    .merged(),
                 None => ws.insert(self.store().workspace(base.as_ref())?).merged(),
             };
             let log = logs.path().join(format!("log-{si}"));
@@ -825,6 +829,12 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Whether pipeline `pi`'s stages run in incus instances: their tree and
+    /// inputs are then plain directories (incusd cannot see our mounts).
+    fn runs_in_incus(&self, pi: usize) -> bool {
+        self.m.pipelines[pi].backend == Some(Backend::IncusLxc)
+    }
+
     fn report_cached(&self, pi: usize, si: usize) {
         let p = &self.m.pipelines[pi];
         let id = &self.plan.stage_ids[pi][si];
@@ -864,6 +874,8 @@ impl Builder<'_> {
         let p = &self.m.pipelines[pi];
         let id = &self.plan.stage_ids[pi][si];
         let w = ws.as_mut().expect("the stage ran in a workspace");
+        // A flat workspace holds the whole tree: it stands on nothing.
+        let parent = parent.filter(|_| !w.is_flat());
         let mut stack = match parent {
             Some(parent) => self.store().stack(parent)?,
             None => Vec::new(),
@@ -1018,7 +1030,12 @@ impl Builder<'_> {
             }
         };
         let started = Instant::now();
-        let outcome = process::run_logged(program, &argv, log, &on_line, self.opts.stage_timeout);
+        let outcome = if p.backend == Some(Backend::IncusLxc) {
+            self.run_in_incus(pi, def.needs.root, &spec, log, &on_line)
+                .map_err(|e| fail(e.to_string(), process::tail(log, 20)))?
+        } else {
+            process::run_logged(program, &argv, log, &on_line, self.opts.stage_timeout)
+        };
         let duration = started.elapsed();
         if matches!(outcome, Outcome::Interrupted) {
             return Err(BuildError::Interrupted);
@@ -1045,6 +1062,55 @@ impl Builder<'_> {
             Value::Null
         };
         Ok((meta, duration))
+    }
+
+    /// Runs the stage that `spec` describes in an incus container started
+    /// from the build pipeline's image instead (backend::pipeline).
+    fn run_in_incus(
+        &self,
+        pi: usize,
+        root: StageRoot,
+        spec: &BwrapSpec,
+        log: &Path,
+        on_line: &(dyn Fn(&[u8]) + Sync),
+    ) -> Result<Outcome, BackendError> {
+        let p = &self.m.pipelines[pi];
+        if root == StageRoot::Tree {
+            return Err(BackendError::Build(
+                "this stage runs with the tree as `/` (chroot semantics), which only bwrap does; drop \"backend\" from the pipeline".into(),
+            ));
+        }
+        let build = p
+            .build_name()
+            .expect("load checks incus pipelines have a build");
+        let build_id = self.plan.pipeline_id(self.m.index(build));
+        let image = match p.image.as_deref() {
+            Some(name) => Some(
+                self.tree_of(self.m.index(name))
+                    .map_err(|e| BackendError::ImageMissing(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let (Some(build_id), Some(image_files)) = (build_id, image.as_deref()) else {
+            return Err(BackendError::ImageMissing(format!(
+                "build pipeline `{build}` has no stages, so no image"
+            )));
+        };
+        let run = backend::pipeline::StageRun {
+            store: &self.opts.store,
+            build_id,
+            image_files,
+            mounts: &spec.mounts,
+            env: &spec.env,
+            argv: &spec.argv,
+            log,
+            on_line,
+            timeout: self.opts.stage_timeout,
+        };
+        match backend::pipeline::run_stage(&run) {
+            Err(BackendError::Interrupted) => Ok(Outcome::Interrupted),
+            other => other,
+        }
     }
 
     /// The runner and the stage program, bound into the sandbox, and the
@@ -1111,7 +1177,15 @@ impl Builder<'_> {
                     let dep = input.references[0].pipeline().expect("checked at load");
                     let di = self.m.index(dep);
                     let id = self.plan.pipeline_id(di).map(|id| id.as_str());
-                    strata_inputs::prepare_tree(name, &self.tree_of(di)?, id)
+                    let mut tree = self.tree_of(di)?;
+                    if self.runs_in_incus(pi) {
+                        // incusd cannot see our mounts: a plain copy, gone with `run`.
+                        let copy = run.join("trees").join(name);
+                        fs::create_dir_all(run.join("trees")).map_err(StoreError::from)?;
+                        copy_tree(&tree, &copy).map_err(StoreError::from)?;
+                        tree = copy;
+                    }
+                    strata_inputs::prepare_tree(name, &tree, id)
                 }
                 _ => {
                     let sources = self.store().sources();

@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 /// The pipelines `p` depends on, by name, sorted and unique.
 pub fn dependencies(p: &Pipeline) -> BTreeSet<&str> {
     let mut deps: BTreeSet<&str> = p.build_name().into_iter().collect();
+    deps.extend(p.image.as_deref());
     for stage in &p.stages {
         for input in stage.inputs.values() {
             if input.origin == Origin::Pipeline {

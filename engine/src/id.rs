@@ -12,6 +12,13 @@
 //! | `source-epoch` | the pipeline's `source-epoch`, `null` when unset                |
 //! | `inputs`       | input name → `{type, origin, references: [{id, options}]}`, where a pipeline reference's id is that pipeline's id and a source reference's id is the item's checksum |
 //!
+//! Not in the id, on purpose:
+//!
+//! | not fed        | why                                                              |
+//! |----------------|------------------------------------------------------------------|
+//! | `runner`       | it prepares the build root; the build root itself (`build`) is fed |
+//! | `backend`      | where a stage runs (bwrap or an incus container over the same build tree) must not change what it makes; tests/it/backend_lint.rs checks that lintian's analysis is the same |
+//!
 //! A pipeline's id is its last stage's id (a pipeline without stages has
 //! none). Key order in the manifest never matters (canonical JSON sorts
 //! keys); every listed value does, and a change to any of them changes this

@@ -6,8 +6,10 @@
 //!        sandboxes, store commits → export
 //! ```
 
+pub mod backend;
 pub mod catalog;
 pub mod cli;
+pub mod cli_env;
 pub mod exec;
 pub mod graph;
 pub mod id;

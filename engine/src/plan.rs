@@ -110,14 +110,18 @@ impl Plan {
                         json!({"id": id.as_str(), "type": s.ty, "options": s.options, "inputs": inputs})
                     })
                     .collect();
-                json!({
+                let mut doc = json!({
                     "name": p.name,
                     "id": self.pipeline_id(pi).map(Id::as_str),
                     "build": p.build_name().map(resolve),
                     "runner": p.runner_name(),
                     "source-epoch": p.source_epoch,
                     "stages": stages,
-                })
+                });
+                if let Some(backend) = p.backend {
+                    doc["backend"] = json!(backend.as_str());
+                }
+                doc
             })
             .collect();
         json!({"version": "2", "pipelines": pipelines, "sources": m.raw_sources})

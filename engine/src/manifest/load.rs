@@ -43,6 +43,7 @@ pub fn load(text: &str, origin: &str, catalog: &Catalog) -> Result<Manifest, Man
 
     let mut diagnostics = Vec::new();
     check_stages(&doc, &pipelines, catalog, &mut diagnostics);
+    check_backends(&doc, &pipelines, &mut diagnostics);
     let sources = load_sources(&doc, &mut diagnostics);
     check_references(&doc, &pipelines, &sources, &mut diagnostics);
     if diagnostics.is_empty()
@@ -65,11 +66,35 @@ pub fn load(text: &str, origin: &str, catalog: &Catalog) -> Result<Manifest, Man
         .get("sources")
         .cloned()
         .unwrap_or_else(|| serde_json::json!({}));
-    Ok(Manifest {
+    let mut manifest = Manifest {
         pipelines,
         sources,
         raw_sources,
-    })
+    };
+    crate::backend::pipeline::expand(&mut manifest);
+    Ok(manifest)
+}
+
+/// Where a pipeline's stages may run: incus needs a build pipeline (its
+/// tree becomes the image), and VMs and qemu do not run stages yet.
+fn check_backends(doc: &Value, pipelines: &[Pipeline], out: &mut Vec<Diagnostic>) {
+    use crate::backend::Backend;
+    for (pi, p) in pipelines.iter().enumerate() {
+        let at = format!("/pipelines/{pi}/backend");
+        match p.backend {
+            None | Some(Backend::Unshare) => {}
+            Some(Backend::IncusLxc) if p.build.is_none() => out.push(
+                Diagnostic::at(doc, at, "backend `incus-lxc` needs a `build` pipeline: its tree becomes the container image")
+                    .hint("add \"build\": \"name:PIPELINE\" naming a system with systemd-sysv"),
+            ),
+            Some(Backend::IncusLxc) => {}
+            Some(other) => out.push(Diagnostic::at(
+                doc,
+                at,
+                format!("stages cannot run on backend `{other}` yet; use `unshare` or `incus-lxc`"),
+            )),
+        }
+    }
 }
 
 fn manifest_validator() -> &'static jsonschema::Validator {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! {"version": "2",
-//!  "pipelines": [{"name", "build": "name:P", "runner", "source-epoch",
+//!  "pipelines": [{"name", "build": "name:P", "runner", "source-epoch", "backend",
 //!                 "stages": [{"type", "options", "inputs": {NAME: {"type", "origin", "references"}}}]}],
 //!  "sources": {TYPE: {"items": {CHECKSUM: ITEM}}}}
 //! ```
@@ -71,6 +71,13 @@ pub struct Pipeline {
     /// SOURCE_DATE_EPOCH for every stage.
     #[serde(default, rename = "source-epoch")]
     pub source_epoch: Option<u64>,
+    /// Where its stages run: bwrap (`unshare`, the default) or `incus-lxc`.
+    #[serde(default)]
+    pub backend: Option<crate::backend::Backend>,
+    /// The pipeline that makes the incus image of the build pipeline, for
+    /// a pipeline whose stages run in incus (added by load; see backend::pipeline).
+    #[serde(skip)]
+    pub image: Option<String>,
     /// The stages, in order.
     #[serde(default)]
     pub stages: Vec<Stage>,

@@ -160,6 +160,11 @@ pub fn environment(stage: &str, source_epoch: Option<u64>, network: bool) -> Vec
 impl BwrapSpec {
     /// The `bwrap` arguments (without the program name).
     pub fn to_argv(&self) -> Vec<OsString> {
+        self.to_argv_in("/")
+    }
+
+    /// The `bwrap` arguments, with the command started in `cwd`.
+    pub fn to_argv_in(&self, cwd: &str) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&[
@@ -252,7 +257,7 @@ impl BwrapSpec {
             // stage should learn at once that only its tree is writable.
             a.extend(["--remount-ro".into(), "/".into()]);
         }
-        a.extend(["--chdir".into(), "/".into(), "--".into()]);
+        a.extend(["--chdir".into(), cwd.into(), "--".into()]);
         a.extend(self.argv.iter().cloned());
         a
     }

@@ -7,7 +7,7 @@
 //! (which passes them on to the monitor).
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -132,18 +132,8 @@ pub fn run_logged(
     if interrupted() {
         kill_group(pgid);
     }
-    // A watchdog ends the group at the deadline; finishing first tells it to stop.
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let (done, finished) = mpsc::channel::<()>();
-    let watchdog = timeout.map(|limit| {
-        let timed_out = timed_out.clone();
-        std::thread::spawn(move || {
-            if finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
-                timed_out.store(true, Ordering::SeqCst);
-                kill_group(pgid);
-            }
-        })
-    });
+    // A watchdog ends the group at the deadline.
+    let (timed_out, watchdog) = start_watchdog(pgid, true, timeout);
     for line in BufReader::new(reader).split(b'\n') {
         let Ok(line) = line else { break };
         let _ = log_file.write_all(&line);
@@ -152,10 +142,7 @@ pub fn run_logged(
     }
     let status = child.wait();
     groups().retain(|&g| g != pgid);
-    drop(done);
-    if let Some(w) = watchdog {
-        let _ = w.join();
-    }
+    watchdog.stop();
     match status {
         _ if interrupted() => Outcome::Interrupted,
         _ if timed_out.load(Ordering::SeqCst) => Outcome::TimedOut(timeout.unwrap_or_default()),
@@ -202,4 +189,266 @@ pub fn tail(log: &Path, n: usize) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect()
+}
+
+/// What a [`run`] child reads on stdin.
+#[derive(Debug, Clone, Default)]
+pub enum Stdin {
+    /// Nothing (`/dev/null`).
+    #[default]
+    Null,
+    /// These bytes, then end of file.
+    Bytes(Vec<u8>),
+    /// strata's own stdin, passed through (the child then stays in strata's
+    /// process group, so that it can read a terminal and the terminal's
+    /// Ctrl-C reaches it).
+    Inherit,
+}
+
+/// Where a [`run`] child's stdout and stderr go.
+#[derive(Clone, Copy, Default)]
+pub enum Output<'a> {
+    /// Kept and returned.
+    #[default]
+    Capture,
+    /// strata's own stdout and stderr, as they come.
+    Inherit,
+    /// Both into one log file, and each line handed to `on_line`: a
+    /// stage's output ([`run_logged`]).
+    Log {
+        /// The log file.
+        path: &'a Path,
+        /// Gets each line (without its newline) as it comes.
+        on_line: &'a (dyn Fn(&[u8]) + Sync),
+    },
+}
+
+impl std::fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Capture => f.write_str("Capture"),
+            Output::Inherit => f.write_str("Inherit"),
+            Output::Log { path, .. } => f
+                .debug_struct("Log")
+                .field("path", path)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// One program to run, outside of any stage log.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation<'a> {
+    /// The program (looked up on PATH).
+    pub program: OsString,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Its stdin.
+    pub stdin: Stdin,
+    /// Its stdout and stderr.
+    pub output: Output<'a>,
+    /// End its process group after this long.
+    pub timeout: Option<Duration>,
+    /// Runs even after Ctrl-C: clean-up (deleting an instance) must.
+    pub cleanup: bool,
+}
+
+/// How a [`run`] ended and what it printed (empty unless captured).
+#[derive(Debug)]
+pub struct Ran {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Its stdout.
+    pub stdout: Vec<u8>,
+    /// Its stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs an [`Invocation`] to its end: the same process-group, Ctrl-C and
+/// watchdog rules as stages, with stdout and stderr apart.
+pub fn run(inv: &Invocation) -> Ran {
+    let failed = |e: std::io::Error| Ran {
+        outcome: Outcome::SpawnFailed(e),
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    if interrupted() && !inv.cleanup {
+        return Ran {
+            outcome: Outcome::Interrupted,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+    }
+    if let Output::Log { path, on_line } = inv.output {
+        let program = inv.program.to_string_lossy();
+        let outcome = run_logged(&program, &inv.args, path, on_line, inv.timeout);
+        return Ran {
+            outcome,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        };
+    }
+    let mut cmd = Command::new(&inv.program);
+    cmd.args(&inv.args);
+    cmd.stdin(match inv.stdin {
+        Stdin::Null => Stdio::null(),
+        Stdin::Bytes(_) => Stdio::piped(),
+        Stdin::Inherit => Stdio::inherit(),
+    });
+    let (out, err) = match inv.output {
+        Output::Inherit => (Stdio::inherit(), Stdio::inherit()),
+        _ => (Stdio::piped(), Stdio::piped()),
+    };
+    cmd.stdout(out).stderr(err);
+    let own_group = !matches!(inv.stdin, Stdin::Inherit);
+    if own_group {
+        cmd.process_group(0);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let program = inv.program.to_string_lossy();
+            return failed(std::io::Error::new(e.kind(), format!("{program}: {e}")));
+        }
+    };
+    let pid = i32::try_from(child.id()).unwrap_or(0);
+    if own_group && !inv.cleanup {
+        groups().push(pid);
+        if interrupted() {
+            kill_group(pid);
+        }
+    }
+    let feeder = match (&inv.stdin, child.stdin.take()) {
+        (Stdin::Bytes(bytes), Some(mut pipe)) => {
+            let bytes = bytes.clone();
+            // A child that exits without reading gives EPIPE: not our error.
+            Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(&bytes);
+            }))
+        }
+        _ => None,
+    };
+    let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        pipe.map(|mut p| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = p.read_to_end(&mut buf);
+                buf
+            })
+        })
+    };
+    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as _));
+    let (timed_out, watchdog) = start_watchdog(pid, own_group, inv.timeout);
+    let status = child.wait();
+    if own_group && !inv.cleanup {
+        groups().retain(|&g| g != pid);
+    }
+    watchdog.stop();
+    let collect = |h: Option<std::thread::JoinHandle<Vec<u8>>>| {
+        h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+    };
+    let (stdout, stderr) = (collect(stdout), collect(stderr));
+    if let Some(f) = feeder {
+        let _ = f.join();
+    }
+    let outcome = match status {
+        _ if interrupted() && !inv.cleanup => Outcome::Interrupted,
+        _ if timed_out.load(Ordering::SeqCst) => Outcome::TimedOut(inv.timeout.unwrap_or_default()),
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Outcome::Finished(code),
+            (None, Some(sig)) => Outcome::Killed(sig),
+            (None, None) => Outcome::Finished(-1),
+        },
+        Err(e) => Outcome::SpawnFailed(e),
+    };
+    Ran {
+        outcome,
+        stdout,
+        stderr,
+    }
+}
+
+/// Ends the child (its whole group when it has one) if it outlives `limit`.
+struct Watchdog(Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>);
+
+impl Watchdog {
+    fn stop(self) {
+        if let Some((done, thread)) = self.0 {
+            drop(done);
+            let _ = thread.join();
+        }
+    }
+}
+
+fn start_watchdog(pid: i32, group: bool, limit: Option<Duration>) -> (Arc<AtomicBool>, Watchdog) {
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let Some(limit) = limit else {
+        return (timed_out, Watchdog(None));
+    };
+    let (done, finished) = mpsc::channel::<()>();
+    let flag = timed_out.clone();
+    let thread = std::thread::spawn(move || {
+        if finished.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+            flag.store(true, Ordering::SeqCst);
+            if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                let kill = rustix::process::Signal::KILL;
+                let _ = if group {
+                    rustix::process::kill_process_group(pid, kill)
+                } else {
+                    rustix::process::kill_process(pid, kill)
+                };
+            }
+        }
+    });
+    (timed_out, Watchdog(Some((done, thread))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, stdin: Stdin, timeout: Option<Duration>) -> Ran {
+        run(&Invocation {
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            stdin,
+            timeout,
+            ..Invocation::default()
+        })
+    }
+
+    #[test]
+    fn run_keeps_stdout_and_stderr_apart_and_feeds_stdin() {
+        let ran = sh(
+            "cat; echo err >&2; exit 3",
+            Stdin::Bytes(b"in\n".to_vec()),
+            None,
+        );
+        assert!(matches!(ran.outcome, Outcome::Finished(3)), "{ran:?}");
+        assert_eq!(ran.stdout, b"in\n");
+        assert_eq!(ran.stderr, b"err\n");
+    }
+
+    #[test]
+    fn run_ends_the_whole_group_at_the_timeout() {
+        let started = std::time::Instant::now();
+        let ran = sh(
+            "sleep 30 & sleep 30",
+            Stdin::Null,
+            Some(Duration::from_millis(200)),
+        );
+        assert!(matches!(ran.outcome, Outcome::TimedOut(_)), "{ran:?}");
+        // The background sleep held stdout open too: it was ended with the group.
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn run_reports_a_missing_program() {
+        let ran = run(&Invocation {
+            program: "strata-no-such-program".into(),
+            ..Invocation::default()
+        });
+        assert!(matches!(ran.outcome, Outcome::SpawnFailed(_)), "{ran:?}");
+    }
 }

@@ -179,6 +179,11 @@ impl Drop for Mounted {
 pub struct Workspace {
     dir: tempfile::TempDir,
     mounted: bool,
+    /// A plain directory holding the whole tree, no overlay: for stages
+    /// that run where strata's mounts cannot be seen (an incus instance
+    /// takes the tree as a disk device, and incusd lives in the host's
+    /// mount namespace). Its commit is a whole tree.
+    flat: bool,
 }
 
 impl Workspace {
@@ -216,11 +221,41 @@ impl Workspace {
         // (hardlinks written in place through one name then split).
         mount_overlay(format!("{options},index=on"), &d.join("merged"))
             .or_else(|_| mount_overlay(format!("{options},index=off"), &d.join("merged")))?;
-        Ok(Workspace { dir, mounted: true })
+        Ok(Workspace {
+            dir,
+            mounted: true,
+            flat: false,
+        })
+    }
+
+    /// A flat workspace in `dir`: a copy of the tree at `from` (or an empty
+    /// tree) in a plain directory.
+    pub fn flat(from: Option<&Path>, dir: tempfile::TempDir) -> Result<Workspace, StoreError> {
+        let upper = dir.path().join("upper");
+        match from {
+            Some(from) => super::copy::copy_tree(from, &upper)?,
+            None => {
+                fs::create_dir(&upper)?;
+                fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))?;
+            }
+        }
+        Ok(Workspace {
+            dir,
+            mounted: false,
+            flat: true,
+        })
+    }
+
+    /// Whether this is a [`Workspace::flat`] one, whose upper dir is the whole tree.
+    pub fn is_flat(&self) -> bool {
+        self.flat
     }
 
     /// The tree the stage works on.
     pub fn merged(&self) -> PathBuf {
+        if self.flat {
+            return self.upper();
+        }
         self.dir.path().join("merged")
     }
 
@@ -236,6 +271,9 @@ impl Workspace {
     /// to the copied-up file, so the layer stores the tree the stage saw
     /// through the names it used. `lower` is the stack below (top first).
     pub fn finish(&mut self, lower: &[PathBuf]) -> Result<(), StoreError> {
+        if self.flat {
+            return Ok(());
+        }
         let split = split_links(&self.upper(), lower, &self.merged())?;
         self.unmount();
         for link in split {

@@ -279,6 +279,19 @@ impl Store {
         layers::View::open(&stack, dir)
     }
 
+    /// A flat workspace: a plain copy of the tree of `base` (or an empty
+    /// tree), for stages that cannot see strata's mounts.
+    pub fn flat_workspace(&self, base: Option<&Id>) -> Result<layers::Workspace, StoreError> {
+        let dir = self.work_dir("build")?;
+        match base {
+            Some(id) => {
+                let view = self.view(id)?;
+                layers::Workspace::flat(Some(view.path()), dir)
+            }
+            None => layers::Workspace::flat(None, dir),
+        }
+    }
+
     /// A writable workspace over the tree of `base` (or an empty tree).
     pub fn workspace(&self, base: Option<&Id>) -> Result<layers::Workspace, StoreError> {
         let stack = match base {

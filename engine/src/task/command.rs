@@ -51,20 +51,6 @@ pub struct TaskRunArgs {
     stage_timeout: Option<u64>,
 }
 
-/// `strata env …`.
-#[derive(Debug, Subcommand)]
-pub enum EnvCommand {
-    /// List the environments (systems tasks can run in) the store holds.
-    Ls {
-        /// The object store [default: as for build].
-        #[arg(long, value_name = "DIR")]
-        store: Option<PathBuf>,
-        /// Print JSON rather than a table.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 fn read(task: &str) -> Result<(String, String), i32> {
     if task == "-" {
         let mut text = String::new();
@@ -157,30 +143,28 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
     }
 }
 
-/// Runs `strata env …`; returns the exit code.
-pub fn env_main(cmd: EnvCommand) -> i32 {
-    match cmd {
-        EnvCommand::Ls { store, json } => match env::list(&store.unwrap_or_else(default_store)) {
-            Ok(envs) => {
-                if json {
-                    let brief: Vec<_> = envs
-                        .iter()
-                        .map(|e| {
-                            serde_json::json!({"id": e.id, "vendor": e.vendor, "codename": e.codename,
-                                "variant": e.variant, "architecture": e.architecture,
-                                "backends": e.backends, "created": e.created})
-                        })
-                        .collect();
-                    println!("{}", serde_json::to_string_pretty(&brief).expect("json"));
-                } else {
-                    print!("{}", env::table(&envs));
-                }
-                0
+/// `strata env ls`: the environments (systems tasks run in) the store holds.
+pub fn env_ls(store: Option<PathBuf>, json: bool) -> i32 {
+    match env::list(&store.unwrap_or_else(default_store)) {
+        Ok(envs) => {
+            if json {
+                let brief: Vec<_> = envs
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({"id": e.id, "vendor": e.vendor, "codename": e.codename,
+                            "variant": e.variant, "architecture": e.architecture,
+                            "backends": e.backends, "created": e.created})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&brief).expect("json"));
+            } else {
+                print!("{}", env::table(&envs));
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
-        },
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
     }
 }

@@ -1,0 +1,163 @@
+//! `make bench`: execution environments. For unshare (bwrap over the
+//! environment's tree) and incus-lxc (the incus CLI), medians over runs that
+//! alternate between the two backends:
+//!
+//! - start to first command: `start` + `run true` (incus: a stopped instance
+//!   booted until systemd is running, then the command);
+//! - run round trip: `run true` in a started environment;
+//! - launch to ready (incus): create an instance from the imported image,
+//!   start it, wait for systemd, destroy it.
+//!
+//! Targets (issue 5): unshare start+run ≤ 30 ms; incus-lxc run round trip
+//! ≤ 100 ms; launch to ready ≤ 3 s on a btrfs pool (this machine's pool is
+//! `dir`: the number below is for that driver).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata::backend::cli::SystemCli;
+use strata::backend::envs::{self, Image};
+use strata::backend::image::{self, Source};
+use strata::backend::{Backend, ExecutionEnvironment, RunOptions};
+use strata::catalog::Catalog;
+
+const MANIFEST: &str = r#"{"version": "2", "pipelines": [{"name": "system", "runner": "debian", "source-epoch": 1700000000,
+  "stages": [{"type": "bootstrap", "options": {
+    "bootstrap_options": {"architecture": "amd64", "variant": "minbase", "extra_packages": ["systemd-sysv"]},
+    "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}]}}]}]}"#;
+
+fn main() {
+    let (root, strata) = common::strata();
+    let runs = common::runs(11);
+    let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backend-bench-store");
+    let mut child = Command::new(&strata)
+        .args(["build", "-", "-q", "--checkpoint", "*", "--store"])
+        .arg(&store)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(MANIFEST.as_bytes())
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "bootstrap failed");
+    let catalog = Catalog::new(vec![]).with_builtin_dir(root.join("target/release"));
+    let source = Source::Pipeline {
+        text: MANIFEST.into(),
+        origin: "bench".into(),
+        name: "system".into(),
+    };
+    let system = image::build_system(&store, &catalog, &source, true, true).unwrap();
+    let alias = image::alias(&system.id);
+    image::import(
+        &SystemCli,
+        &store,
+        system.image_files.as_ref().unwrap(),
+        &alias,
+    )
+    .unwrap();
+
+    let make = |name: &str, backend: Backend| -> Box<dyn ExecutionEnvironment> {
+        let _ = envs::delete(&store, name);
+        let _ = std::fs::remove_dir_all(envs::dir(&store).join(name));
+        let _ = Command::new("incus")
+            .args(["delete", "--force", &format!("strata-{name}")])
+            .output();
+        let image = match backend {
+            Backend::Unshare => Image::Build(source.clone()),
+            _ => Image::Alias(alias.clone()),
+        };
+        envs::create(
+            &store,
+            &catalog,
+            name,
+            backend,
+            &image,
+            Arc::new(SystemCli),
+            true,
+        )
+        .unwrap()
+    };
+    let mut unshare = make("bench-u", Backend::Unshare);
+    let mut lxc = make("bench-l", Backend::IncusLxc);
+    let argv = vec!["true".to_owned()];
+    let opts = RunOptions::captured();
+
+    let (mut u_start, mut l_start, mut u_run, mut l_run, mut launch, mut launch_create) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..runs {
+        let t = Instant::now();
+        unshare.start().unwrap();
+        assert_eq!(unshare.run(&argv, &opts).unwrap().status, 0);
+        u_start.push(t.elapsed());
+
+        let t = Instant::now();
+        lxc.start().unwrap();
+        assert_eq!(lxc.run(&argv, &opts).unwrap().status, 0);
+        l_start.push(t.elapsed());
+
+        for _ in 0..3 {
+            let t = Instant::now();
+            assert_eq!(unshare.run(&argv, &opts).unwrap().status, 0);
+            u_run.push(t.elapsed());
+            let t = Instant::now();
+            assert_eq!(lxc.run(&argv, &opts).unwrap().status, 0);
+            l_run.push(t.elapsed());
+        }
+        unshare.stop().unwrap();
+        lxc.stop().unwrap();
+
+        if i % 2 == 0 {
+            let t = Instant::now();
+            let mut fresh = make("bench-launch", Backend::IncusLxc);
+            let made = t.elapsed();
+            fresh.start().unwrap();
+            launch.push(t.elapsed());
+            launch_create.push(made);
+            envs::delete(&store, "bench-launch").unwrap();
+        }
+    }
+    envs::delete(&store, "bench-u").unwrap();
+    envs::delete(&store, "bench-l").unwrap();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let pools = Command::new("incus")
+        .args(["storage", "list", "--format", "csv", "-c", "nD"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().replace('\n', " "))
+        .unwrap_or_default();
+    println!("execution environments, medians of {runs} alternating runs (incus pools: {pools})");
+    println!(
+        "  unshare   start + first run   {:8.1} ms   (target ≤ 30 ms)",
+        ms(common::median(&mut u_start))
+    );
+    println!(
+        "  unshare   run round trip      {:8.1} ms",
+        ms(common::median(&mut u_run))
+    );
+    println!(
+        "  incus-lxc start + first run   {:8.1} ms   (boot until systemd is running)",
+        ms(common::median(&mut l_start))
+    );
+    println!(
+        "  incus-lxc run round trip      {:8.1} ms   (target ≤ 100 ms)",
+        ms(common::median(&mut l_run))
+    );
+    println!(
+        "  incus-lxc launch to ready     {:8.1} ms   (target ≤ 3 s on btrfs; {} runs)",
+        ms(common::median(&mut launch)),
+        launch.len()
+    );
+    println!(
+        "            of which create     {:8.1} ms   (incus init: the image unpacked into the pool)",
+        ms(common::median(&mut launch_create))
+    );
+}

@@ -1,0 +1,156 @@
+//! A pipeline whose stages run in an incus container: the lintian stage of
+//! tests/it/package.rs, once through bwrap and once with
+//! `"backend": "incus-lxc"`, gives the same analysis.json; the instance is
+//! gone afterwards, also when the stage fails and when strata is
+//! interrupted. The build environment gets systemd-sysv: incus boots it.
+
+use crate::package;
+use crate::support::{Env, bin_dir};
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn manifest(incus: bool, fail_on: &str) -> Value {
+    let mut m = package::manifest(
+        "lint-strata",
+        json!({"build_components": ["any", "all", "source"]}),
+        Some(json!({"fail_on_severity": fail_on})),
+    );
+    m["pipelines"][0]["stages"][0]["options"]["bootstrap_options"]["extra_packages"] =
+        json!(["debhelper", "lintian", "systemd-sysv"]);
+    if incus {
+        m["pipelines"][2]["backend"] = json!("incus-lxc");
+    }
+    m
+}
+
+/// Instances some strata stage made (`strata-stage-PID-N`).
+fn stage_instances(pid: u32) -> Vec<String> {
+    let out = Command::new("incus")
+        .args(["list", "--format", "csv", "-c", "n"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|n| n.starts_with(&format!("strata-stage-{pid}-")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn lint(env: &Env, m: &Value, out: &str) -> (crate::support::Run, Value, String) {
+    let dir = env.path(out);
+    let run = env.build(
+        m,
+        &[
+            "--checkpoint",
+            "env",
+            "--checkpoint",
+            "build",
+            "--export",
+            "lint",
+            "--output-directory",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let analysis = std::fs::read(dir.join("lint/analysis.json"))
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or(Value::Null);
+    let text = std::fs::read_to_string(dir.join("lint/lintian.txt")).unwrap_or_default();
+    (run, analysis, text)
+}
+
+#[test]
+fn lintian_gives_the_same_analysis_in_incus_as_in_bwrap() {
+    let env = Env::new();
+    let (run, bwrap, bwrap_text) = lint(&env, &manifest(false, "none"), "bwrap");
+    run.success();
+    assert!(!run.stderr().contains("incus instance"), "{}", run.stderr());
+    assert_eq!(
+        bwrap["summary"]["tags_count_by_severity"]["error"], 7,
+        "{bwrap:#}"
+    );
+
+    let (run, incus, incus_text) = lint(&env, &manifest(true, "none"), "incus");
+    run.success();
+    assert!(
+        run.stderr()
+            .contains("lint/lintian: running in incus instance strata-stage-"),
+        "{}",
+        run.stderr()
+    );
+    assert_eq!(incus, bwrap, "the same analysis.json");
+    assert_eq!(incus_text, bwrap_text, "the same lintian.txt");
+    let pid_prefix = "strata-stage-";
+    let left: Vec<String> = String::from_utf8_lossy(
+        &Command::new("incus")
+            .args(["list", "--format", "csv", "-c", "n"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .lines()
+    .filter(|n| n.starts_with(pid_prefix))
+    .map(str::to_owned)
+    .collect();
+    assert!(left.is_empty(), "instances left: {left:?}");
+
+    // A failing stage: the instance goes too.
+    let (run, _, _) = lint(&env, &manifest(true, "error"), "fails");
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    assert!(run.stderr().contains("lintian found"), "{}", run.stderr());
+
+    // Ctrl-C while the stage runs in its instance: exit 130, nothing left.
+    let dir = env.path("interrupted");
+    let mut child = Command::new(bin_dir().join("strata"))
+        .args([
+            "build",
+            "-",
+            "--checkpoint",
+            "env",
+            "--checkpoint",
+            "build",
+            "--store",
+        ])
+        .arg(env.store())
+        .arg("--output-directory")
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(manifest(true, "none").to_string().as_bytes())
+            .unwrap();
+    }
+    let pid = child.id();
+    let t = Instant::now();
+    while stage_instances(pid).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no instance appeared"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stage_instances(pid).is_empty(),
+        "{:?}",
+        stage_instances(pid)
+    );
+}
