@@ -30,6 +30,8 @@ const MANIFEST: &str = r#"{"version": "2", "pipelines": [{"name": "system", "run
     "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}]}}]}]}"#;
 
 fn main() {
+    // Stored systems are read through overlay mounts: keep them ours.
+    strata::store::layers::enter_private_namespace().expect("a mount namespace of our own");
     let (root, strata) = common::strata();
     let runs = common::runs(11);
     let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backend-bench-store");
