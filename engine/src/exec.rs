@@ -703,7 +703,7 @@ impl Builder<'_> {
                         match sources.fetch(item.ty, &item.checksum, &item.item) {
                             Ok(fetched) => {
                                 if fetched.cached {
-                                    record_use(&fetched.path);
+                                    self.store().touch_source(&fetched.path);
                                 }
                                 announce(true, fetched.cached, Some(fetched.bytes))
                             }
@@ -1357,22 +1357,4 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Records a source item's use in its access time (its data and mtime,
-/// which inputs show to stages, stay as they are).
-fn record_use(path: &Path) {
-    let now = rustix::fs::Timespec {
-        tv_sec: 0,
-        tv_nsec: rustix::fs::UTIME_NOW,
-    };
-    let keep = rustix::fs::Timespec {
-        tv_sec: 0,
-        tv_nsec: rustix::fs::UTIME_OMIT,
-    };
-    let times = rustix::fs::Timestamps {
-        last_access: now,
-        last_modification: keep,
-    };
-    let _ = rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty());
 }

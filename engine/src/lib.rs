@@ -10,6 +10,7 @@ pub mod backend;
 pub mod catalog;
 pub mod cli;
 pub mod cli_env;
+pub mod clock;
 pub mod exec;
 pub mod graph;
 pub mod id;

@@ -129,7 +129,8 @@ fn copy_xattrs(from: &Path, to: &Path, is_link: bool) -> io::Result<()> {
     Ok(())
 }
 
-fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
+/// The names of `path`'s xattrs (never following a final symlink).
+pub(crate) fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
     let mut buf = vec![0u8; 1024];
     loop {
         match rustix::fs::llistxattr(path, &mut buf[..]) {

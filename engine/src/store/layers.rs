@@ -435,21 +435,14 @@ pub fn clean_upper(dir: &Path, bottom: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// The names of `path`'s xattrs; none where the filesystem has none.
 fn list_xattrs(path: &Path) -> io::Result<Vec<Vec<u8>>> {
-    let mut buf = vec![0u8; 1024];
-    loop {
-        match rustix::fs::llistxattr(path, &mut buf[..]) {
-            Ok(n) => {
-                return Ok(buf[..n]
-                    .split(|b| *b == 0)
-                    .filter(|s| !s.is_empty())
-                    .map(<[u8]>::to_vec)
-                    .collect());
-            }
-            Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
-            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
-            Err(e) => return Err(io::Error::other(format!("{}: {e}", path.display()))),
+    match super::copy::list_xattrs(path) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) => {
+            Ok(Vec::new())
         }
+        Err(e) => Err(io::Error::other(format!("{}: {e}", path.display()))),
+        ok => ok,
     }
 }
 

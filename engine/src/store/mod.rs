@@ -304,20 +304,16 @@ impl Store {
     /// Records that `id` was used now (LRU order for collection).
     pub fn touch(&self, id: &Id) {
         let used = self.object_dir(id.as_str()).join("meta/used");
-        let now = rustix::fs::Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_NOW,
-        };
-        let times = rustix::fs::Timestamps {
-            last_access: now,
-            last_modification: now,
-        };
         // A stamp, not data: if it cannot be written the object only looks older.
-        if rustix::fs::utimensat(rustix::fs::CWD, &used, &times, rustix::fs::AtFlags::empty())
-            .is_err()
-        {
+        if stamp(&used, true).is_err() {
             let _ = std::fs::File::create(&used);
         }
+    }
+
+    /// Records that the source item at `path` was used now, in its access
+    /// time: its data and mtime, which inputs show to stages, stay.
+    pub fn touch_source(&self, path: &Path) {
+        let _ = stamp(path, false);
     }
 
     /// The stage metadata stored with `id` (`null` when none).
@@ -601,4 +597,21 @@ fn is_exists(e: &io::Error) -> bool {
     let code = e.raw_os_error();
     code == Some(rustix::io::Errno::EXIST.raw_os_error())
         || code == Some(rustix::io::Errno::NOTEMPTY.raw_os_error())
+}
+
+/// Sets `path`'s access time (and its modification time when `modified`) to now.
+fn stamp(path: &Path, modified: bool) -> rustix::io::Result<()> {
+    let now = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_NOW,
+    };
+    let keep = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_OMIT,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: now,
+        last_modification: if modified { now } else { keep },
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty())
 }
