@@ -97,6 +97,12 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
             }
         }
         TaskCommand::Run(args) => {
+            // As for `strata build`: the build's mounts are ours alone and
+            // die with us; first, before the interrupt handler's thread.
+            if let Err(e) = crate::store::layers::enter_private_namespace() {
+                eprintln!("error: {e}");
+                return 1;
+            }
             crate::sandbox::process::install_interrupt_handler();
             let (text, origin) = match read(&args.task) {
                 Ok(t) => t,
