@@ -9,8 +9,11 @@
 //!   start it, wait for systemd, destroy it.
 //!
 //! Targets (issue 5): unshare start+run ≤ 30 ms; incus-lxc run round trip
-//! ≤ 100 ms; launch to ready ≤ 3 s on a btrfs pool (this machine's pool is
-//! `dir`: the number below is for that driver).
+//! ≤ 100 ms; launch to ready ≤ 3 s on a btrfs pool. The instances use the
+//! `debusine` profile's pool (`dir` as docs/incus-setup.sh makes it); with
+//! `STRATA_BENCH_INCUS_POOL=POOL` the profile's root disk points at POOL for
+//! the bench and back afterwards, e.g. after
+//! `incus storage create strata-bench-btrfs btrfs size=8GiB`.
 
 mod common;
 
@@ -29,7 +32,44 @@ const MANIFEST: &str = r#"{"version": "2", "pipelines": [{"name": "system", "run
     "bootstrap_options": {"architecture": "amd64", "variant": "minbase", "extra_packages": ["systemd-sysv"]},
     "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}]}}]}]}"#;
 
+/// Points the `debusine` profile's root disk at another pool while it lives.
+struct ProfilePool(Option<String>);
+
+impl ProfilePool {
+    fn set(pool: Option<String>) -> ProfilePool {
+        let Some(pool) = pool else {
+            return ProfilePool(None);
+        };
+        let was = Command::new("incus")
+            .args(["profile", "device", "get", "debusine", "root", "pool"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap();
+        set_profile_pool(&pool);
+        ProfilePool(Some(was))
+    }
+}
+
+impl Drop for ProfilePool {
+    fn drop(&mut self) {
+        if let Some(was) = &self.0 {
+            set_profile_pool(was);
+        }
+    }
+}
+
+fn set_profile_pool(pool: &str) {
+    let ok = Command::new("incus")
+        .args(["profile", "device", "set", "debusine", "root"])
+        .arg(format!("pool={pool}"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "cannot point the debusine profile at pool {pool}");
+}
+
 fn main() {
+    let _pool = ProfilePool::set(std::env::var("STRATA_BENCH_INCUS_POOL").ok());
     // Stored systems are read through overlay mounts: keep them ours.
     strata::store::layers::enter_private_namespace().expect("a mount namespace of our own");
     let (root, strata) = common::strata();
@@ -131,12 +171,24 @@ fn main() {
     envs::delete(&store, "bench-l").unwrap();
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let pools = Command::new("incus")
-        .args(["storage", "list", "--format", "csv", "-c", "nD"])
+    let pool = Command::new("incus")
+        .args(["profile", "device", "get", "debusine", "root", "pool"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().replace('\n', " "))
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    println!("execution environments, medians of {runs} alternating runs (incus pools: {pools})");
+    let driver = Command::new("incus")
+        .args(["storage", "show", &pool])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("driver: ").map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    println!(
+        "execution environments, medians of {runs} alternating runs (incus pool {pool}, driver {driver})"
+    );
     println!(
         "  unshare   start + first run   {:8.1} ms   (target ≤ 30 ms)",
         ms(common::median(&mut u_start))
