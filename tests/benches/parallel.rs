@@ -36,7 +36,7 @@ fn main() {
     let build = |jobs: &str, store: &Path| {
         let t = Instant::now();
         let out = Command::new(&strata)
-            .args(["build", "-q", "--jobs", jobs, "--libdir"])
+            .args(["build", "-q", "--no-checkpoint", "--jobs", jobs, "--libdir"])
             .arg(&lib)
             .arg("--store")
             .arg(store)
