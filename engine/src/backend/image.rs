@@ -217,11 +217,7 @@ fn build(
         jobs: exec::schedule::default_jobs(),
         ..BuildOptions::default()
     };
-    let monitor = if quiet {
-        Monitor::silent()
-    } else {
-        Monitor::new(vec![Box::new(crate::monitor::Plain::new())], true)
-    };
+    let monitor = Monitor::plain(quiet);
     let (_, result) = exec::build(m, &plan, catalog, &opts, &monitor);
     match result {
         Ok(()) => Ok(plan),

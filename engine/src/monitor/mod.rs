@@ -263,6 +263,15 @@ impl Monitor {
         Monitor::new(Vec::new(), false)
     }
 
+    /// Plain lines on stderr, or nothing when `quiet`: for commands that
+    /// build on the way to something else (`task run`, `env create`).
+    pub fn plain(quiet: bool) -> Monitor {
+        if quiet {
+            return Monitor::silent();
+        }
+        Monitor::new(vec![Box::new(Plain::new())], true)
+    }
+
     /// Whether log lines are worth sending.
     pub fn wants_logs(&self) -> bool {
         self.wants_logs

@@ -218,11 +218,7 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         ..BuildOptions::default()
     };
     // Tasks report as plain lines: a task run is mostly driven by scripts.
-    let monitor = if opts.quiet {
-        Monitor::silent()
-    } else {
-        Monitor::new(vec![Box::new(crate::monitor::Plain::new())], true)
-    };
+    let monitor = Monitor::plain(opts.quiet);
     let (report, built) = exec::build(&m, &plan, &catalog, &build_opts, &monitor);
     let meta_of = |name: &str| {
         report.stages[m.index(name)]
