@@ -165,7 +165,74 @@ impl Root {
     }
 }
 
+/// An archive made at the top of a tree under a hidden name
+/// (`/.NAME.strata-tmp`) and renamed to `/NAME` with mode 0644 once
+/// complete, so a stage's output archive is whole or absent.
+#[derive(Debug)]
+pub struct StagedFile {
+    entry: Entry,
+    name: String,
+    /// The file being written (read-write, so it can be read back).
+    pub file: std::fs::File,
+}
+
+impl StagedFile {
+    fn io(&self, what: &'static str) -> impl FnOnce(Errno) -> Error + use<> {
+        let path = format!("/{}", self.name);
+        move |e: Errno| Error::Io {
+            what,
+            path,
+            source: e.into(),
+        }
+    }
+
+    /// Gives the finished file its name and mode 0644; on failure it is removed.
+    pub fn publish(self) -> Result<(), Error> {
+        let done = rustix::fs::fchmod(&self.file, Mode::from_raw_mode(0o644))
+            .map_err(self.io("cannot set the mode of"))
+            .and_then(|()| {
+                rustix::fs::renameat(
+                    self.entry.dir(),
+                    self.entry.name(),
+                    self.entry.dir(),
+                    self.name.as_str(),
+                )
+                .map_err(self.io("cannot move the finished archive to"))
+            });
+        if done.is_err() {
+            self.discard();
+        }
+        done
+    }
+
+    /// Removes the unfinished file (after a failure, whose error matters more).
+    pub fn discard(self) {
+        let _ = rustix::fs::unlinkat(self.entry.dir(), self.entry.name(), AtFlags::empty());
+    }
+}
+
 impl Root {
+    /// A [`StagedFile`] that becomes `/name` at the top of this tree.
+    pub fn stage_file(&self, name: &str) -> Result<StagedFile, Error> {
+        let entry = self.entry(&format!("/.{name}.strata-tmp"))?;
+        let fd = rustix::fs::openat(
+            entry.dir(),
+            entry.name(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(|e| Error::Io {
+            what: "cannot create the archive",
+            path: format!("/{name}"),
+            source: e.into(),
+        })?;
+        Ok(StagedFile {
+            entry,
+            name: name.to_owned(),
+            file: std::fs::File::from(fd),
+        })
+    }
+
     /// Replaces the contents of the regular file at `path` (creating it),
     /// then sets `mode` exactly. Writing in place keeps an existing file's
     /// owner and hard links; anything there that is not a regular file is

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use args::{ARGS_ENV, ARGS_PATH, Args, Input, Meta, Paths};
-pub use beneath::{Entry, Root, locate};
+pub use beneath::{Entry, Root, StagedFile, locate};
 pub use tool::{Failure, program, run as run_tool};
 
 /// What can go wrong in the shared parts of a stage.

@@ -20,12 +20,11 @@ use std::io::{Read, Seek, SeekFrom};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow, bail};
-use rustix::fs::{AtFlags, Mode, OFlags};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use strata_stage::archive::{Compression, pack, tar_command};
-use strata_stage::{Args, Error, Root, write_meta};
+use strata_stage::{Args, Root, write_meta};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,40 +52,21 @@ fn run(args: &Args) -> anyhow::Result<()> {
     })?;
 
     let tree = Root::tree(args)?;
-    let staging = tree.entry(&format!("/.{name}.strata-tmp"))?;
-    let io = |what: &'static str| {
-        let path = format!("/{name}");
-        move |e: rustix::io::Errno| Error::Io {
-            what,
-            path,
-            source: e.into(),
-        }
-    };
-    let fd = rustix::fs::openat(
-        staging.dir(),
-        staging.name(),
-        OFlags::RDWR | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )
-    .map_err(io("cannot create the archive"))?;
-    let mut out = File::from(fd);
-
+    let mut staged = tree.stage_file(name)?;
     let mut tar = tar_command(&input.path, args.meta.source_epoch);
     tar.arg(".");
-    let packed = pack(tar, options.compression, &out)
+    let packed = pack(tar, options.compression, &staged.file)
         .map_err(anyhow::Error::from)
-        .and_then(|()| digest(&mut out).context("cannot read back the archive"));
+        .and_then(|()| digest(&mut staged.file).context("cannot read back the archive"));
     let (size, sha256) = match packed {
         Ok(done) => done,
         Err(e) => {
             // Leave no half archive behind; the error that matters is `e`.
-            let _ = rustix::fs::unlinkat(staging.dir(), staging.name(), AtFlags::empty());
+            staged.discard();
             return Err(e);
         }
     };
-    rustix::fs::fchmod(&out, Mode::from_raw_mode(0o644)).map_err(io("cannot set the mode of"))?;
-    rustix::fs::renameat(staging.dir(), staging.name(), staging.dir(), name.as_str())
-        .map_err(io("cannot move the finished archive to"))?;
+    staged.publish()?;
 
     println!(
         "packed input tree into /{name} ({}, {size} bytes, {sha256})",

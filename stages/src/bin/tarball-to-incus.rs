@@ -32,13 +32,12 @@
 //! the pipeline's source-epoch, or without one the input's
 //! /var/lib/dpkg/status time (when its packages last changed).
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, anyhow, bail};
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType};
 use serde::Deserialize;
 use serde_json::json;
 use strata_stage::archive::{Compression, Sink, splice, tar_command};
@@ -419,24 +418,9 @@ fn write_output(
     compression: Compression,
     fill: impl FnOnce(&mut Sink) -> Result<(), Error>,
 ) -> anyhow::Result<()> {
-    let staging = tree.entry(&format!("/.{name}.strata-tmp"))?;
-    let io = |what: &'static str| {
-        let path = format!("/{name}");
-        move |e: rustix::io::Errno| Error::Io {
-            what,
-            path,
-            source: e.into(),
-        }
-    };
-    let fd = rustix::fs::openat(
-        staging.dir(),
-        staging.name(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )
-    .map_err(io("cannot create the archive"))?;
-    let out = File::from(fd);
-    let done = out
+    let staged = tree.stage_file(name)?;
+    let filled = staged
+        .file
         .try_clone()
         .context("cannot duplicate the archive's descriptor")
         .and_then(|keep| {
@@ -450,19 +434,15 @@ fn write_output(
                     Err(e.into())
                 }
             }
-        })
-        .and_then(|()| {
-            rustix::fs::fchmod(&out, Mode::from_raw_mode(0o644))
-                .map_err(io("cannot set the mode of"))?;
-            rustix::fs::renameat(staging.dir(), staging.name(), staging.dir(), name)
-                .map_err(io("cannot move the finished archive to"))?;
-            Ok(())
         });
-    if done.is_err() {
-        // Leave no half archive behind; the error that matters is `done`'s.
-        let _ = rustix::fs::unlinkat(staging.dir(), staging.name(), AtFlags::empty());
+    match filled {
+        Ok(()) => Ok(staged.publish()?),
+        Err(e) => {
+            // Leave no half archive behind; the error that matters is `e`.
+            staged.discard();
+            Err(e)
+        }
     }
-    done
 }
 
 /// metadata.yaml: strings are written as JSON strings, which YAML reads
