@@ -253,7 +253,13 @@ fn invalid_task_documents_name_the_key() {
             package_build("hello-strata"),
             |d| d["task_data"]["backend"] = json!("incus-vm"),
             "task_data.backend",
-            "`incus-vm` is not available to tasks: strata runs no incus virtual machines",
+            "`incus-vm` is not available to tasks: strata makes no VM disk images",
+        ),
+        (
+            package_build("hello-strata"),
+            |d| d["task_data"]["backend"] = json!("incus-lxc"),
+            "task_data.backend",
+            "a PackageBuild cannot run on `incus-lxc` yet: the build installs its build-dependencies from the mirror, and strata's incus containers have no network",
         ),
         (
             package_build("hello-strata"),

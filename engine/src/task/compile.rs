@@ -13,7 +13,8 @@
 //!                   input        [copy: the .dsc/.deb/.changes files by name]
 //!                   lintian      [lintian]  build root: environment; input: tree input
 //!
-//! backend incus-lxc: build / lintian get "backend": "incus-lxc" (the
+//! backend incus-lxc (Lintian; a PackageBuild needs the network, which incus
+//!   containers lack here): lintian gets "backend": "incus-lxc" (the
 //!   environment's tree becomes the container image, which boots /sbin/init),
 //!   so the environment must hold systemd-sysv: a bootstrapped one gets it,
 //!   a stored one matches only if its packages include it.
@@ -154,7 +155,7 @@ fn stage_backend(backend: Backend) -> Result<Backend, Invalid> {
         Backend::Auto | Backend::Unshare => Ok(Backend::Unshare),
         Backend::IncusLxc => Ok(Backend::IncusLxc),
         Backend::IncusVm => refuse(
-            "strata runs no incus virtual machines (this machine has no KVM for them, and no stage backend boots one)",
+            "strata makes no VM disk images from systems, and incus here runs no virtual machines (no vhost_vsock: docs/incus.md)",
         ),
         Backend::Qemu => refuse("strata has no qemu backend"),
     }
@@ -250,6 +251,14 @@ fn package_build(
         _ => arch,
     };
     let backend = stage_backend(d.backend)?;
+    // Found by running it: in the container apt-get cannot resolve the
+    // mirror, and build-dep fails.
+    if backend == Backend::IncusLxc {
+        return Err(Invalid {
+            path: "task_data.backend".into(),
+            message: "a PackageBuild cannot run on `incus-lxc` yet: the build installs its build-dependencies from the mirror, and strata's incus containers have no network (docs/incus.md); use unshare".into(),
+        });
+    }
     let (env, choice) = environment(&d.environment, backend, env_arch, &["dpkg-dev"], envs)?;
     let mut sources = Sources::default();
     let source = sources.add_all("task_data.input.source_artifact", &d.input.source_artifact)?;

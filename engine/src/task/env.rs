@@ -360,11 +360,13 @@ mod tests {
                 .unwrap()
                 .matches(&env)
         );
-        assert!(
-            !Lookup::parse("debian/match:backend=incus-lxc")
-                .unwrap()
-                .matches(&env)
-        );
+        let incus = Lookup::parse("debian/match:backend=incus-lxc").unwrap();
+        assert!(!incus.matches(&env), "no /sbin/init");
+        let booting = Environment {
+            packages: vec!["dpkg-dev".into(), "systemd-sysv".into()],
+            ..env.clone()
+        };
+        assert!(incus.matches(&booting), "importable, bootable");
         drop(store);
     }
 
