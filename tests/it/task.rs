@@ -2,8 +2,8 @@
 //! (pinned), checked strictly (a table of bad documents), and run — a
 //! bootstrap, the fixture package build, lintian on it — with the
 //! environment bootstrapped once and reused, artifacts.json checked against
-//! schemas/artifacts.json, and failure emails delivered to an SMTP server
-//! the test runs on 127.0.0.1.
+//! schemas/artifacts.json, failure emails delivered to an SMTP server
+//! the test runs on 127.0.0.1, and a Lintian task run in an incus container.
 
 use crate::support::{Env, Run, repo};
 use serde_json::{Value, json};
@@ -251,9 +251,21 @@ fn invalid_task_documents_name_the_key() {
         ),
         (
             package_build("hello-strata"),
+            |d| d["task_data"]["backend"] = json!("incus-vm"),
+            "task_data.backend",
+            "`incus-vm` is not available to tasks: strata makes no VM disk images",
+        ),
+        (
+            package_build("hello-strata"),
             |d| d["task_data"]["backend"] = json!("incus-lxc"),
             "task_data.backend",
-            "`incus-lxc` is not available to tasks yet",
+            "a PackageBuild cannot run on `incus-lxc` yet: the build installs its build-dependencies from the mirror, and strata's incus containers have no network",
+        ),
+        (
+            package_build("hello-strata"),
+            |d| d["task_data"]["backend"] = json!("qemu"),
+            "task_data.backend",
+            "`qemu` is not available to tasks: strata has no qemu backend",
         ),
         (
             package_build("hello-strata"),
@@ -420,6 +432,8 @@ fn compiled_manifests_are_pinned() {
     li["task_data"]["fail_on_severity"] = json!("error");
     li["task_data"]["output"] = json!({"binary_all_analysis": false});
     insta::assert_snapshot!("task_lintian", pinned(&env, &li));
+    li["task_data"]["backend"] = json!("incus-lxc");
+    insta::assert_snapshot!("task_lintian_incus_lxc", pinned(&env, &li));
 
     // The same document compiles to the same manifest.
     assert_eq!(pinned(&env, &pb), pinned(&env, &pb));
@@ -638,6 +652,108 @@ fn package_build_and_lintian_tasks_share_one_environment() {
         "{doc4:#}"
     );
     assert_eq!(doc4["artifacts"], json!([]));
+}
+
+/// incus instances named `name`.
+fn incus_instances(name: &str) -> usize {
+    let out = std::process::Command::new("incus")
+        .args(["list", "--format", "csv", "-c", "n"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "incus list failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| *l == name)
+        .count()
+}
+
+#[test]
+fn a_lintian_task_runs_in_incus_like_in_unshare() {
+    let env = Env::new();
+    let source = dsc("lint-strata");
+    let summary_of = |out: &Path| {
+        let doc = artifacts(out);
+        assert_eq!(doc["result"], "success", "{doc:#}");
+        let lint = of(&doc, "debian:lintian");
+        assert_eq!(lint.len(), 1, "{doc:#}");
+        (lint[0]["data"]["summary"].clone(), doc)
+    };
+
+    let out1 = env.path("unshare");
+    let run = run_task(&env, &lintian(&source, &[]), &out1, &[]);
+    run.success();
+    assert!(!run.stderr().contains("incus instance"), "{}", run.stderr());
+    let (unshare, _) = summary_of(&out1);
+    // lint-strata's source overrides one tag and trips others.
+    assert_eq!(
+        unshare["overridden_tags_found"],
+        json!(["bogus-mail-host"]),
+        "{unshare:#}"
+    );
+    assert!(
+        unshare["tags_count_by_severity"]["pedantic"].as_u64() > Some(0),
+        "{unshare:#}"
+    );
+
+    // The unshare environment has no /sbin/init: the incus task bootstraps
+    // its own, with systemd-sysv, and runs lintian in a container.
+    let mut task = lintian(&source, &[]);
+    task["task_data"]["backend"] = json!("incus-lxc");
+    let out2 = env.path("incus");
+    let run = run_task(&env, &task, &out2, &[]);
+    run.success();
+    let err = run.stderr();
+    assert!(err.contains("none stored, bootstrapping one"), "{err}");
+    let instance = err
+        .lines()
+        .find_map(|l| {
+            l.split("lintian/lintian: running in incus instance ")
+                .nth(1)
+        })
+        .unwrap_or_else(|| panic!("not run in incus: {err}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(instance.starts_with("strata-stage-"), "{instance}");
+    assert_eq!(incus_instances(&instance), 0, "{instance} is left");
+    let (incus, doc) = summary_of(&out2);
+    assert_eq!(incus, unshare, "the same analysis in incus as in unshare");
+    assert_eq!(
+        doc["environment"]["lookup"],
+        "debian/match:codename=bookworm:variant=buildd:architecture=amd64:backend=incus-lxc"
+    );
+    assert_eq!(bootstraps(&env), 2);
+
+    let ls = env.strata(&["env", "ls", "--json"], None);
+    let envs: Value = serde_json::from_str(&ls.success().stdout()).unwrap();
+    let ran = envs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == doc["environment"]["id"])
+        .unwrap_or_else(|| panic!("{envs:#}"));
+    assert_eq!(ran["backends"], json!(["unshare", "incus-lxc"]), "{envs:#}");
+    assert_eq!(envs.as_array().unwrap().len(), 2, "{envs:#}");
+    assert!(
+        envs.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["backends"] == json!(["unshare"])),
+        "the unshare environment stays unshare only: {envs:#}"
+    );
+
+    // Another incus task finds that environment stored; an unshare one
+    // may use either (both are unshare systems).
+    let run = compile(&env, &task);
+    let id = doc["environment"]["id"].as_str().unwrap();
+    assert!(
+        run.success()
+            .stderr()
+            .contains(&format!("the stored system {}", &id[..16])),
+        "{}",
+        run.stderr()
+    );
 }
 
 /// What the test's SMTP server received in one session.

@@ -12,6 +12,12 @@
 //! Lintian           environment  [bootstrap]
 //!                   input        [copy: the .dsc/.deb/.changes files by name]
 //!                   lintian      [lintian]  build root: environment; input: tree input
+//!
+//! backend incus-lxc (Lintian; a PackageBuild needs the network, which incus
+//!   containers lack here): lintian gets "backend": "incus-lxc" (the
+//!   environment's tree becomes the container image, which boots /sbin/init),
+//!   so the environment must hold systemd-sysv: a bootstrapped one gets it,
+//!   a stored one matches only if its packages include it.
 //! ```
 //!
 //! Local files (strata has no artifact ids) become `curl` sources with
@@ -33,6 +39,13 @@ pub const SOURCE_EPOCH: u64 = 1_700_000_000;
 /// one environment serves PackageBuild and Lintian.
 pub const ENVIRONMENT_PACKAGES: [&str; 1] = ["lintian"];
 
+/// What an environment needs to boot in incus (its /sbin/init).
+const INIT_PACKAGE: &[&str] = &["systemd-sysv"];
+
+/// What environments bootstrapped for incus-lxc tasks carry: the same, and
+/// systemd-sysv, whose /sbin/init incus boots.
+pub const INCUS_ENVIRONMENT_PACKAGES: [&str; 2] = ["lintian", "systemd-sysv"];
+
 /// A compiled task.
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -44,6 +57,9 @@ pub struct Compiled {
     pub system: Option<String>,
     /// How the environment was chosen (PackageBuild, Lintian).
     pub environment: Option<EnvironmentChoice>,
+    /// The backend the task's stages run on besides unshare (incus-lxc),
+    /// added to the environment's record once the task ran.
+    pub backend: Option<&'static str>,
 }
 
 /// How a task's environment was found.
@@ -74,10 +90,19 @@ pub fn compile(task: &Task, envs: &[Environment], host_arch: &str) -> Result<Com
 }
 
 fn pipeline(name: &str, build: Option<&str>, stage: Value) -> Value {
+    pipeline_on(name, build, Backend::Unshare, stage)
+}
+
+/// A pipeline whose stages run on `backend` (only incus-lxc is written out:
+/// unshare is the manifest's default, and keeps its pinned manifests).
+fn pipeline_on(name: &str, build: Option<&str>, backend: Backend, stage: Value) -> Value {
     let mut p = Map::new();
     p.insert("name".into(), json!(name));
     if let Some(b) = build {
         p.insert("build".into(), json!(format!("name:{b}")));
+    }
+    if backend == Backend::IncusLxc {
+        p.insert("backend".into(), json!(backend.as_str()));
     }
     p.insert("runner".into(), json!("debian"));
     p.insert("source-epoch".into(), json!(SOURCE_EPOCH));
@@ -110,6 +135,29 @@ fn system_bootstrap(d: &SystemBootstrapData) -> Compiled {
         exports: vec!["tarball".into()],
         system: Some("system".into()),
         environment: None,
+        backend: None,
+    }
+}
+
+/// The backend a task's stages run on: unshare or incus-lxc; the others
+/// are refused, saying why.
+fn stage_backend(backend: Backend) -> Result<Backend, Invalid> {
+    let refuse = |why: &str| {
+        Err(Invalid {
+            path: "task_data.backend".into(),
+            message: format!(
+                "`{}` is not available to tasks: {why}; use unshare or incus-lxc",
+                backend.as_str()
+            ),
+        })
+    };
+    match backend {
+        Backend::Auto | Backend::Unshare => Ok(Backend::Unshare),
+        Backend::IncusLxc => Ok(Backend::IncusLxc),
+        Backend::IncusVm => refuse(
+            "strata makes no VM disk images from systems, and incus here runs no virtual machines (no vhost_vsock: docs/incus.md)",
+        ),
+        Backend::Qemu => refuse("strata has no qemu backend"),
     }
 }
 
@@ -125,16 +173,6 @@ fn environment(
         path: "task_data.environment".into(),
         message: m,
     };
-    let backend = backend.resolved();
-    if backend != Backend::Unshare {
-        return Err(Invalid {
-            path: "task_data.backend".into(),
-            message: format!(
-                "strata runs task stages with the unshare backend; `{}` is not available to tasks yet",
-                backend.as_str()
-            ),
-        });
-    }
     let mut lookup = Lookup::parse(text).map_err(at)?;
     lookup
         .architecture
@@ -143,9 +181,18 @@ fn environment(
         .backend
         .get_or_insert_with(|| backend.as_str().to_owned());
     let rendered = lookup.render();
-    let found = envs
-        .iter()
-        .find(|e| lookup.matches(e) && needs.iter().all(|n| e.packages.iter().any(|p| p == n)));
+    let incus_needs = if backend == Backend::IncusLxc {
+        INIT_PACKAGE
+    } else {
+        &[]
+    };
+    let found = envs.iter().find(|e| {
+        lookup.matches(e)
+            && needs
+                .iter()
+                .chain(incus_needs)
+                .all(|n| e.packages.iter().any(|p| p == n))
+    });
     if let Some(env) = found {
         let mut p = env.pipeline.clone();
         let mut named = Map::new();
@@ -173,8 +220,13 @@ fn environment(
         )));
     };
     let variant = lookup.variant.as_deref().unwrap_or("buildd");
+    let extra: &[&str] = if backend == Backend::IncusLxc {
+        &INCUS_ENVIRONMENT_PACKAGES
+    } else {
+        &ENVIRONMENT_PACKAGES
+    };
     let bootstrap = json!({"type": "bootstrap", "options": {
-        "bootstrap_options": {"architecture": lookup.architecture, "variant": variant, "extra_packages": ENVIRONMENT_PACKAGES},
+        "bootstrap_options": {"architecture": lookup.architecture, "variant": variant, "extra_packages": extra},
         "bootstrap_repositories": [{"suite": codename, "components": ["main"]}],
     }});
     Ok((
@@ -198,7 +250,16 @@ fn package_build(
         Some(Some(a)) => a.as_str(),
         _ => arch,
     };
-    let (env, choice) = environment(&d.environment, d.backend, env_arch, &["dpkg-dev"], envs)?;
+    let backend = stage_backend(d.backend)?;
+    // Found by running it: in the container apt-get cannot resolve the
+    // mirror, and build-dep fails.
+    if backend == Backend::IncusLxc {
+        return Err(Invalid {
+            path: "task_data.backend".into(),
+            message: "a PackageBuild cannot run on `incus-lxc` yet: the build installs its build-dependencies from the mirror, and strata's incus containers have no network (docs/incus.md); use unshare".into(),
+        });
+    }
+    let (env, choice) = environment(&d.environment, backend, env_arch, &["dpkg-dev"], envs)?;
     let mut sources = Sources::default();
     let source = sources.add_all("task_data.input.source_artifact", &d.input.source_artifact)?;
     let mut options = json!({"host_architecture": d.host_architecture});
@@ -242,9 +303,10 @@ fn package_build(
         inputs["extra_binary_artifacts"] =
             json!({"type": "tree", "origin": "pipeline", "references": ["name:extra-binaries"]});
     }
-    pipelines.push(pipeline(
+    pipelines.push(pipeline_on(
         "build",
         Some("environment"),
+        backend,
         json!({"type": "build", "inputs": inputs, "options": options}),
     ));
     Ok(Compiled {
@@ -253,12 +315,14 @@ fn package_build(
         system: matches!(choice, EnvironmentChoice::Bootstrapped { .. })
             .then(|| "environment".into()),
         environment: Some(choice),
+        backend: (backend == Backend::IncusLxc).then_some(backend.as_str()),
     })
 }
 
 fn lintian(d: &LintianData, envs: &[Environment], host_arch: &str) -> Result<Compiled, Invalid> {
     let arch = d.host_architecture.as_deref().unwrap_or(host_arch);
-    let (env, choice) = environment(&d.environment, d.backend, arch, &["lintian"], envs)?;
+    let backend = stage_backend(d.backend)?;
+    let (env, choice) = environment(&d.environment, backend, arch, &["lintian"], envs)?;
     let mut sources = Sources::default();
     let mut files = Vec::new();
     if let Some(s) = &d.input.source_artifact {
@@ -286,9 +350,10 @@ fn lintian(d: &LintianData, envs: &[Environment], host_arch: &str) -> Result<Com
     if !d.exclude_tags.is_empty() {
         options["exclude_tags"] = json!(d.exclude_tags);
     }
-    let lint = pipeline(
+    let lint = pipeline_on(
         "lintian",
         Some("environment"),
+        backend,
         json!({"type": "lintian",
                "inputs": {"input": {"type": "tree", "origin": "pipeline", "references": ["name:input"]}},
                "options": options}),
@@ -301,6 +366,7 @@ fn lintian(d: &LintianData, envs: &[Environment], host_arch: &str) -> Result<Com
         system: matches!(choice, EnvironmentChoice::Bootstrapped { .. })
             .then(|| "environment".into()),
         environment: Some(choice),
+        backend: (backend == Backend::IncusLxc).then_some(backend.as_str()),
     })
 }
 

@@ -4,7 +4,7 @@
 //! ```text
 //! STORE/environments/<id>.json     one per system a task run bootstrapped
 //!   {"id", "vendor", "codename", "variant", "architecture",
-//!    "backends": ["unshare"], "packages": [names], "created",
+//!    "backends": ["unshare"(, "incus-lxc")], "packages": [names], "created",
 //!    "pipeline": {"runner", "source-epoch", "stages": [...]}}
 //! ```
 //!
@@ -118,17 +118,21 @@ impl Lookup {
         s
     }
 
-    /// Whether `env` is what this lookup asks for.
+    /// Whether `env` is what this lookup asks for. Every stored system can
+    /// be imported into incus (strata does it when a stage runs there), but
+    /// incus boots it: for incus-lxc the system needs systemd-sysv (its
+    /// /sbin/init), whether or not a task ran on it there yet.
     pub fn matches(&self, env: &Environment) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        let backend = |b: &String| match b.as_str() {
+            "incus-lxc" => env.packages.iter().any(|p| p == "systemd-sysv"),
+            _ => env.backends.contains(b),
+        };
         self.vendor == env.vendor
             && eq(&self.codename, &env.codename)
             && eq(&self.variant, &env.variant)
             && eq(&self.architecture, &env.architecture)
-            && self
-                .backend
-                .as_ref()
-                .is_none_or(|b| env.backends.iter().any(|x| x == b))
+            && self.backend.as_ref().is_none_or(backend)
     }
 }
 
@@ -145,7 +149,8 @@ pub struct Environment {
     pub variant: String,
     /// dpkg architecture.
     pub architecture: String,
-    /// Backends that can run it: unshare for every stored tree.
+    /// Backends that ran it: unshare for every stored tree, incus-lxc once
+    /// a task ran there.
     pub backends: Vec<String>,
     /// Installed package names.
     pub packages: Vec<String>,
@@ -272,6 +277,29 @@ pub fn record(
     Ok(env)
 }
 
+/// Adds `backend` to the backends of the environment `id` (a task ran on it
+/// there). A system without a record is left alone.
+pub fn add_backend(store: &Store, id: &str, backend: &str) -> Result<(), EnvError> {
+    let dest = store.root().join("environments").join(format!("{id}.json"));
+    let text = match fs::read_to_string(&dest) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let Ok(mut env) = serde_json::from_str::<Environment>(&text) else {
+        return Ok(());
+    };
+    if env.backends.iter().any(|b| b == backend) {
+        return Ok(());
+    }
+    env.backends.push(backend.to_owned());
+    let tmp = store.work_dir("environment")?;
+    let staged = tmp.path().join("record.json");
+    fs::write(&staged, serde_json::to_vec_pretty(&env).expect("json"))?;
+    fs::rename(&staged, &dest)?;
+    Ok(())
+}
+
 /// `strata env ls`: one line per environment.
 pub fn table(envs: &[Environment]) -> String {
     let mut out = format!(
@@ -332,11 +360,13 @@ mod tests {
                 .unwrap()
                 .matches(&env)
         );
-        assert!(
-            !Lookup::parse("debian/match:backend=incus-lxc")
-                .unwrap()
-                .matches(&env)
-        );
+        let incus = Lookup::parse("debian/match:backend=incus-lxc").unwrap();
+        assert!(!incus.matches(&env), "no /sbin/init");
+        let booting = Environment {
+            packages: vec!["dpkg-dev".into(), "systemd-sysv".into()],
+            ..env.clone()
+        };
+        assert!(incus.matches(&booting), "importable, bootable");
         drop(store);
     }
 

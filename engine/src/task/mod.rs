@@ -3,7 +3,8 @@
 //! ```text
 //! TASK.json ──model::parse──▶ Task ──compile (+ the store's environments)──▶ manifest
 //!   (strict: key paths)                 env: lookup → stored system, or a bootstrap
-//!                                            compiled in (recorded once built)
+//!                                            compiled in (recorded once built;
+//!                                            incus-lxc added once a task ran there)
 //! manifest ──manifest::load, exec::build (checkpoint *, export)──▶ DIR/<pipeline>/
 //!          ──artifacts──▶ DIR/artifacts.json
 //!          ──on failure──▶ notify: email per notifications.on_failure
@@ -240,6 +241,21 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
                 && let Err(e) = record_system(&opts.store, &plan, &m, &compiled.manifest, system)
             {
                 eprintln!("warning: the system was built but not recorded as an environment: {e}");
+            }
+            let env_id = match &compiled.environment {
+                Some(EnvironmentChoice::Stored { id, .. }) => Some(id.clone()),
+                Some(EnvironmentChoice::Bootstrapped { .. }) => Some(id_of("environment")),
+                None => None,
+            };
+            if let (Some(backend), Some(id)) = (compiled.backend, env_id)
+                && let Err(e) =
+                    crate::store::Store::open(&opts.store, crate::store::DEFAULT_LOCK_TIMEOUT)
+                        .map_err(env::EnvError::from)
+                        .and_then(|store| env::add_backend(&store, &id, backend))
+            {
+                eprintln!(
+                    "warning: the environment ran on {backend} but its record does not say so: {e}"
+                );
             }
             let collected = match &task {
                 Task::SystemBootstrap(_) => {
