@@ -396,39 +396,26 @@ impl ExecutionEnvironment for Incus {
             timeout: opts.timeout.map(|t| t + Duration::from_secs(10)),
             cleanup: false,
         });
-        let timed_out = || BackendError::TimedOut {
-            env: self.state.name.clone(),
-            command: argv.join(" "),
-            secs: opts.timeout.unwrap_or_default().as_secs_f64(),
-        };
-        let status = match ran.outcome {
+        // `timeout -s KILL` inside ends the command with 137 at the limit;
+        // incus says 127 and "Command not found" for a missing program.
+        match ran.outcome {
             Outcome::Finished(137) if opts.timeout.is_some_and(|t| started.elapsed() >= t) => {
-                return Err(timed_out());
+                Err(BackendError::TimedOut {
+                    env: self.state.name.clone(),
+                    command: argv.join(" "),
+                    secs: opts.timeout.unwrap_or_default().as_secs_f64(),
+                })
             }
             Outcome::Finished(127)
                 if String::from_utf8_lossy(&ran.stderr).contains("Error: Command not found") =>
             {
-                return Err(BackendError::CommandNotFound {
+                Err(BackendError::CommandNotFound {
                     env: self.state.name.clone(),
                     command: argv[0].clone(),
-                });
+                })
             }
-            Outcome::Finished(code) => code,
-            Outcome::Killed(sig) => 128 + sig,
-            Outcome::TimedOut(_) => return Err(timed_out()),
-            Outcome::Interrupted => return Err(BackendError::Interrupted),
-            Outcome::SpawnFailed(e) => {
-                return Err(BackendError::Tool {
-                    command: "incus exec".into(),
-                    detail: e.to_string(),
-                });
-            }
-        };
-        Ok(Completed {
-            status,
-            stdout: ran.stdout,
-            stderr: ran.stderr,
-        })
+            _ => Completed::from_ran(&self.state.name, argv, "incus exec", ran, opts.timeout),
+        }
     }
 
     fn file_push(

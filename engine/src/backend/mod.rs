@@ -142,6 +142,42 @@ pub struct Completed {
 }
 
 impl Completed {
+    /// What a run of `argv` in environment `env` through `tool` came to:
+    /// the exit status (128 + N for signal N) or the error that ended it.
+    /// `limit` is the timeout the caller set, for the message.
+    pub fn from_ran(
+        env: &str,
+        argv: &[String],
+        tool: &str,
+        ran: crate::sandbox::process::Ran,
+        limit: Option<Duration>,
+    ) -> Result<Completed, BackendError> {
+        use crate::sandbox::process::Outcome;
+        let status = match ran.outcome {
+            Outcome::Finished(code) => code,
+            Outcome::Killed(sig) => 128 + sig,
+            Outcome::Interrupted => return Err(BackendError::Interrupted),
+            Outcome::TimedOut(ran_for) => {
+                return Err(BackendError::TimedOut {
+                    env: env.to_owned(),
+                    command: argv.join(" "),
+                    secs: limit.unwrap_or(ran_for).as_secs_f64(),
+                });
+            }
+            Outcome::SpawnFailed(e) => {
+                return Err(BackendError::Tool {
+                    command: tool.into(),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        Ok(Completed {
+            status,
+            stdout: ran.stdout,
+            stderr: ran.stderr,
+        })
+    }
+
     /// stdout as text.
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()

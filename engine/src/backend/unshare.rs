@@ -17,7 +17,7 @@ use super::{
     Backend, BackendError, Completed, EnvState, ExecutionEnvironment, Owner, RunOptions, USER_ID,
     USER_NAME, User, inside_path,
 };
-use crate::sandbox::process::{self, Invocation, Outcome, Output};
+use crate::sandbox::process::{self, Invocation, Output};
 use crate::sandbox::{BwrapSpec, Mount, Root};
 use crate::store::copy::copy_tree;
 use fs_err as fs;
@@ -180,29 +180,7 @@ impl Unshare {
             timeout: opts.timeout,
             cleanup: false,
         });
-        let status = match ran.outcome {
-            Outcome::Finished(code) => code,
-            Outcome::Killed(sig) => 128 + sig,
-            Outcome::Interrupted => return Err(BackendError::Interrupted),
-            Outcome::TimedOut(limit) => {
-                return Err(BackendError::TimedOut {
-                    env: self.state.name.clone(),
-                    command: argv.join(" "),
-                    secs: limit.as_secs_f64(),
-                });
-            }
-            Outcome::SpawnFailed(e) => {
-                return Err(BackendError::Tool {
-                    command: "bwrap".into(),
-                    detail: e.to_string(),
-                });
-            }
-        };
-        Ok(Completed {
-            status,
-            stdout: ran.stdout,
-            stderr: ran.stderr,
-        })
+        Completed::from_ran(&self.state.name, argv, "bwrap", ran, opts.timeout)
     }
 }
 
