@@ -38,6 +38,12 @@ if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
   systemctl start lxcfs incus.socket incus.service || true
 else
   if ! pgrep -x lxcfs >/dev/null; then
+    # An lxcfs that died (with the session that started it) leaves its FUSE
+    # mount behind, and every stat of it fails with "Transport endpoint is
+    # not connected": unmount it before starting a new one.
+    if grep -qs ' /var/lib/lxcfs fuse' /proc/mounts; then
+      umount -l /var/lib/lxcfs 2>/dev/null || fusermount -uz /var/lib/lxcfs
+    fi
     mkdir -p /var/lib/lxcfs
     lxcfs /var/lib/lxcfs >/var/log/strata-lxcfs.log 2>&1 &
   fi
