@@ -37,7 +37,8 @@ fi
 if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then
   systemctl start lxcfs incus.socket incus.service || true
 else
-  if ! pgrep -x lxcfs >/dev/null; then
+  # lxcfs is healthy when its FUSE mount answers.
+  if ! cat /var/lib/lxcfs/proc/uptime >/dev/null 2>&1; then
     # An lxcfs that died (with the session that started it) leaves its FUSE
     # mount behind, and every stat of it fails with "Transport endpoint is
     # not connected": unmount it before starting a new one.
@@ -46,8 +47,14 @@ else
     fi
     mkdir -p /var/lib/lxcfs
     lxcfs /var/lib/lxcfs >/var/log/strata-lxcfs.log 2>&1 &
+    # incusd looks for lxcfs when it starts: wait for the mount to answer.
+    for _ in $(seq 50); do
+      cat /var/lib/lxcfs/proc/uptime >/dev/null 2>&1 && break
+      sleep 0.1
+    done
   fi
-  if ! pgrep -f /usr/libexec/incus/incusd >/dev/null; then
+  # A live incusd (not a zombie left by a killed one) answers on its socket.
+  if ! incus admin waitready --timeout 2 >/dev/null 2>&1; then
     # incusd looks for its helpers on PATH.
     PATH=/usr/libexec/incus:$PATH nohup /usr/libexec/incus/incusd --group root \
       >/var/log/strata-incusd.log 2>&1 &
