@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -50,10 +51,34 @@ fn args(url: &str, output: &Path) -> Vec<OsString> {
     argv
 }
 
+/// Makes the child die when the thread that spawned it does, as stages do
+/// (bubblewrap's `--die-with-parent`). A strata killed with SIGKILL then
+/// leaves no curl behind that goes on writing into the store's tmp/ after
+/// the next run has cleaned it.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = rustix::process::getpid();
+    // SAFETY: the hook runs between fork and exec, and makes only two
+    // syscalls (prctl, getppid), which are async-signal-safe; it allocates
+    // nothing and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            // The parent may have died before the prctl took effect.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(io::Error::other("strata exited while starting curl"));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Downloads `url` into the existing file `output`, overwriting it.
 pub(crate) fn download(url: &str, output: &Path) -> Result<(), CurlFailure> {
-    let out = Command::new("curl")
-        .args(args(url, output))
+    let mut cmd = Command::new("curl");
+    cmd.args(args(url, output));
+    die_with_parent(&mut cmd);
+    let out = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -4,7 +4,7 @@
 //! again on an XFS loop image (reflinks). The bootstrapped-system numbers
 //! (growth over a minbase system) are in `store_growth_over_a_bootstrapped_system`.
 
-use crate::support::{Env, checksum, sha256_hex};
+use crate::support::{Env, HttpServer, checksum, sha256_hex};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -656,6 +656,14 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
     let env = Env::new();
     let payload = b"source payload\n".repeat(1000);
     let sum = checksum(&payload);
+    // A curl item too, sent slowly (2 MiB over ≈ 160 ms), so that kills
+    // land in downloads as well.
+    let download: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+    let download_sum = checksum(&download);
+    let server = HttpServer::paced(
+        vec![("/big.bin".into(), download)],
+        Duration::from_millis(5),
+    );
     let mut scripts: Vec<String> = (0..5)
         .map(|i| {
             format!(
@@ -664,12 +672,14 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
             )
         })
         .collect();
-    scripts.push("cp /run/strata/inputs/src/* $t/src".into());
+    scripts.push("mkdir $t/src && cp /run/strata/inputs/src/* $t/src/".into());
     let scripts: Vec<&str> = scripts.iter().map(String::as_str).collect();
     let (mut m, lib) = scripts_manifest(&env, "k", &scripts);
-    m["pipelines"][0]["stages"][5]["inputs"] =
-        json!({"src": {"type": "files", "origin": "source", "references": [sum]}});
+    m["pipelines"][0]["stages"][5]["inputs"] = json!({"src": {"type": "files",
+        "origin": "source", "references": [sum, download_sum]}});
     m["sources"] = crate::support::inline_sources(&[&payload]);
+    m["sources"]["curl"] = json!({"items": {
+        download_sum.as_str(): {"url": server.url("/big.bin")}}});
     m["pipelines"].as_array_mut().unwrap().push(
         json!({"name": "t", "source-epoch": 1700000000, "stages": [{"type": "tar",
             "inputs": {"tree": {"type": "tree", "origin": "pipeline", "references": ["name:k"]}},
@@ -705,6 +715,14 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
         Duration::from_micros(seed % (below as u64 + 1))
     };
     let mut killed = 0;
+    // Builds killed before the curl item was stored: while fetching it.
+    let mut in_download = 0;
+    let downloaded = || {
+        env.store()
+            .join("sources/curl")
+            .join(&download_sum)
+            .exists()
+    };
     for round in 0..32 {
         let (child, delay) = if round % 4 == 3 {
             // A collection of the whole store (the previous round left it
@@ -730,6 +748,9 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
         let status = child.wait_with_output().unwrap().status;
         if std::os::unix::process::ExitStatusExt::signal(&status) == Some(9) {
             killed += 1;
+            if round % 4 != 3 && !downloaded() {
+                in_download += 1;
+            }
         }
         assert_objects_whole(&env);
         // The next run cleans up and gets the same result.
@@ -749,7 +770,13 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
         );
         assert_objects_whole(&env);
     }
-    eprintln!("{killed} of 32 runs were killed part way");
+    eprintln!(
+        "{killed} of 32 runs were killed part way, {in_download} of them before the download was stored"
+    );
+    assert!(
+        in_download >= 3,
+        "only {in_download} kills before the download was stored"
+    );
     assert!(
         killed >= 20,
         "only {killed} of 32 runs were still running when killed"
@@ -758,6 +785,54 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
     assert!(
         !mounts.contains(&env.store().display().to_string()),
         "no mount of the store outlives its build"
+    );
+    // A killed build's download died with it.
+    let url = server.url("/big.bin");
+    let left = Command::new("pgrep").args(["-f", &url]).output().unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "curl outlived its build: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+#[test]
+fn a_killed_build_leaves_no_download_running() {
+    let env = Env::new();
+    let body: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    let sum = checksum(&body);
+    // 16 pieces, 0.5 s apart: the download takes 8 s.
+    let server = HttpServer::paced(vec![("/slow.bin".into(), body)], Duration::from_millis(500));
+    let url = server.url("/slow.bin");
+    let m = json!({"version": "2",
+        "pipelines": [{"name": "p", "stages": [{"type": "copy",
+            "inputs": {"f": {"type": "files", "origin": "source", "references": [sum]}},
+            "options": {"paths": [{"from": format!("input://f/{sum}"), "to": "tree:///f"}]}}]}],
+        "sources": {"curl": {"items": {sum.clone(): {"url": url.clone()}}}}});
+    let child = env.spawn_build(&m, &[]);
+    let curl_running = || {
+        !Command::new("pgrep")
+            .args(["-f", &url])
+            .output()
+            .unwrap()
+            .stdout
+            .is_empty()
+    };
+    wait_for(curl_running);
+    let _ = Command::new("kill")
+        .args(["-9", &child.id().to_string()])
+        .status();
+    child.wait_with_output().unwrap();
+    // The kernel kills curl when strata dies (its parent-death signal); left
+    // alone, curl would go on for the rest of the 8 s download.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while curl_running() {
+        assert!(Instant::now() < deadline, "curl outlived the killed build");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !env.store().join("sources/curl").join(&sum).exists(),
+        "nothing stored"
     );
 }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 /// target/debug (or release), where cargo put strata and the stage programs.
 pub fn bin_dir() -> PathBuf {
@@ -255,7 +256,7 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// A one-thread HTTP server on 127.0.0.1 serving `files` (path → body);
-/// counts requests. Stops when dropped (after the next connection).
+/// counts requests. Its thread ends after 256 connections, or with the test.
 pub struct HttpServer {
     pub port: u16,
     pub hits: Arc<AtomicUsize>,
@@ -263,12 +264,18 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(files: Vec<(String, Vec<u8>)>) -> HttpServer {
+        HttpServer::paced(files, Duration::ZERO)
+    }
+
+    /// Sends each body in 64 KiB pieces with `pause` after each, so a
+    /// download takes a while.
+    pub fn paced(files: Vec<(String, Vec<u8>)>, pause: Duration) -> HttpServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         std::thread::spawn(move || {
-            for stream in listener.incoming().take(64) {
+            for stream in listener.incoming().take(256) {
                 let Ok(mut stream) = stream else { continue };
                 counter.fetch_add(1, Ordering::SeqCst);
                 let mut buf = [0u8; 4096];
@@ -282,7 +289,12 @@ impl HttpServer {
                             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
                         );
-                        let _ = stream.write_all(body);
+                        for piece in body.chunks(64 << 10) {
+                            if stream.write_all(piece).is_err() {
+                                break;
+                            }
+                            std::thread::sleep(pause);
+                        }
                     }
                     None => {
                         let _ = stream.write_all(
