@@ -2,11 +2,15 @@
 # Sets up incus for strata, idempotently, on Debian 12 as root (see docs/incus.md):
 # installs incus from bookworm-backports, starts lxcfs and incusd where PID 1
 # is not systemd, waits until incusd is ready, and preseeds the `debusinebr0`
-# network (no addresses, no NAT: tests need no network inside containers),
-# the `default` storage pool and the `debusine` profile.
+# network (a NAT bridge, whose dnsmasq gives leases and answers DNS: stages
+# that declare network reach the mirror through it), the `default` storage
+# pool, the `debusine` profile (a NIC on that bridge) and the `strata-offline`
+# profile (which masks that NIC, for stages without network).
 #
 # Environment: STRATA_INCUS_POOL_DRIVER (default: dir) picks the driver of a
-# new `default` pool (btrfs makes a loop image of its own).
+# new `default` pool (btrfs makes a loop image of its own);
+# STRATA_INCUS_SUBNET (default: 10.233.71.1/24) is the bridge's address when
+# it has none yet (incus cannot pick one by itself on every host).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -65,12 +69,18 @@ fi
 # 3. Network, storage pool and profile: a preseed, which creates what is
 # missing and updates what exists, so running it again changes nothing.
 driver=${STRATA_INCUS_POOL_DRIVER:-dir}
+# Keep the bridge's address once it has one.
+subnet=$(incus network get debusinebr0 ipv4.address 2>/dev/null || true)
+case "$subnet" in
+  ""|none) subnet=${STRATA_INCUS_SUBNET:-10.233.71.1/24} ;;
+esac
 incus admin init --preseed <<YAML
 networks:
 - name: debusinebr0
   type: bridge
   config:
-    ipv4.address: none
+    ipv4.address: $subnet
+    ipv4.nat: "true"
     ipv6.address: none
 storage_pools:
 - name: default
@@ -89,5 +99,11 @@ profiles:
       path: /
       pool: default
       type: disk
+- name: strata-offline
+  description: strata stages without network (masks the debusine profile's NIC)
+  config: {}
+  devices:
+    eth0:
+      type: none
 YAML
 echo "incus-setup: ready (incus $(incus version 2>/dev/null | sed -n 's/^Server version: //p'))"

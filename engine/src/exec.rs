@@ -1106,6 +1106,7 @@ impl Builder<'_> {
             log,
             on_line,
             timeout: self.opts.stage_timeout,
+            network: spec.network,
         };
         match backend::pipeline::run_stage(&run) {
             Err(BackendError::Interrupted) => Ok(Outcome::Interrupted),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use strata::backend::cli::RecordingCli;
 use strata::backend::envs::{self, Image};
 use strata::backend::image::{self, Source};
-use strata::backend::incus::Incus;
+use strata::backend::incus::{Incus, InstanceSpec};
 use strata::backend::{
     Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Stdin, Stopped, User,
 };
@@ -658,17 +658,16 @@ fn incus_vm_gives_incus_the_expected_commands_recorded_not_run() {
         }
     }));
     let store = scratch();
-    let mut vm = Incus::create(
-        store.path(),
-        "test-vm",
-        Backend::IncusVm,
-        "artifact/abc",
-        "a test",
-        "abc",
-        None,
-        cli.clone(),
-    )
-    .unwrap();
+    let spec = InstanceSpec {
+        name: "test-vm",
+        backend: Backend::IncusVm,
+        alias: "artifact/abc",
+        origin: "a test",
+        artifact_id: "abc",
+        owner_pid: None,
+        network: true,
+    };
+    let mut vm = Incus::create(store.path(), &spec, cli.clone()).unwrap();
     vm.start().unwrap();
     vm.run(
         &argv(&["echo", "hi"]),

@@ -97,6 +97,8 @@ fn lintian_gives_the_same_analysis_in_incus_as_in_bwrap() {
     .collect();
     assert!(left.is_empty(), "instances left: {left:?}");
 
+    incus_network_follows_the_stage(&env);
+
     // A failing stage: the instance goes too.
     let (run, _, _) = lint(&env, &manifest(true, "error"), "fails");
     assert_eq!(run.code(), 1, "{}", run.describe());
@@ -157,4 +159,61 @@ fn lintian_gives_the_same_analysis_in_incus_as_in_bwrap() {
         "{:?}",
         stage_instances(pid)
     );
+}
+
+/// Stages in incus get the network only when they declare it, as with
+/// bwrap: the `debusine` profile's NIC on the NAT bridge, or none (masked
+/// by `strata-offline`). A network stage reaches the host's mirror with
+/// apt; resolv.conf points at the bridge's dnsmasq. Runs over the
+/// environment the lint test stored (the same pipeline, so the same image).
+fn incus_network_follows_the_stage(env: &Env) {
+    let lib = env.script_stage(
+        "offline",
+        "cat /proc/net/dev > /run/strata/tree/offline",
+        json!({"root": "build"}),
+    );
+    env.script_stage(
+        "online",
+        "t=/run/strata/tree\ncat /proc/net/dev > $t/online\ncp /etc/resolv.conf $t/resolv.conf\napt-get -q update > $t/apt.log 2>&1 && echo ok > $t/apt",
+        json!({"root": "build-copy", "network": true}),
+    );
+    let m = manifest(true, "none");
+    let m = json!({"version": "2", "pipelines": [m["pipelines"][0].clone(),
+        {"name": "net", "build": "name:env", "backend": "incus-lxc",
+         "stages": [{"type": "offline"}, {"type": "online"}]}]});
+    let out = env.path("net");
+    let run = env.build(
+        &m,
+        &[
+            "--libdir",
+            lib.to_str().unwrap(),
+            "--export",
+            "net",
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
+    );
+    run.success();
+    let read = |f: &str| std::fs::read_to_string(out.join("net").join(f)).unwrap_or_default();
+    // /proc/net/dev: two header lines, then one line per interface.
+    let interfaces = |dev: String| -> Vec<String> {
+        dev.lines()
+            .skip(2)
+            .filter_map(|l| l.split(':').next())
+            .map(|i| i.trim().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        interfaces(read("offline")),
+        ["lo"],
+        "no NIC without network"
+    );
+    let online = interfaces(read("online"));
+    assert!(online.contains(&"host0".to_owned()), "{online:?}");
+    assert!(
+        read("resolv.conf").starts_with("nameserver "),
+        "{}",
+        read("resolv.conf")
+    );
+    assert_eq!(read("apt"), "ok\n", "apt-get update: {}", read("apt.log"));
 }

@@ -257,12 +257,6 @@ fn invalid_task_documents_name_the_key() {
         ),
         (
             package_build("hello-strata"),
-            |d| d["task_data"]["backend"] = json!("incus-lxc"),
-            "task_data.backend",
-            "a PackageBuild cannot run on `incus-lxc` yet: the build installs its build-dependencies from the mirror, and strata's incus containers have no network",
-        ),
-        (
-            package_build("hello-strata"),
             |d| d["task_data"]["backend"] = json!("qemu"),
             "task_data.backend",
             "`qemu` is not available to tasks: strata has no qemu backend",
@@ -434,6 +428,9 @@ fn compiled_manifests_are_pinned() {
     insta::assert_snapshot!("task_lintian", pinned(&env, &li));
     li["task_data"]["backend"] = json!("incus-lxc");
     insta::assert_snapshot!("task_lintian_incus_lxc", pinned(&env, &li));
+    let mut pb_incus = package_build("hello-strata");
+    pb_incus["task_data"]["backend"] = json!("incus-lxc");
+    insta::assert_snapshot!("task_package_build_incus_lxc", pinned(&env, &pb_incus));
 
     // The same document compiles to the same manifest.
     assert_eq!(pinned(&env, &pb), pinned(&env, &pb));
@@ -668,7 +665,7 @@ fn incus_instances(name: &str) -> usize {
 }
 
 #[test]
-fn a_lintian_task_runs_in_incus_like_in_unshare() {
+fn lintian_and_package_build_tasks_run_in_incus() {
     let env = Env::new();
     let source = dsc("lint-strata");
     let summary_of = |out: &Path| {
@@ -754,6 +751,45 @@ fn a_lintian_task_runs_in_incus_like_in_unshare() {
         "{}",
         run.stderr()
     );
+
+    // A PackageBuild in incus, in that stored environment: the build stage
+    // declares network, so its container gets the NAT bridge and installs
+    // the build-dependencies from the host's mirror.
+    let mut build = package_build("hello-strata");
+    build["task_data"]["backend"] = json!("incus-lxc");
+    let out3 = env.path("incus-build");
+    let run = run_task(&env, &build, &out3, &[]);
+    run.success();
+    assert!(
+        run.stderr()
+            .contains("build/build: running in incus instance strata-stage-"),
+        "{}",
+        run.stderr()
+    );
+    let doc3 = artifacts(&out3);
+    assert_eq!(doc3["result"], "success", "{doc3:#}");
+    assert_eq!(doc3["environment"]["id"], doc["environment"]["id"]);
+    assert_eq!(doc3["environment"]["reused"], true, "{doc3:#}");
+    assert_eq!(bootstraps(&env), 2, "nothing bootstrapped");
+    let mut packages: Vec<String> = of(&doc3, "debian:binary-package")
+        .iter()
+        .map(|d| {
+            d["data"]["deb_fields"]["Package"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    packages.sort();
+    assert_eq!(
+        packages,
+        ["hello-strata", "hello-strata-dbgsym"],
+        "{doc3:#}"
+    );
+    let log = of(&doc3, "debian:package-build-log");
+    let log = std::fs::read_to_string(out3.join(log[0]["files"][0].as_str().unwrap())).unwrap();
+    assert!(log.contains("apt-get build-dep"), "{log}");
+    assert!(log.contains("dpkg-buildpackage"), "{log}");
 }
 
 /// What the test's SMTP server received in one session.

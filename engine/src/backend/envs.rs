@@ -9,7 +9,7 @@
 
 use super::cli::Cli;
 use super::image::{self, Source};
-use super::incus::{Incus, check_name};
+use super::incus::{Incus, InstanceSpec, check_name};
 use super::unshare::Unshare;
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
 use crate::catalog::Catalog;
@@ -125,9 +125,17 @@ pub fn create(
                     (alias, system.origin, system.id.to_string())
                 }
             };
-            Box::new(Incus::create(
-                store, name, backend, &alias, &origin, &id, None, cli,
-            )?)
+            // An environment for people and scripts has debusine's network.
+            let spec = InstanceSpec {
+                name,
+                backend,
+                alias: &alias,
+                origin: &origin,
+                artifact_id: &id,
+                owner_pid: None,
+                network: true,
+            };
+            Box::new(Incus::create(store, &spec, cli)?)
         }
     };
     save(store, env.state())?;

@@ -31,8 +31,11 @@ use std::time::{Duration, Instant};
 
 /// Instance names strata makes start with this.
 pub const PREFIX: &str = "strata-";
-/// The profile every instance gets.
+/// The profile every instance gets (debusine's: a NIC on its NAT bridge).
 pub const PROFILE: &str = "debusine";
+/// Applied after [`PROFILE`] to instances without network: it masks the
+/// NIC, so they have only loopback (docs/incus-setup.sh makes it).
+pub const OFFLINE_PROFILE: &str = "strata-offline";
 /// How long `start` waits for systemd.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -122,20 +125,42 @@ pub fn check_name(name: &str) -> Result<(), BackendError> {
     }
 }
 
+/// What [`Incus::create`] makes.
+#[derive(Debug, Clone, Copy)]
+pub struct InstanceSpec<'a> {
+    /// The environment's name; the instance is `strata-NAME`.
+    pub name: &'a str,
+    /// Container or VM.
+    pub backend: Backend,
+    /// The image it starts from.
+    pub alias: &'a str,
+    /// Where the image came from, for people.
+    pub origin: &'a str,
+    /// The pipeline id the image was made from, if any.
+    pub artifact_id: &'a str,
+    /// A stage's instance: the strata process it belongs to (GC removes it
+    /// once that process is gone).
+    pub owner_pid: Option<u32>,
+    /// Whether it keeps the profile's NIC; without, only loopback.
+    pub network: bool,
+}
+
 impl Incus {
-    /// Creates (does not start) instance `strata-NAME` from image `alias`.
-    /// `owner_pid` marks a stage's instance (GC removes it once that process is gone).
-    #[allow(clippy::too_many_arguments)]
+    /// Creates (does not start) instance `strata-NAME` as `spec` says.
     pub fn create(
         store: &Path,
-        name: &str,
-        backend: Backend,
-        alias: &str,
-        origin: &str,
-        artifact_id: &str,
-        owner_pid: Option<u32>,
+        spec: &InstanceSpec<'_>,
         cli: Arc<dyn Cli>,
     ) -> Result<Incus, BackendError> {
+        let InstanceSpec {
+            name,
+            backend,
+            alias,
+            origin,
+            artifact_id,
+            owner_pid,
+            network,
+        } = *spec;
         check_name(name)?;
         if !image_exists(cli.as_ref(), alias)? {
             return Err(BackendError::ImageMissing(format!(
@@ -159,6 +184,9 @@ impl Incus {
             "-c",
             &mark,
         ];
+        if !network {
+            args.extend(["--profile", OFFLINE_PROFILE]);
+        }
         if backend == Backend::IncusVm {
             args.push("--vm");
         }
@@ -167,6 +195,15 @@ impl Incus {
             let err = String::from_utf8_lossy(&ran.stderr);
             if err.contains("already exists") {
                 return Err(BackendError::AlreadyExists(name.to_owned()));
+            }
+            if err.contains("rofile") && err.contains("not found") {
+                return Err(BackendError::Tool {
+                    command: format!("incus {}", args.join(" ")),
+                    detail: format!(
+                        "{}\n    hint: profiles `{PROFILE}` and `{OFFLINE_PROFILE}` come from docs/incus-setup.sh; run it",
+                        err.trim()
+                    ),
+                });
             }
             return Err(tool_error(&args, &ran));
         }

@@ -6,7 +6,10 @@
 //!          + pipeline "B+incus-image" {tarball-to-incus over name:B}   (added; P depends on it)
 //! exec:  each stage of P:
 //!          image artifact/<id of B>   ← incus image import of B+incus-image's files (once)
-//!          instance strata-stage-PID-N ← incus init --profile debusine; start; wait for systemd
+//!          instance strata-stage-PID-N ← incus init --profile debusine [--profile strata-offline];
+//!                                          start; wait for systemd
+//!          a stage that declares network: wait for its DHCP lease (a default route), and
+//!            /etc/resolv.conf → the gateway (incus's dnsmasq); others have only loopback
 //!          every sandbox mount of the stage → a disk device (shift=true), hot-plugged after
 //!            boot (systemd mounts a fresh /run over anything added before)
 //!          incus exec -- runner [ld.so --library-path …] stage     (output → the stage log)
@@ -16,10 +19,14 @@
 //! `shift=true` (idmapped mounts) rather than a privileged instance: root
 //! inside writes the tree as root on the host, so owners come out as with
 //! bwrap, while the instance stays unprivileged.
+//!
+//! Network follows the stage's declaration, as with bwrap: the `debusine`
+//! profile's NIC on the NAT bridge for stages that declare `network`, none
+//! (the `strata-offline` profile masks it) for the others.
 
 use super::cli::{Cli, SystemCli};
 use super::image;
-use super::incus::{Incus, incus_ok};
+use super::incus::{Incus, InstanceSpec, incus, incus_ok};
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
 use crate::id::Id;
 use crate::manifest::{Input, InputType, Manifest, Origin, Pipeline, Reference, Stage};
@@ -31,7 +38,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The pipeline that makes the incus image of build pipeline `build`.
 pub fn image_pipeline_name(build: &str) -> String {
@@ -110,7 +117,12 @@ pub struct StageRun<'a> {
     pub on_line: &'a (dyn Fn(&[u8]) + Sync),
     /// `--stage-timeout`.
     pub timeout: Option<Duration>,
+    /// The stage declares network.
+    pub network: bool,
 }
+
+/// How long a network stage's instance may take to get its DHCP lease.
+const NETWORK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Deletes the instance however the stage ends.
 struct Destroy(Incus);
@@ -138,16 +150,16 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
     image::import(cli.as_ref(), run.store, run.image_files, &alias)?;
     let pid = std::process::id();
     let name = format!("stage-{pid}-{}", COUNTER.fetch_add(1, Ordering::SeqCst));
-    let instance = Incus::create(
-        run.store,
-        &name,
-        Backend::IncusLxc,
-        &alias,
-        "a stage",
-        run.build_id.as_str(),
-        Some(pid),
-        cli.clone(),
-    );
+    let spec = InstanceSpec {
+        name: &name,
+        backend: Backend::IncusLxc,
+        alias: &alias,
+        origin: "a stage",
+        artifact_id: run.build_id.as_str(),
+        owner_pid: Some(pid),
+        network: run.network,
+    };
+    let instance = Incus::create(run.store, &spec, cli.clone());
     let instance = match instance {
         Ok(instance) => instance,
         Err(e) => {
@@ -177,6 +189,9 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
     );
     guard.0.start()?;
     let inst = guard.0.instance().to_owned();
+    if run.network {
+        connect(cli.as_ref(), &inst)?;
+    }
     for (i, mount) in run.mounts.iter().enumerate() {
         let (src, dest, ro) = match mount {
             Mount::Bind(src, dest) => (src, dest, false),
@@ -222,4 +237,79 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
         ..Invocation::default()
     });
     Ok(ran.outcome)
+}
+
+/// Readies a network stage's instance: waits for its DHCP lease (a default
+/// route) and, unless the image has a resolver of its own, points
+/// /etc/resolv.conf at the gateway, where incus's dnsmasq answers. The
+/// images have systemd-networkd, which takes the lease but writes no
+/// resolv.conf without systemd-resolved.
+fn connect(cli: &dyn Cli, inst: &str) -> Result<(), BackendError> {
+    let started = Instant::now();
+    let gateway = loop {
+        let ran = incus(cli, &["exec", inst, "--", "cat", "/proc/net/route"])?;
+        if let Some(gateway) = default_gateway(&String::from_utf8_lossy(&ran.stdout)) {
+            break gateway;
+        }
+        if started.elapsed() > NETWORK_TIMEOUT {
+            return Err(BackendError::NotReady {
+                env: inst.to_owned(),
+                secs: NETWORK_TIMEOUT.as_secs(),
+                detail: "the stage declares network, but the instance got no default route (no DHCP lease on the `debusine` profile's NIC)\n    hint: docs/incus-setup.sh gives debusinebr0 addresses and NAT".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let script = "grep -qs '^nameserver' /etc/resolv.conf || { rm -f /etc/resolv.conf; echo \"nameserver $1\" > /etc/resolv.conf; }";
+    incus_ok(
+        cli,
+        &[
+            "exec",
+            inst,
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            &gateway.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The gateway of the default route in /proc/net/route, which prints each
+/// address as the hex of a native-endian u32 holding its bytes.
+fn default_gateway(route: &str) -> Option<std::net::Ipv4Addr> {
+    route.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"00000000") {
+            return None;
+        }
+        let hex = u32::from_str_radix(fields.get(2)?, 16).ok()?;
+        (hex != 0).then(|| std::net::Ipv4Addr::from(hex.to_ne_bytes()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn the_default_gateway_is_read_from_proc_net_route() {
+        let head =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let route = format!(
+            "{head}host0\t00000000\t0107D30A\t0003\t0\t0\t1024\t00000000\t0\t0\t0\nhost0\t0007D30A\t00000000\t0001\t0\t0\t1024\t00FFFFFF\t0\t0\t0\n"
+        );
+        assert_eq!(
+            default_gateway(&route),
+            Some(std::net::Ipv4Addr::new(10, 211, 7, 1))
+        );
+        // Before the lease: only the header, or only a link route.
+        assert_eq!(default_gateway(head), None);
+        let link_only =
+            format!("{head}host0\t0007D30A\t00000000\t0001\t0\t0\t1024\t00FFFFFF\t0\t0\t0\n");
+        assert_eq!(default_gateway(&link_only), None);
+    }
 }

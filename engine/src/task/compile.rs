@@ -13,11 +13,12 @@
 //!                   input        [copy: the .dsc/.deb/.changes files by name]
 //!                   lintian      [lintian]  build root: environment; input: tree input
 //!
-//! backend incus-lxc (Lintian; a PackageBuild needs the network, which incus
-//!   containers lack here): lintian gets "backend": "incus-lxc" (the
-//!   environment's tree becomes the container image, which boots /sbin/init),
-//!   so the environment must hold systemd-sysv: a bootstrapped one gets it,
-//!   a stored one matches only if its packages include it.
+//! backend incus-lxc: build and lintian get "backend": "incus-lxc" (the
+//!   environment's tree becomes the container image, which boots /sbin/init;
+//!   the build stage declares network and reaches the mirror through the
+//!   `debusine` profile's NAT bridge), so the environment must hold
+//!   systemd-sysv: a bootstrapped one gets it, a stored one matches only if
+//!   its packages include it.
 //! ```
 //!
 //! Local files (strata has no artifact ids) become `curl` sources with
@@ -251,14 +252,6 @@ fn package_build(
         _ => arch,
     };
     let backend = stage_backend(d.backend)?;
-    // Found by running it: in the container apt-get cannot resolve the
-    // mirror, and build-dep fails.
-    if backend == Backend::IncusLxc {
-        return Err(Invalid {
-            path: "task_data.backend".into(),
-            message: "a PackageBuild cannot run on `incus-lxc` yet: the build installs its build-dependencies from the mirror, and strata's incus containers have no network (docs/incus.md); use unshare".into(),
-        });
-    }
     let (env, choice) = environment(&d.environment, backend, env_arch, &["dpkg-dev"], envs)?;
     let mut sources = Sources::default();
     let source = sources.add_all("task_data.input.source_artifact", &d.input.source_artifact)?;
