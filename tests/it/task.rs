@@ -355,6 +355,24 @@ fn invalid_task_documents_name_the_key() {
             "task_data.notifications.on_failure[0].data.subject",
             "no line breaks",
         ),
+        (
+            package_build("hello-strata"),
+            |d| d["task_data"]["build_dep_resolver"] = json!("aspcud"),
+            "task_data.build_dep_resolver",
+            "`aspcud` is not available: strata resolves build-dependencies with apt",
+        ),
+        (
+            package_build("hello-strata"),
+            |d| d["task_data"]["build_dep_resolver"] = json!("dose3"),
+            "task_data.build_dep_resolver",
+            "unknown variant `dose3`, expected one of `apt`, `aptitude`, `aspcud`, `xapt`, `null`",
+        ),
+        (
+            package_build("hello-strata"),
+            |d| d["task_data"]["aspcud_criteria"] = json!("-removed,-changed,-new"),
+            "task_data.aspcud_criteria",
+            "applies only to the `aspcud` build_dep_resolver",
+        ),
     ];
     assert!(cases.len() >= 20);
     for (i, (base, edit, path, message)) in cases.into_iter().enumerate() {
@@ -379,6 +397,14 @@ fn invalid_task_documents_name_the_key() {
     );
     // Compiling never creates a store.
     assert!(!env.store().exists());
+
+    // debusine's defaults for the resolver keys are accepted as they are.
+    let mut doc = package_build("hello-strata");
+    doc["task_data"]["build_dep_resolver"] = json!("apt");
+    doc["task_data"]["aspcud_criteria"] = Value::Null;
+    compile(&env, &doc).success();
+    doc["task_data"]["build_dep_resolver"] = Value::Null;
+    compile(&env, &doc).success();
 
     // `build_architecture: null` is allowed (any build architecture) and kept.
     let mut doc = package_build("hello-strata");

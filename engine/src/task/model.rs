@@ -559,9 +559,28 @@ pub struct PackageBuildData {
     /// More apt repositories.
     #[serde(default)]
     pub extra_repositories: Option<Vec<ExtraRepository>>,
+    /// sbuild's build-dependency resolver; strata's build stage resolves
+    /// with apt (`apt-get build-dep`), the default, and refuses the others.
+    #[serde(default)]
+    pub build_dep_resolver: Option<BuildDepResolver>,
+    /// Optimisation criteria for the `aspcud` resolver.
+    #[serde(default)]
+    pub aspcud_criteria: Option<String>,
     /// Who to tell on failure.
     #[serde(default)]
     pub notifications: Option<Notifications>,
+}
+
+/// sbuild's build-dependency resolvers, as debusine names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum BuildDepResolver {
+    Apt,
+    Aptitude,
+    Aspcud,
+    Xapt,
+    Null,
 }
 
 /// Tells a key given as `null` (Some(None)) from a key left out (None).
@@ -682,6 +701,24 @@ impl PackageBuildData {
                         })
                 },
                 "a build profile (such as nocheck)",
+            );
+        }
+        match self.build_dep_resolver {
+            None | Some(BuildDepResolver::Apt) => {}
+            Some(other) => c.fail(
+                "task_data.build_dep_resolver",
+                format!(
+                    "`{}` is not available: strata resolves build-dependencies with apt (`apt-get build-dep`) only",
+                    format!("{other:?}").to_lowercase()
+                ),
+            ),
+        }
+        if self.aspcud_criteria.is_some()
+            && self.build_dep_resolver != Some(BuildDepResolver::Aspcud)
+        {
+            c.fail(
+                "task_data.aspcud_criteria",
+                "applies only to the `aspcud` build_dep_resolver",
             );
         }
         if let Some(o) = &self.build_options
