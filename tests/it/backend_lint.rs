@@ -182,17 +182,7 @@ fn incus_network_follows_the_stage(env: &Env) {
         {"name": "net", "build": "name:env", "backend": "incus-lxc",
          "stages": [{"type": "offline"}, {"type": "online"}]}]});
     let out = env.path("net");
-    let run = env.build(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--export",
-            "net",
-            "--output-directory",
-            out.to_str().unwrap(),
-        ],
-    );
+    let run = env.build_export(&m, &lib, "net", &out);
     run.success();
     let read = |f: &str| std::fs::read_to_string(out.join("net").join(f)).unwrap_or_default();
     // /proc/net/dev: two header lines, then one line per interface.

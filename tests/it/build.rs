@@ -281,18 +281,7 @@ echo ok >> $out
         {"name": "t", "stages": [{"type": "mkdir", "options": {"paths": [{"path": "/x"}]}}]},
         {"name": "p", "stages": [{"type": "probe", "inputs": {"t": {"type": "tree", "origin": "pipeline", "references": ["name:t"]}}}]}]});
     let out = env.out();
-    env.build(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--export",
-            "p",
-            "--output-directory",
-            out.to_str().unwrap(),
-        ],
-    )
-    .success();
+    env.build_export(&m, &lib, "p", &out).success();
     let report = std::fs::read_to_string(out.join("p/report")).unwrap();
     assert_eq!(report, "ok\n", "no write outside the tree succeeded");
     assert_eq!(

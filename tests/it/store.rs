@@ -536,17 +536,7 @@ fn collection_waits_for_a_running_build() {
     let env = Env::new();
     let (m, lib) = scripts_manifest(&env, "slow", &["echo a > $t/a", "sleep 2; echo b > $t/b"]);
     let out = env.out();
-    let build = env.spawn_build(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--export",
-            "slow",
-            "--output-directory",
-            out.to_str().unwrap(),
-        ],
-    );
+    let build = env.spawn_build_export(&m, &lib, "slow", &out);
     wait_for(|| object_of(&env, "slow").is_some());
     // Impatient: the error names the lock file.
     let gc = env.strata(

@@ -79,6 +79,23 @@ impl Env {
         child
     }
 
+    /// `strata build` of `manifest` with stages from `lib`, exporting
+    /// pipeline `export` into `out`.
+    pub fn build_export(&self, manifest: &Value, lib: &Path, export: &str, out: &Path) -> Run {
+        self.build(manifest, &export_args(lib, export, out))
+    }
+
+    /// [`Env::build_export`], started and left running.
+    pub fn spawn_build_export(
+        &self,
+        manifest: &Value,
+        lib: &Path,
+        export: &str,
+        out: &Path,
+    ) -> std::process::Child {
+        self.spawn_build(manifest, &export_args(lib, export, out))
+    }
+
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -178,6 +195,18 @@ impl Env {
         .unwrap();
         lib
     }
+}
+
+/// `--libdir LIB --export NAME --output-directory OUT`.
+fn export_args<'a>(lib: &'a Path, export: &'a str, out: &'a Path) -> [&'a str; 6] {
+    [
+        "--libdir",
+        lib.to_str().unwrap(),
+        "--export",
+        export,
+        "--output-directory",
+        out.to_str().unwrap(),
+    ]
 }
 
 /// A finished strata process.
