@@ -54,7 +54,15 @@ fn main() {
     };
     let doc = build(&manifest(1000));
     let env_id = doc["pipelines"][0]["id"].as_str().unwrap().to_owned();
-    let env_tree = store.join("objects").join(&env_id).join("tree");
+    // The environment is one stage, so its object's layer is the whole tree.
+    let object = store.join("objects").join(&env_id);
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(object.join("meta/info.json")).unwrap()).unwrap();
+    assert!(
+        info["parent"].is_null(),
+        "a one-stage pipeline's layer has no parent: {info}"
+    );
+    let env_tree = object.join("layer");
 
     let by_hand = |n: usize| {
         let work = scratch.path().join(format!("hand-{n}"));

@@ -196,7 +196,8 @@ impl Incus {
             if err.contains("already exists") {
                 return Err(BackendError::AlreadyExists(name.to_owned()));
             }
-            if err.contains("rofile") && err.contains("not found") {
+            let lower = err.to_lowercase();
+            if lower.contains("profile") && lower.contains("not found") {
                 return Err(BackendError::Tool {
                     command: format!("incus {}", args.join(" ")),
                     detail: format!(
