@@ -59,14 +59,16 @@ fn die_with_parent(cmd: &mut Command) {
     let parent = rustix::process::getpid();
     // SAFETY: the hook runs between fork and exec, and makes only two
     // syscalls (prctl, getppid), which are async-signal-safe; it allocates
-    // nothing and takes no lock.
+    // nothing (its errors are raw OS errors) and takes no lock.
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
             // The parent may have died before the prctl took effect.
             if rustix::process::getppid() != Some(parent) {
-                return Err(io::Error::other("strata exited while starting curl"));
+                return Err(io::Error::from_raw_os_error(
+                    rustix::io::Errno::SRCH.raw_os_error(),
+                ));
             }
             Ok(())
         });
