@@ -537,6 +537,12 @@ fn incus_hostname_and_hosts_come_from_the_templates() {
         "{hosts}"
     );
     assert!(hosts.contains("ff02::2"), "{hosts}");
+    // An environment has the network: a lease on debusinebr0 and a
+    // resolver, the bridge's dnsmasq.
+    let resolv = sh(&*env, "cat /etc/resolv.conf");
+    let gateway = sh(&*env, "awk '$2 == \"00000000\" {print $3}' /proc/net/route");
+    assert!(resolv.starts_with("nameserver "), "{resolv}");
+    assert!(!gateway.trim().is_empty(), "no default route");
     assert_eq!(
         env_as_incus(&env).autopkgtest_virt_args(),
         [incus_alias().to_owned()]
@@ -654,6 +660,11 @@ fn incus_vm_gives_incus_the_expected_commands_recorded_not_run() {
             Some("exec") if argv.contains(&"is-system-running".to_string()) => {
                 (0, "running\n".into())
             }
+            // Its lease: a default route via 10.233.71.1.
+            Some("exec") if argv.contains(&"/proc/net/route".to_string()) => (
+                0,
+                "Iface\tDestination\tGateway\nenp5s0\t00000000\t0147E90A\n".into(),
+            ),
             _ => (0, String::new()),
         }
     }));
@@ -693,6 +704,8 @@ fn incus_vm_gives_incus_the_expected_commands_recorded_not_run() {
         format!("incus init artifact/abc strata-test-vm --profile debusine -c user.strata.store={key} -c user.strata.env=test-vm --vm"),
         "incus start strata-test-vm".into(),
         "incus exec strata-test-vm --mode non-interactive -- systemctl is-system-running".into(),
+        "incus exec strata-test-vm --mode non-interactive -- cat /proc/net/route".into(),
+        "incus exec strata-test-vm --mode non-interactive -- sh -c grep -qs '^nameserver' /etc/resolv.conf || { rm -f /etc/resolv.conf; echo \"nameserver $1\" > /etc/resolv.conf; } sh 10.233.71.1".into(),
         "incus exec strata-test-vm --mode non-interactive -- sh -c id -u strata >/dev/null 2>&1 || useradd --create-home --uid 4242 --user-group --shell /bin/sh strata".into(),
         "incus exec strata-test-vm --mode non-interactive --cwd /tmp --user 4242 --group 4242 --env HOME=/home/strata --env USER=strata --env LOGNAME=strata --env A=1 -- timeout -s KILL 5.000 echo hi".into(),
         format!("incus file push --uid 1 --gid 2 --mode 0600 {} strata-test-vm/etc/f", host.display()),

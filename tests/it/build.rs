@@ -1,6 +1,8 @@
 //! Building for real: stages in bubblewrap, the store, checkpoints, exports.
 
-use crate::support::{Env, HttpServer, checksum, inline_sources, repo, sha256_hex, tar_listing};
+use crate::support::{
+    Env, HttpServer, checksum, export_args, inline_sources, repo, sha256_hex, tar_listing,
+};
 use serde_json::{Value, json};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -335,17 +337,7 @@ fn stages_get_a_cleared_environment_and_their_arguments() {
     );
     let m = json!({"version": "2", "pipelines": [{"name": "p", "source-epoch": 1234, "stages": [{"type": "dump", "options": {"k": 1}}]}]});
     let out = env.out();
-    let (run, doc) = env.build_json(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--export",
-            "p",
-            "--output-directory",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (run, doc) = env.build_json(&m, &export_args(&lib, "p", &out));
     run.success();
     let vars = std::fs::read_to_string(out.join("p/env")).unwrap();
     let keys: Vec<&str> = vars.lines().map(|l| l.split('=').next().unwrap()).collect();

@@ -4,7 +4,7 @@
 //! again on an XFS loop image (reflinks). The bootstrapped-system numbers
 //! (growth over a minbase system) are in `store_growth_over_a_bootstrapped_system`.
 
-use crate::support::{Env, HttpServer, checksum, sha256_hex};
+use crate::support::{Env, HttpServer, checksum, export_args, sha256_hex};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -158,17 +158,7 @@ fn flatten_equals_reference(env: &Env) {
     let scripts: Vec<&str> = scripts.iter().map(String::as_str).collect();
     let (m, lib) = scripts_manifest(env, "f", &scripts);
     let out = env.out();
-    let (run, doc) = env.build_json(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--export",
-            "f",
-            "--output-directory",
-            out.to_str().unwrap(),
-        ],
-    );
+    let (run, doc) = env.build_json(&m, &export_args(&lib, "f", &out));
     run.success();
     let reference = env.path("reference");
     reference_tree(&reference, &scripts);
@@ -227,17 +217,7 @@ fn flatten_equals_reference(env: &Env) {
     assert_eq!(a.ino(), b.ino());
     // A warm build takes every stage from the store; the tree is the same.
     let out2 = env.path("out2");
-    let (run, doc) = env.build_json(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--export",
-            "f",
-            "--output-directory",
-            out2.to_str().unwrap(),
-        ],
-    );
+    let (run, doc) = env.build_json(&m, &export_args(&lib, "f", &out2));
     run.success();
     assert!(
         doc["pipelines"][0]["stages"]

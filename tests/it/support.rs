@@ -198,7 +198,7 @@ impl Env {
 }
 
 /// `--libdir LIB --export NAME --output-directory OUT`.
-fn export_args<'a>(lib: &'a Path, export: &'a str, out: &'a Path) -> [&'a str; 6] {
+pub fn export_args<'a>(lib: &'a Path, export: &'a str, out: &'a Path) -> [&'a str; 6] {
     [
         "--libdir",
         lib.to_str().unwrap(),

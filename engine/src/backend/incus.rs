@@ -38,6 +38,8 @@ pub const PROFILE: &str = "debusine";
 pub const OFFLINE_PROFILE: &str = "strata-offline";
 /// How long `start` waits for systemd.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `start` waits for a networked instance's DHCP lease.
+pub const NETWORK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An incus container or VM.
 #[derive(Debug)]
@@ -218,6 +220,7 @@ impl Incus {
                 instance: Some(instance),
                 running: false,
                 stop_timeout: super::STOP_TIMEOUT.as_secs(),
+                network,
             },
             store: store.to_path_buf(),
             cli,
@@ -296,11 +299,54 @@ impl Incus {
         }
     }
 
+    /// Readies a networked instance: waits for its DHCP lease (a default
+    /// route) and, unless the image has a resolver of its own, points
+    /// /etc/resolv.conf at the gateway, where incus's dnsmasq answers. The
+    /// images have systemd-networkd, which takes the lease but writes no
+    /// resolv.conf without systemd-resolved.
+    fn connect(&self, limit: Duration) -> Result<(), BackendError> {
+        let started = Instant::now();
+        let gateway = loop {
+            let ran = self.exec(&["cat", "/proc/net/route"], Stdin::Null)?;
+            if let Some(gateway) = default_gateway(&String::from_utf8_lossy(&ran.stdout)) {
+                break gateway;
+            }
+            if started.elapsed() > limit {
+                return Err(BackendError::NotReady {
+                    env: self.state.name.clone(),
+                    secs: limit.as_secs(),
+                    detail: "it got no default route (no DHCP lease on the `debusine` profile's NIC)\n    hint: docs/incus-setup.sh gives debusinebr0 addresses and NAT".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let script = "grep -qs '^nameserver' /etc/resolv.conf || { rm -f /etc/resolv.conf; echo \"nameserver $1\" > /etc/resolv.conf; }";
+        let argv = ["sh", "-c", script, "sh", &gateway.to_string()];
+        let ran = self.exec(&argv, Stdin::Null)?;
+        if !ran.outcome.success() {
+            return Err(tool_error(&argv, &ran));
+        }
+        Ok(())
+    }
+
     fn exec(&self, argv: &[&str], stdin: Stdin) -> Result<Ran, BackendError> {
         let mut args = vec!["exec", self.instance(), "--mode", "non-interactive", "--"];
         args.extend_from_slice(argv);
         incus_with(self.cli.as_ref(), &args, stdin, false)
     }
+}
+
+/// The gateway of the default route in /proc/net/route, which prints each
+/// address as the hex of a native-endian u32 holding its bytes.
+fn default_gateway(route: &str) -> Option<std::net::Ipv4Addr> {
+    route.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"00000000") {
+            return None;
+        }
+        let hex = u32::from_str_radix(fields.get(2)?, 16).ok()?;
+        (hex != 0).then(|| std::net::Ipv4Addr::from(hex.to_ne_bytes()))
+    })
 }
 
 impl ExecutionEnvironment for Incus {
@@ -334,6 +380,9 @@ impl ExecutionEnvironment for Incus {
         }
         self.state.running = true;
         self.wait_ready(READY_TIMEOUT)?;
+        if self.state.network {
+            self.connect(NETWORK_TIMEOUT)?;
+        }
         let script = format!(
             "id -u {USER_NAME} >/dev/null 2>&1 || useradd --create-home --uid {USER_ID} --user-group --shell /bin/sh {USER_NAME}"
         );
@@ -654,4 +703,28 @@ pub fn gc(store: &Path, cli: &dyn Cli, envs: &[EnvState]) -> Result<Collected, B
 fn pid_alive(pid: &str) -> bool {
     pid.parse::<u32>()
         .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_endian = "little")]
+    fn the_default_gateway_is_read_from_proc_net_route() {
+        let head =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
+        let route = format!(
+            "{head}host0\t00000000\t0107D30A\t0003\t0\t0\t1024\t00000000\t0\t0\t0\nhost0\t0007D30A\t00000000\t0001\t0\t0\t1024\t00FFFFFF\t0\t0\t0\n"
+        );
+        assert_eq!(
+            default_gateway(&route),
+            Some(std::net::Ipv4Addr::new(10, 211, 7, 1))
+        );
+        // Before the lease: only the header, or only a link route.
+        assert_eq!(default_gateway(head), None);
+        let link_only =
+            format!("{head}host0\t0007D30A\t00000000\t0001\t0\t0\t1024\t00FFFFFF\t0\t0\t0\n");
+        assert_eq!(default_gateway(&link_only), None);
+    }
 }

@@ -369,6 +369,15 @@ pub struct EnvState {
     pub running: bool,
     /// Seconds `stop` waits before it kills.
     pub stop_timeout: u64,
+    /// incus: whether the instance keeps the `debusine` NIC; `start` then
+    /// waits for its lease and gives it a resolver. (States written before
+    /// the field existed had the NIC.)
+    #[serde(default = "has_network")]
+    pub network: bool,
+}
+
+fn has_network() -> bool {
+    true
 }
 
 impl EnvState {

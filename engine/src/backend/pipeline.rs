@@ -8,8 +8,9 @@
 //!          image artifact/<id of B>   ← incus image import of B+incus-image's files (once)
 //!          instance strata-stage-PID-N ← incus init --profile debusine [--profile strata-offline];
 //!                                          start; wait for systemd
-//!          a stage that declares network: wait for its DHCP lease (a default route), and
-//!            /etc/resolv.conf → the gateway (incus's dnsmasq); others have only loopback
+//!                                          (a stage that declares network: its lease and
+//!                                          resolver, as `Incus::start` readies every networked
+//!                                          instance; the others have only loopback)
 //!          every sandbox mount of the stage → a disk device (shift=true), hot-plugged after
 //!            boot (systemd mounts a fresh /run over anything added before)
 //!          incus exec -- runner [ld.so --library-path …] stage     (output → the stage log)
@@ -26,7 +27,7 @@
 
 use super::cli::{Cli, SystemCli};
 use super::image;
-use super::incus::{Incus, InstanceSpec, incus, incus_ok};
+use super::incus::{Incus, InstanceSpec, incus_ok};
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
 use crate::id::Id;
 use crate::manifest::{Input, InputType, Manifest, Origin, Pipeline, Reference, Stage};
@@ -38,7 +39,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The pipeline that makes the incus image of build pipeline `build`.
 pub fn image_pipeline_name(build: &str) -> String {
@@ -121,9 +122,6 @@ pub struct StageRun<'a> {
     pub network: bool,
 }
 
-/// How long a network stage's instance may take to get its DHCP lease.
-const NETWORK_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Deletes the instance however the stage ends.
 struct Destroy(Incus);
 
@@ -174,6 +172,7 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
                 instance: Some(format!("{}{name}", super::incus::PREFIX)),
                 running: false,
                 stop_timeout: 0,
+                network: run.network,
             };
             drop(Destroy(Incus::open(state, run.store, cli)));
             return Err(e);
@@ -189,9 +188,6 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
     );
     guard.0.start()?;
     let inst = guard.0.instance().to_owned();
-    if run.network {
-        connect(cli.as_ref(), &inst)?;
-    }
     for (i, mount) in run.mounts.iter().enumerate() {
         let (src, dest, ro) = match mount {
             Mount::Bind(src, dest) => (src, dest, false),
@@ -237,79 +233,4 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
         ..Invocation::default()
     });
     Ok(ran.outcome)
-}
-
-/// Readies a network stage's instance: waits for its DHCP lease (a default
-/// route) and, unless the image has a resolver of its own, points
-/// /etc/resolv.conf at the gateway, where incus's dnsmasq answers. The
-/// images have systemd-networkd, which takes the lease but writes no
-/// resolv.conf without systemd-resolved.
-fn connect(cli: &dyn Cli, inst: &str) -> Result<(), BackendError> {
-    let started = Instant::now();
-    let gateway = loop {
-        let ran = incus(cli, &["exec", inst, "--", "cat", "/proc/net/route"])?;
-        if let Some(gateway) = default_gateway(&String::from_utf8_lossy(&ran.stdout)) {
-            break gateway;
-        }
-        if started.elapsed() > NETWORK_TIMEOUT {
-            return Err(BackendError::NotReady {
-                env: inst.to_owned(),
-                secs: NETWORK_TIMEOUT.as_secs(),
-                detail: "the stage declares network, but the instance got no default route (no DHCP lease on the `debusine` profile's NIC)\n    hint: docs/incus-setup.sh gives debusinebr0 addresses and NAT".into(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let script = "grep -qs '^nameserver' /etc/resolv.conf || { rm -f /etc/resolv.conf; echo \"nameserver $1\" > /etc/resolv.conf; }";
-    incus_ok(
-        cli,
-        &[
-            "exec",
-            inst,
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-            &gateway.to_string(),
-        ],
-    )?;
-    Ok(())
-}
-
-/// The gateway of the default route in /proc/net/route, which prints each
-/// address as the hex of a native-endian u32 holding its bytes.
-fn default_gateway(route: &str) -> Option<std::net::Ipv4Addr> {
-    route.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) != Some(&"00000000") {
-            return None;
-        }
-        let hex = u32::from_str_radix(fields.get(2)?, 16).ok()?;
-        (hex != 0).then(|| std::net::Ipv4Addr::from(hex.to_ne_bytes()))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    #[cfg(target_endian = "little")]
-    fn the_default_gateway_is_read_from_proc_net_route() {
-        let head =
-            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n";
-        let route = format!(
-            "{head}host0\t00000000\t0107D30A\t0003\t0\t0\t1024\t00000000\t0\t0\t0\nhost0\t0007D30A\t00000000\t0001\t0\t0\t1024\t00FFFFFF\t0\t0\t0\n"
-        );
-        assert_eq!(
-            default_gateway(&route),
-            Some(std::net::Ipv4Addr::new(10, 211, 7, 1))
-        );
-        // Before the lease: only the header, or only a link route.
-        assert_eq!(default_gateway(head), None);
-        let link_only =
-            format!("{head}host0\t0007D30A\t00000000\t0001\t0\t0\t1024\t00FFFFFF\t0\t0\t0\n");
-        assert_eq!(default_gateway(&link_only), None);
-    }
 }

@@ -78,6 +78,8 @@ impl Unshare {
                 instance: None,
                 running: false,
                 stop_timeout: super::STOP_TIMEOUT.as_secs(),
+                // bwrap over the tree: the host's network is not shared.
+                network: false,
             },
         })
     }
