@@ -8,7 +8,6 @@ use crate::catalog::Catalog;
 use crate::exec::{self, BuildOptions};
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::monitor::{self, Event, JsonSeq, Live, Monitor, Plain, Sink, Verbosity};
-use crate::plan::Plan;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -221,11 +220,11 @@ fn read_manifest(args: &ManifestArgs, catalog: &Catalog) -> Result<Manifest, (i3
 
 fn inspect(args: InspectArgs) -> i32 {
     let catalog = Catalog::new(args.manifest.libdirs.clone());
-    let m = match read_manifest(&args.manifest, &catalog) {
+    let mut m = match read_manifest(&args.manifest, &catalog) {
         Ok(m) => m,
         Err((code, _)) => return code,
     };
-    let plan = Plan::new(&m);
+    let plan = crate::derive::plan(&mut m);
     println!(
         "{}",
         serde_json::to_string_pretty(&plan.describe(&m)).expect("json")
@@ -281,7 +280,7 @@ fn build(args: BuildArgs) -> i32 {
         }
     };
     let catalog = Catalog::new(args.manifest.libdirs.clone());
-    let m = match read_manifest(&args.manifest, &catalog) {
+    let mut m = match read_manifest(&args.manifest, &catalog) {
         Ok(m) => m,
         Err((code, message)) => {
             if args.json {
@@ -302,7 +301,7 @@ fn build(args: BuildArgs) -> i32 {
             return code;
         }
     };
-    let plan = Plan::new(&m);
+    let plan = crate::derive::plan(&mut m);
     let opts = BuildOptions {
         store: args.store.unwrap_or_else(default_store),
         checkpoints: args.checkpoints,

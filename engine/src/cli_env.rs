@@ -6,9 +6,9 @@
 
 use crate::backend::cli::SystemCli;
 use crate::backend::envs::{self, Image};
-use crate::backend::image::Source;
 use crate::backend::{Backend, BackendError, Owner, RunOptions, Stdin, User};
 use crate::catalog::Catalog;
+use crate::system::Source;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -328,7 +328,7 @@ fn create(a: CreateArgs) -> Result<i32, BackendError> {
         }
     };
     let catalog = Catalog::new(a.libdirs.clone());
-    let mut env = envs::create(
+    let mut env = crate::system::create_env(
         &st,
         &catalog,
         &a.name,

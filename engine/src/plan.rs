@@ -18,9 +18,26 @@ pub struct Plan {
 impl Plan {
     /// Computes every id. The manifest must have passed [`crate::manifest::load`].
     pub fn new(m: &Manifest) -> Plan {
-        let order = graph::order(&m.pipelines).expect("load rejects cycles");
-        let mut stage_ids: Vec<Vec<Id>> = vec![Vec::new(); m.pipelines.len()];
-        for &pi in &order {
+        let mut plan = Plan {
+            order: Vec::new(),
+            stage_ids: Vec::new(),
+        };
+        plan.extend(m);
+        plan
+    }
+
+    /// Computes the ids of the pipelines added to `m` since this plan was
+    /// made (the derived ones, see [`crate::derive`]); the others keep
+    /// theirs, so no id is computed twice.
+    pub fn extend(&mut self, m: &Manifest) {
+        let known = self.stage_ids.len();
+        self.order = graph::order(&m.pipelines).expect("load rejects cycles");
+        let stage_ids = &mut self.stage_ids;
+        stage_ids.resize(m.pipelines.len(), Vec::new());
+        for &pi in &self.order {
+            if pi < known {
+                continue;
+            }
             let p = &m.pipelines[pi];
             let pipeline_id =
                 |name: &str| -> Option<Id> { stage_ids[m.index(name)].last().cloned() };
@@ -64,7 +81,6 @@ impl Plan {
             }
             stage_ids[pi] = ids;
         }
-        Plan { order, stage_ids }
     }
 
     /// A pipeline's id: its last stage's.

@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata::backend::cli::SystemCli;
 use strata::backend::envs::{self, Image};
-use strata::backend::image::{self, Source};
+use strata::backend::image;
 use strata::backend::{Backend, ExecutionEnvironment, RunOptions};
 use strata::catalog::Catalog;
+use strata::system::{self, Source};
 
 const MANIFEST: &str = r#"{"version": "2", "pipelines": [{"name": "system", "runner": "debian", "source-epoch": 1700000000,
   "stages": [{"type": "bootstrap", "options": {
@@ -97,7 +98,7 @@ fn main() {
         origin: "bench".into(),
         name: "system".into(),
     };
-    let system = image::build_system(&store, &catalog, &source, true, true).unwrap();
+    let system = system::build_system(&store, &catalog, &source, true, true).unwrap();
     let alias = image::alias(&system.id);
     image::import(
         &SystemCli,
@@ -117,7 +118,7 @@ fn main() {
             Backend::Unshare => Image::Build(source.clone()),
             _ => Image::Alias(alias.clone()),
         };
-        envs::create(
+        system::create_env(
             &store,
             &catalog,
             name,

@@ -16,12 +16,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use strata::backend::cli::RecordingCli;
 use strata::backend::envs::{self, Image};
-use strata::backend::image::{self, Source};
+use strata::backend::image;
 use strata::backend::incus::{Incus, InstanceSpec};
 use strata::backend::{
     Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Stdin, Stopped, User,
 };
 use strata::catalog::Catalog;
+use strata::system::{self, Source};
 
 /// The system every environment here starts from.
 pub fn system_manifest() -> Value {
@@ -81,7 +82,7 @@ fn incus_alias() -> &'static str {
     static ALIAS: OnceLock<String> = OnceLock::new();
     ALIAS.get_or_init(|| {
         let sh = shared();
-        let system = image::build_system(&sh.store, &catalog(), &source(), true, true).unwrap();
+        let system = system::build_system(&sh.store, &catalog(), &source(), true, true).unwrap();
         let alias = image::alias(&system.id);
         image::import(
             &strata::backend::cli::SystemCli,
@@ -148,7 +149,7 @@ fn create(b: Backend, short: &str) -> TestEnv {
         Backend::Unshare => Image::Build(source()),
         _ => Image::Alias(incus_alias().to_owned()),
     };
-    let env = envs::create(
+    let env = system::create_env(
         &sh.store,
         &catalog(),
         &name,
@@ -465,7 +466,7 @@ fn refuses_an_image_that_is_no_system(b: Backend) {
         origin: "bare.json".into(),
         name: "bare".into(),
     };
-    let err = envs::create(
+    let err = system::create_env(
         &sh.store,
         &catalog(),
         &name,
@@ -604,7 +605,7 @@ fn incus_gc_removes_a_leaked_instance_and_only_that() {
     let cli = Arc::new(strata::backend::cli::SystemCli);
     let make = |name: &str| {
         scrub(store.path(), name);
-        envs::create(
+        system::create_env(
             store.path(),
             &catalog(),
             name,
@@ -897,7 +898,7 @@ fn cli_env_create_from_a_system_tarball() {
     let _cleanup = Scrub(sh.store.clone(), name.to_owned());
     let dir = scratch();
     let tarball = dir.path().join("system.tar");
-    let system = image::build_system(&sh.store, &catalog(), &source(), false, true).unwrap();
+    let system = system::build_system(&sh.store, &catalog(), &source(), false, true).unwrap();
     let tar = Command::new("tar")
         .args(["--numeric-owner", "-C"])
         .arg(&system.tree)

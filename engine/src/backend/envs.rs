@@ -8,11 +8,9 @@
 //! state.json is written beside and renamed over, so it is whole or absent.
 
 use super::cli::Cli;
-use super::image::{self, Source};
 use super::incus::{Incus, InstanceSpec, check_name};
 use super::unshare::Unshare;
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
-use crate::catalog::Catalog;
 use fs_err as fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,56 +73,62 @@ pub fn list(store: &Path) -> Result<Vec<EnvState>, BackendError> {
 /// What to make an environment from.
 #[derive(Debug, Clone)]
 pub enum Image {
-    /// A system strata builds (or has stored).
-    Build(Source),
+    /// A system strata builds (or has stored), see crate::system.
+    Build(crate::system::Source),
     /// An image incus already has (incus backends only): its alias.
     Alias(String),
 }
 
-/// Makes environment `name` on `backend` from `image`, and keeps its state.
-pub fn create(
-    store: &Path,
-    catalog: &Catalog,
-    name: &str,
-    backend: Backend,
-    image: &Image,
-    cli: Arc<dyn Cli>,
-    quiet: bool,
-) -> Result<Box<dyn ExecutionEnvironment>, BackendError> {
+/// What a backend starts an environment from, once the system is built.
+#[derive(Debug)]
+pub enum Prepared<'a> {
+    /// A system tree (unshare copies it).
+    Tree {
+        /// The stored tree.
+        tree: &'a Path,
+        /// What it was made from, for people.
+        origin: &'a str,
+        /// Its content id.
+        id: String,
+    },
+    /// An incus image.
+    Image {
+        /// Its alias.
+        alias: String,
+        /// What it was made from, for people.
+        origin: String,
+        /// The system's content id (empty for an image incus had).
+        id: String,
+    },
+}
+
+/// Refuses a bad or taken environment name.
+pub fn check_new(store: &Path, name: &str) -> Result<(), BackendError> {
     check_name(name)?;
     if state_path(store, name).exists() {
         return Err(BackendError::AlreadyExists(name.to_owned()));
     }
-    let env: Box<dyn ExecutionEnvironment> = match (backend, image) {
-        (Backend::Qemu, _) => return Err(BackendError::NotImplemented(Backend::Qemu)),
-        (Backend::Unshare, Image::Alias(alias)) => {
-            return Err(BackendError::ImageMissing(format!(
-                "`{alias}` is an incus image; unshare needs a pipeline or a tarball"
-            )));
-        }
-        (Backend::Unshare, Image::Build(source)) => {
-            let system = image::build_system(store, catalog, source, false, quiet)?;
-            Box::new(Unshare::create(
-                &dir(store).join(name),
-                name,
-                &system.tree,
-                &system.origin,
-                system.id.as_str(),
-            )?)
-        }
-        (Backend::IncusLxc | Backend::IncusVm, image) => {
-            let (alias, origin, id) = match image {
-                Image::Alias(alias) => {
-                    (alias.clone(), format!("incus image {alias}"), String::new())
-                }
-                Image::Build(source) => {
-                    let system = image::build_system(store, catalog, source, true, quiet)?;
-                    let alias = image::alias(&system.id);
-                    let files = system.image_files.expect("asked for");
-                    image::import(cli.as_ref(), store, &files, &alias)?;
-                    (alias, system.origin, system.id.to_string())
-                }
-            };
+    Ok(())
+}
+
+/// Makes environment `name` on `backend` from `from`, and keeps its state.
+pub fn create(
+    store: &Path,
+    name: &str,
+    backend: Backend,
+    from: Prepared<'_>,
+    cli: Arc<dyn Cli>,
+) -> Result<Box<dyn ExecutionEnvironment>, BackendError> {
+    check_new(store, name)?;
+    let env: Box<dyn ExecutionEnvironment> = match (backend, from) {
+        (Backend::Unshare, Prepared::Tree { tree, origin, id }) => Box::new(Unshare::create(
+            &dir(store).join(name),
+            name,
+            tree,
+            origin,
+            &id,
+        )?),
+        (Backend::IncusLxc | Backend::IncusVm, Prepared::Image { alias, origin, id }) => {
             // An environment for people and scripts has debusine's network.
             let spec = InstanceSpec {
                 name,
@@ -137,6 +141,7 @@ pub fn create(
             };
             Box::new(Incus::create(store, &spec, cli)?)
         }
+        (backend, _) => return Err(BackendError::NotImplemented(backend)),
     };
     save(store, env.state())?;
     Ok(env)

@@ -37,58 +37,7 @@ pub const USER_NAME: &str = "strata";
 /// Its uid and gid.
 pub const USER_ID: u32 = 4242;
 
-/// Where stages and commands run: the closed family of backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Backend {
-    /// bubblewrap over an unpacked tree (the default for stages: "bwrap").
-    #[serde(alias = "bwrap")]
-    Unshare,
-    /// An incus system container.
-    IncusLxc,
-    /// An incus virtual machine.
-    IncusVm,
-    /// qemu-system over a disk image (not implemented yet).
-    Qemu,
-}
-
-impl Backend {
-    /// The name users write.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Backend::Unshare => "unshare",
-            Backend::IncusLxc => "incus-lxc",
-            Backend::IncusVm => "incus-vm",
-            Backend::Qemu => "qemu",
-        }
-    }
-
-    /// Parses a name users write (`bwrap` is `unshare`).
-    pub fn parse(s: &str) -> Result<Backend, BackendError> {
-        match s {
-            "unshare" | "bwrap" => Ok(Backend::Unshare),
-            "incus-lxc" => Ok(Backend::IncusLxc),
-            "incus-vm" => Ok(Backend::IncusVm),
-            "qemu" => Ok(Backend::Qemu),
-            other => Err(BackendError::UnknownBackend(other.to_owned())),
-        }
-    }
-
-    /// The file an image must hold for this backend to start it.
-    pub fn required_path(self) -> &'static str {
-        match self {
-            // Every run starts `sh` once to make the unprivileged user.
-            Backend::Unshare => "/bin/sh",
-            Backend::IncusLxc | Backend::IncusVm | Backend::Qemu => "/sbin/init",
-        }
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::kind::Backend;
 
 /// Who a command runs as.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -274,8 +223,8 @@ pub enum BackendError {
     #[error("{0}")]
     Invalid(String),
     /// A backend name nobody knows.
-    #[error("unknown backend `{0}`\n    hint: unshare (or bwrap), incus-lxc, incus-vm, qemu")]
-    UnknownBackend(String),
+    #[error(transparent)]
+    UnknownBackend(#[from] crate::kind::UnknownBackend),
     /// qemu.
     #[error("the {0} backend is not implemented yet")]
     NotImplemented(Backend),

@@ -30,71 +30,13 @@ use super::image;
 use super::incus::{Incus, InstanceSpec, incus_ok};
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
 use crate::id::Id;
-use crate::manifest::{Input, InputType, Manifest, Origin, Pipeline, Reference, Stage};
-use crate::plan::Plan;
 use crate::sandbox::Mount;
 use crate::sandbox::process::{Invocation, Outcome, Output};
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// The pipeline that makes the incus image of build pipeline `build`.
-pub fn image_pipeline_name(build: &str) -> String {
-    format!("{build}+incus-image")
-}
-
-/// Adds, for every pipeline whose stages run in incus, the pipeline making
-/// its build pipeline's image, and makes the pipeline depend on it.
-pub fn expand(m: &mut Manifest) {
-    let wanted: Vec<(usize, String)> = m
-        .pipelines
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| matches!(p.backend, Some(Backend::IncusLxc)))
-        .filter_map(|(i, p)| p.build_name().map(|b| (i, b.to_owned())))
-        .collect();
-    if wanted.is_empty() {
-        return;
-    }
-    let plan = Plan::new(m);
-    for (pi, build) in wanted {
-        let name = image_pipeline_name(&build);
-        if !m.pipelines.iter().any(|p| p.name == name) {
-            let bi = m.index(&build);
-            let Some(id) = plan.pipeline_id(bi) else {
-                continue; // an empty build pipeline: exec reports it
-            };
-            let stage = Stage {
-                ty: image::IMAGE_STAGE.to_owned(),
-                options: image::stage_options(id, &format!("strata build environment {build}")),
-                inputs: BTreeMap::from([(
-                    "tree".to_owned(),
-                    Input {
-                        ty: InputType::Tree,
-                        origin: Origin::Pipeline,
-                        references: vec![Reference {
-                            id: format!("name:{build}"),
-                            options: serde_json::json!({}),
-                        }],
-                    },
-                )]),
-            };
-            m.pipelines.push(Pipeline {
-                name: name.clone(),
-                build: None,
-                runner: None,
-                source_epoch: m.pipelines[bi].source_epoch,
-                backend: None,
-                image: None,
-                stages: vec![stage],
-            });
-        }
-        m.pipelines[pi].image = Some(name);
-    }
-}
 
 /// One stage to run in an instance, as the scheduler prepared it for bwrap.
 // `on_line` is a closure, which has no Debug.

@@ -66,19 +66,17 @@ pub fn load(text: &str, origin: &str, catalog: &Catalog) -> Result<Manifest, Man
         .get("sources")
         .cloned()
         .unwrap_or_else(|| serde_json::json!({}));
-    let mut manifest = Manifest {
+    Ok(Manifest {
         pipelines,
         sources,
         raw_sources,
-    };
-    crate::backend::pipeline::expand(&mut manifest);
-    Ok(manifest)
+    })
 }
 
 /// Where a pipeline's stages may run: incus needs a build pipeline (its
 /// tree becomes the image), and VMs and qemu do not run stages yet.
 fn check_backends(doc: &Value, pipelines: &[Pipeline], out: &mut Vec<Diagnostic>) {
-    use crate::backend::Backend;
+    use crate::kind::Backend;
     for (pi, p) in pipelines.iter().enumerate() {
         let at = format!("/pipelines/{pi}/backend");
         match p.backend {

@@ -73,9 +73,9 @@ pub struct Pipeline {
     pub source_epoch: Option<u64>,
     /// Where its stages run: bwrap (`unshare`, the default) or `incus-lxc`.
     #[serde(default)]
-    pub backend: Option<crate::backend::Backend>,
+    pub backend: Option<crate::kind::Backend>,
     /// The pipeline that makes the incus image of the build pipeline, for
-    /// a pipeline whose stages run in incus (added by load; see backend::pipeline).
+    /// a pipeline whose stages run in incus (added by [`crate::derive::plan`]).
     #[serde(skip)]
     pub image: Option<String>,
     /// The stages, in order.

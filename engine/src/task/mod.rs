@@ -178,7 +178,7 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
 
     let catalog = Catalog::new(opts.libdirs.clone());
     let manifest_text = serde_json::to_string(&compiled.manifest).expect("json");
-    let m = crate::manifest::load(
+    let mut m = crate::manifest::load(
         &manifest_text,
         &format!("(compiled from {origin})"),
         &catalog,
@@ -187,7 +187,7 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         origin: origin.to_owned(),
         detail: e.to_string(),
     })?;
-    let plan = Plan::new(&m);
+    let plan = crate::derive::plan(&mut m);
     let id_of = |name: &str| {
         plan.pipeline_id(m.index(name))
             .map(|i| i.to_string())
