@@ -303,7 +303,7 @@ fn build(args: BuildArgs) -> i32 {
     };
     let plan = crate::derive::plan(&mut m);
     let opts = BuildOptions {
-        store: args.store.unwrap_or_else(default_store),
+        store: args.store.unwrap_or_else(crate::store::default_root),
         checkpoints: args.checkpoints,
         no_checkpoint: args.no_checkpoint,
         cache_max_size: args.cache_max_size.map(|s| s.0),
@@ -340,7 +340,10 @@ fn store_command(cmd: StoreCommand) -> i32 {
         | StoreCommand::Du { store } => (store, false),
         StoreCommand::Gc { store, .. } | StoreCommand::Rm { store, .. } => (store, true),
     };
-    let root = args.store.clone().unwrap_or_else(default_store);
+    let root = args
+        .store
+        .clone()
+        .unwrap_or_else(crate::store::default_root);
     let timeout = std::time::Duration::from_secs(args.lock_timeout);
     let opened = if exclusive {
         Store::open_exclusive(&root, timeout)
@@ -472,19 +475,4 @@ fn utc(secs: u64) -> String {
         "{:04}-{:02}-{:02} {h:02}:{m:02}:{s:02} UTC",
         t.year, t.month, t.day
     )
-}
-
-/// `$STRATA_STORE`, else `/var/cache/strata` as root, else `$XDG_CACHE_HOME/strata`.
-pub fn default_store() -> PathBuf {
-    if let Some(dir) = std::env::var_os("STRATA_STORE") {
-        return dir.into();
-    }
-    if rustix::process::geteuid().is_root() {
-        return "/var/cache/strata".into();
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    cache.join("strata")
 }

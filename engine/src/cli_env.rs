@@ -5,9 +5,10 @@
 //! such environment, a bad path or name).
 
 use crate::backend::cli::SystemCli;
-use crate::backend::envs::{self, Image};
+use crate::backend::envs;
 use crate::backend::{Backend, BackendError, Owner, RunOptions, Stdin, User};
 use crate::catalog::Catalog;
+use crate::system::Image;
 use crate::system::Source;
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -172,7 +173,7 @@ pub struct ListArgs {
 }
 
 fn store(arg: &StoreArg) -> PathBuf {
-    arg.store.clone().unwrap_or_else(crate::cli::default_store)
+    arg.store.clone().unwrap_or_else(crate::store::default_root)
 }
 
 fn exit_code(e: &BackendError) -> i32 {

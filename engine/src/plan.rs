@@ -1,8 +1,8 @@
 //! A manifest with ids: what [`crate::id`] says of each stage, computed in
 //! build order so every referenced pipeline's id is known first.
 
-use crate::graph;
 use crate::id::{Id, InputKey, StageKey};
+use crate::manifest::graph;
 use crate::manifest::{Manifest, Origin};
 use serde_json::{Value, json};
 
@@ -27,7 +27,7 @@ impl Plan {
     }
 
     /// Computes the ids of the pipelines added to `m` since this plan was
-    /// made (the derived ones, see [`crate::derive`]); the others keep
+    /// made (the derived ones, see derive.rs); the others keep
     /// theirs, so no id is computed twice.
     pub fn extend(&mut self, m: &Manifest) {
         let known = self.stage_ids.len();

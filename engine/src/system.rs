@@ -13,7 +13,7 @@
 //! ```
 
 use crate::backend::cli::Cli;
-use crate::backend::envs::{self, Image, Prepared};
+use crate::backend::envs::{self, Prepared};
 use crate::backend::image::{alias, check_bootable, import};
 use crate::backend::{Backend, BackendError, ExecutionEnvironment};
 use crate::catalog::Catalog;
@@ -189,6 +189,15 @@ fn build(
         Err(exec::BuildError::Interrupted) => Err(BackendError::Interrupted),
         Err(e) => Err(BackendError::Build(e.to_string())),
     }
+}
+
+/// What to make an environment from.
+#[derive(Debug, Clone)]
+pub enum Image {
+    /// A system strata builds (or has stored).
+    Build(Source),
+    /// An image incus already has (incus backends only): its alias.
+    Alias(String),
 }
 
 /// Makes environment `name` on `backend` from `image`: builds its system

@@ -22,11 +22,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata::backend::cli::SystemCli;
-use strata::backend::envs::{self, Image};
+use strata::backend::envs;
 use strata::backend::image;
 use strata::backend::{Backend, ExecutionEnvironment, RunOptions};
 use strata::catalog::Catalog;
-use strata::system::{self, Source};
+use strata::system::{self, Image, Source};
 
 const MANIFEST: &str = r#"{"version": "2", "pipelines": [{"name": "system", "runner": "debian", "source-epoch": 1700000000,
   "stages": [{"type": "bootstrap", "options": {

@@ -15,14 +15,14 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use strata::backend::cli::RecordingCli;
-use strata::backend::envs::{self, Image};
+use strata::backend::envs;
 use strata::backend::image;
 use strata::backend::incus::{Incus, InstanceSpec};
 use strata::backend::{
     Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Stdin, Stopped, User,
 };
 use strata::catalog::Catalog;
-use strata::system::{self, Source};
+use strata::system::{self, Image, Source};
 
 /// The system every environment here starts from.
 pub fn system_manifest() -> Value {

@@ -70,15 +70,6 @@ pub fn list(store: &Path) -> Result<Vec<EnvState>, BackendError> {
     Ok(out)
 }
 
-/// What to make an environment from.
-#[derive(Debug, Clone)]
-pub enum Image {
-    /// A system strata builds (or has stored), see crate::system.
-    Build(crate::system::Source),
-    /// An image incus already has (incus backends only): its alias.
-    Alias(String),
-}
-
 /// What a backend starts an environment from, once the system is built.
 #[derive(Debug)]
 pub enum Prepared<'a> {

@@ -1,5 +1,5 @@
 //! incus images of systems strata built: `artifact/<id>` aliases, imported
-//! once from the files the tarball-to-incus stage made (crate::system
+//! once from the files the tarball-to-incus stage made (system.rs
 //! builds them).
 
 use super::BackendError;

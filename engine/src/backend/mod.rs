@@ -24,8 +24,8 @@ pub mod cli;
 pub mod envs;
 pub mod image;
 pub mod incus;
-pub mod pipeline;
 pub mod pull;
+pub mod stage;
 pub mod unshare;
 
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@
 //!   tree/          a copy of the image (a stored pipeline tree or an unpacked tarball)
 //! ```
 //!
-//! Every `run` is one sandbox (the sandbox module's [`BwrapSpec`], with the
+//! Every `run` is one sandbox (the sandbox module's [`StageSpec`], with the
 //! tree read-write as `/`, its own /tmp and /var/tmp bound so files survive
 //! between runs); `start` and `stop` only mark the environment, since no
 //! process outlives a run. Push and pull are copies into and out of the tree,
@@ -18,7 +18,7 @@ use super::{
     USER_NAME, User, inside_path,
 };
 use crate::sandbox::process::{self, Invocation, Output};
-use crate::sandbox::{BwrapSpec, Mount, Root};
+use crate::sandbox::{Mount, Root, StageSpec};
 use crate::store::copy::copy_tree;
 use fs_err as fs;
 use rustix::fs::OFlags;
@@ -162,17 +162,18 @@ impl Unshare {
                 mounts.push(Mount::Bind(real, dir.to_owned()));
             }
         }
-        let spec = BwrapSpec {
+        let spec = StageSpec {
             root: Root::TreeRw(tree),
             mounts,
             network: false,
             env,
             argv: argv.iter().map(OsString::from).collect(),
+            limits: Default::default(),
         };
         let cwd = opts.cwd.as_deref().unwrap_or("/");
         let ran = process::run(&Invocation {
             program: "bwrap".into(),
-            args: spec.to_argv_in(cwd),
+            args: spec.bwrap_argv_in(cwd),
             stdin: opts.stdin.clone(),
             output: if opts.capture {
                 Output::Capture

@@ -17,7 +17,7 @@
 //! reported). With `keep_going`, pipelines that do not need the failed one
 //! go on, and only those that need it (directly or not) are skipped.
 //! Among ready pipelines the lowest index goes first, so `--jobs 1` builds in
-//! the same order as [`crate::graph::order`].
+//! the same order as [`crate::manifest::graph::order`].
 
 use std::collections::BTreeSet;
 use std::sync::mpsc;

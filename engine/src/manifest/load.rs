@@ -1,9 +1,10 @@
 //! Text → checked [`Manifest`].
 
 use super::diagnostic::escape;
+use super::graph;
 use super::{Diagnostic, InputType, Manifest, ManifestError, Origin, Pipeline, SourceItem};
 use crate::catalog::{Catalog, CatalogError, closest};
-use crate::{graph, schema};
+use crate::schema;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;

@@ -14,6 +14,7 @@
 //! pipeline and stage.
 
 mod diagnostic;
+pub mod graph;
 mod load;
 
 pub use diagnostic::{Diagnostic, ManifestError};
@@ -75,7 +76,7 @@ pub struct Pipeline {
     #[serde(default)]
     pub backend: Option<crate::kind::Backend>,
     /// The pipeline that makes the incus image of the build pipeline, for
-    /// a pipeline whose stages run in incus (added by [`crate::derive::plan`]).
+    /// a pipeline whose stages run in incus (added when the build is planned: derive.rs).
     #[serde(skip)]
     pub image: Option<String>,
     /// The stages, in order.

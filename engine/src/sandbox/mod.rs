@@ -1,8 +1,11 @@
-//! Sandboxes for stages: a typed bubblewrap command line.
+//! Sandboxes for stages: what a stage sees, and the one seam that starts it.
 //!
-//! [`BwrapSpec`] says what a sandbox is; [`BwrapSpec::to_argv`] turns it into
-//! `bwrap` arguments and is pure, so tests check it without running anything.
-//! [`process`] is the one place that spawns a sandbox.
+//! [`StageSpec`] says what a sandbox is (root, tree, inputs and arguments as
+//! mounts, network, environment, limits); every stage — whatever runs it —
+//! is started through a [`runner::StageRunner`] given that spec.
+//! [`StageSpec::bwrap_argv`] turns it into `bwrap` arguments and is pure, so
+//! tests check it without running anything. [`process`] is the one place
+//! that spawns.
 //!
 //! Every sandbox gets: a new session, die-with-parent, its own pid, ipc, uts
 //! and cgroup namespaces, and its own network namespace (only loopback)
@@ -14,6 +17,7 @@
 //! [`environment`].
 
 pub mod process;
+pub mod runner;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -91,6 +95,9 @@ pub enum Root {
     Tree(PathBuf),
     /// The tree being built, read-write: stages with chroot semantics.
     TreeRw(PathBuf),
+    /// A writable throw-away overlay over a build pipeline's tree (stages
+    /// that change their environment but must never change the stored one).
+    Copy(Overlay),
 }
 
 /// One mount, in bwrap's terms.
@@ -104,9 +111,17 @@ pub enum Mount {
     Tmpfs(String),
 }
 
-/// A sandbox, described.
+/// What bounds a stage besides its namespaces.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    /// End the stage (everything it started) after this long.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// A sandbox, described: what a stage sees. Its tree, inputs and arguments
+/// are among the mounts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BwrapSpec {
+pub struct StageSpec {
     /// The root.
     pub root: Root,
     /// Mounts after the root's, in order.
@@ -117,6 +132,8 @@ pub struct BwrapSpec {
     pub env: Vec<(String, String)>,
     /// The command inside.
     pub argv: Vec<OsString>,
+    /// Limits.
+    pub limits: Limits,
 }
 
 /// The environment of a stage: nothing from the host but the proxy
@@ -157,14 +174,16 @@ pub fn environment(stage: &str, source_epoch: Option<u64>, network: bool) -> Vec
     env
 }
 
-impl BwrapSpec {
+impl StageSpec {
     /// The `bwrap` arguments (without the program name).
-    pub fn to_argv(&self) -> Vec<OsString> {
-        self.to_argv_in("/")
+    pub fn bwrap_argv(&self) -> Vec<OsString> {
+        self.bwrap_argv_in("/")
     }
 
-    /// The `bwrap` arguments, with the command started in `cwd`.
-    pub fn to_argv_in(&self, cwd: &str) -> Vec<OsString> {
+    /// The `bwrap` arguments, with the command started in `cwd`. A
+    /// [`Root::Copy`] is bound from its merged dir, which the runner mounts
+    /// first ([`Overlay::wrap`]).
+    pub fn bwrap_argv_in(&self, cwd: &str) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&[
@@ -203,10 +222,10 @@ impl BwrapSpec {
                 }
                 push(&["--dir", "/root", "--dir", "/var"]);
             }
-            Root::Tree(tree) | Root::TreeRw(tree) => {
+            Root::Tree(tree) | Root::TreeRw(tree) | Root::Copy(Overlay { merged: tree, .. }) => {
                 let bind = match self.root {
-                    Root::TreeRw(_) => "--bind",
-                    _ => "--ro-bind",
+                    Root::Tree(_) => "--ro-bind",
+                    _ => "--bind",
                 };
                 a.extend([bind.into(), tree.into(), "/".into()]);
                 if self.network {
@@ -352,8 +371,8 @@ pub fn host_libdir() -> PathBuf {
 mod tests {
     use super::*;
 
-    fn spec(network: bool) -> BwrapSpec {
-        BwrapSpec {
+    fn spec(network: bool) -> StageSpec {
+        StageSpec {
             root: Root::Host(HostLayout {
                 links: vec![("/bin".into(), "usr/bin".into())],
                 dirs: vec![],
@@ -367,11 +386,12 @@ mod tests {
             network,
             env: vec![("PATH".into(), "/usr/bin".into())],
             argv: vec!["/run/strata/runner".into(), "/run/strata/stage".into()],
+            limits: Limits::default(),
         }
     }
 
-    fn joined(spec: &BwrapSpec) -> String {
-        spec.to_argv()
+    fn joined(spec: &StageSpec) -> String {
+        spec.bwrap_argv()
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect::<Vec<_>>()

@@ -78,6 +78,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use strata_sources::SourceStore;
 
+/// `$STRATA_STORE`, else `/var/cache/strata` as root, else `$XDG_CACHE_HOME/strata`.
+pub fn default_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STRATA_STORE") {
+        return dir.into();
+    }
+    if rustix::process::geteuid().is_root() {
+        return "/var/cache/strata".into();
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    cache.join("strata")
+}
+
 /// The store format this strata reads and writes.
 pub const FORMAT: &str = "strata-store 2";
 

@@ -4,7 +4,7 @@
 //! invalid task, config or command line, 130 interrupted.
 
 use super::{RunOptions, TaskError, env};
-use crate::cli::default_store;
+use crate::store::default_root;
 use clap::{Args, Subcommand};
 use std::io::Read;
 use std::path::PathBuf;
@@ -82,7 +82,7 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            match super::compile_document(&text, &origin, &store.unwrap_or_else(default_store)) {
+            match super::compile_document(&text, &origin, &store.unwrap_or_else(default_root)) {
                 Ok((_, compiled)) => {
                     if let Some(choice) = &compiled.environment {
                         eprintln!("{}", super::describe_choice(choice));
@@ -109,7 +109,7 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 Err(code) => return code,
             };
             let opts = RunOptions {
-                store: args.store.unwrap_or_else(default_store),
+                store: args.store.unwrap_or_else(default_root),
                 output_directory: args.output_directory,
                 notifications_config: args.notifications_config,
                 quiet: args.quiet,
@@ -151,7 +151,7 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
 
 /// `strata env ls`: the environments (systems tasks run in) the store holds.
 pub fn env_ls(store: Option<PathBuf>, json: bool) -> i32 {
-    match env::list(&store.unwrap_or_else(default_store)) {
+    match env::list(&store.unwrap_or_else(default_root)) {
         Ok(envs) => {
             if json {
                 let brief: Vec<_> = envs

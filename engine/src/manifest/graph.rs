@@ -4,7 +4,7 @@
 //! input of one of its stages refers to. Edges run from the dependency to the
 //! dependent, so a topological order is a build order.
 
-use crate::manifest::{Origin, Pipeline};
+use super::{Origin, Pipeline};
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graphmap::DiGraphMap;
 use std::collections::{BTreeSet, HashMap};

@@ -1,10 +1,11 @@
-//! Pipelines whose stages run on a backend other than bwrap
-//! (`"backend": "incus-lxc"` beside `build`).
+//! Stage runners of pipelines whose stages run on a backend other than
+//! bwrap (`"backend": "incus-lxc"` beside `build`), and the choice of
+//! runner for a pipeline ([`stage_runner`]).
 //!
 //! ```text
-//! load:  pipeline P {build: name:B, backend: incus-lxc}
+//! derive: pipeline P {build: name:B, backend: incus-lxc}
 //!          + pipeline "B+incus-image" {tarball-to-incus over name:B}   (added; P depends on it)
-//! exec:  each stage of P:
+//! run:   each stage of P:
 //!          image artifact/<id of B>   ← incus image import of B+incus-image's files (once)
 //!          instance strata-stage-PID-N ← incus init --profile debusine [--profile strata-offline];
 //!                                          start; wait for systemd
@@ -30,38 +31,76 @@ use super::image;
 use super::incus::{Incus, InstanceSpec, incus_ok};
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
 use crate::id::Id;
-use crate::sandbox::Mount;
 use crate::sandbox::process::{Invocation, Outcome, Output};
+use crate::sandbox::runner::{Bwrap, RunnerError, StageLog, StageRunner};
+use crate::sandbox::{Mount, Root, StageSpec};
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-/// One stage to run in an instance, as the scheduler prepared it for bwrap.
-// `on_line` is a closure, which has no Debug.
-#[allow(missing_debug_implementations)]
-pub struct StageRun<'a> {
+/// The image a pipeline's stages boot from: its build pipeline's system.
+#[derive(Debug, Clone)]
+pub struct StageImage {
     /// The store (the image is marked with it, for gc).
-    pub store: &'a Path,
+    pub store: PathBuf,
     /// The id of the build pipeline: the image is `artifact/<id>`.
-    pub build_id: &'a Id,
+    pub build_id: Id,
     /// The tree holding the image files (tarball-to-incus output).
-    pub image_files: &'a Path,
-    /// The sandbox's mounts: each becomes a disk device.
-    pub mounts: &'a [Mount],
-    /// The stage's whole environment.
-    pub env: &'a [(String, String)],
-    /// The command (runner, loader, stage).
-    pub argv: &'a [OsString],
-    /// The stage log.
-    pub log: &'a Path,
-    /// Gets each line of the stage's output (the monitor's log events).
-    pub on_line: &'a (dyn Fn(&[u8]) + Sync),
-    /// `--stage-timeout`.
-    pub timeout: Option<Duration>,
-    /// The stage declares network.
-    pub network: bool,
+    pub files: PathBuf,
+}
+
+/// The runner for a pipeline's stages on `backend` (bwrap when none is
+/// named); `image` is what backends that boot a system start from.
+pub fn stage_runner(
+    backend: Option<Backend>,
+    image: Option<StageImage>,
+) -> Result<Box<dyn StageRunner>, BackendError> {
+    match backend {
+        None | Some(Backend::Unshare) => Ok(Box::new(Bwrap)),
+        Some(Backend::IncusLxc) => match image {
+            Some(image) => Ok(Box::new(IncusStage {
+                image,
+                cli: Arc::new(SystemCli),
+            })),
+            None => Err(BackendError::ImageMissing(
+                "the build pipeline has no stages, so no image".into(),
+            )),
+        },
+        Some(other) => Err(BackendError::NotImplemented(other)),
+    }
+}
+
+/// Runs each stage in a fresh incus container booted from the pipeline's
+/// image; the instance is gone afterwards.
+#[derive(Debug)]
+pub struct IncusStage {
+    /// What the containers boot.
+    pub image: StageImage,
+    /// The incus command line.
+    pub cli: Arc<dyn Cli>,
+}
+
+impl StageRunner for IncusStage {
+    fn run(&self, spec: &StageSpec, log: &StageLog<'_>) -> Result<Outcome, RunnerError> {
+        if matches!(spec.root, Root::TreeRw(_)) {
+            return Err("this stage runs with the tree as `/` (chroot semantics), which only bwrap does; drop \"backend\" from the pipeline".into());
+        }
+        match run_stage(&self.image, spec, log, self.cli.clone()) {
+            Err(BackendError::Interrupted) => Ok(Outcome::Interrupted),
+            Err(e) => Err(e.into()),
+            Ok(outcome) => Ok(outcome),
+        }
+    }
+
+    fn shell(&self, _spec: &StageSpec, _tty: &std::fs::File) -> Result<Outcome, RunnerError> {
+        Err("--break opens its shell with bwrap; a stage on incus-lxc has none".into())
+    }
+
+    fn sees_our_mounts(&self) -> bool {
+        // incusd cannot see strata's mounts: tree and inputs must be plain dirs.
+        false
+    }
 }
 
 /// Deletes the instance however the stage ends.
@@ -78,28 +117,29 @@ impl Drop for Destroy {
     }
 }
 
-/// Runs one stage in a fresh incus container; the instance is gone afterwards.
-pub fn run_stage(run: &StageRun<'_>) -> Result<Outcome, BackendError> {
-    run_stage_with(run, Arc::new(SystemCli))
-}
-
-/// [`run_stage`] through `cli`.
-pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, BackendError> {
+/// Runs one stage in a fresh incus container through `cli`; the instance
+/// is gone afterwards.
+fn run_stage(
+    image: &StageImage,
+    spec: &StageSpec,
+    log: &StageLog<'_>,
+    cli: Arc<dyn Cli>,
+) -> Result<Outcome, BackendError> {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let alias = image::alias(run.build_id);
-    image::import(cli.as_ref(), run.store, run.image_files, &alias)?;
+    let alias = image::alias(&image.build_id);
+    image::import(cli.as_ref(), &image.store, &image.files, &alias)?;
     let pid = std::process::id();
     let name = format!("stage-{pid}-{}", COUNTER.fetch_add(1, Ordering::SeqCst));
-    let spec = InstanceSpec {
+    let instance_spec = InstanceSpec {
         name: &name,
         backend: Backend::IncusLxc,
         alias: &alias,
         origin: "a stage",
-        artifact_id: run.build_id.as_str(),
+        artifact_id: image.build_id.as_str(),
         owner_pid: Some(pid),
-        network: run.network,
+        network: spec.network,
     };
-    let instance = Incus::create(run.store, &spec, cli.clone());
+    let instance = Incus::create(&image.store, &instance_spec, cli.clone());
     let instance = match instance {
         Ok(instance) => instance,
         Err(e) => {
@@ -114,14 +154,14 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
                 instance: Some(format!("{}{name}", super::incus::PREFIX)),
                 running: false,
                 stop_timeout: 0,
-                network: run.network,
+                network: spec.network,
             };
-            drop(Destroy(Incus::open(state, run.store, cli)));
+            drop(Destroy(Incus::open(state, &image.store, cli)));
             return Err(e);
         }
     };
     let mut guard = Destroy(instance);
-    (run.on_line)(
+    (log.on_line)(
         format!(
             "running in incus instance {} (image {alias})",
             guard.0.instance()
@@ -130,7 +170,7 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
     );
     guard.0.start()?;
     let inst = guard.0.instance().to_owned();
-    for (i, mount) in run.mounts.iter().enumerate() {
+    for (i, mount) in spec.mounts.iter().enumerate() {
         let (src, dest, ro) = match mount {
             Mount::Bind(src, dest) => (src, dest, false),
             Mount::RoBind(src, dest) => (src, dest, true),
@@ -158,20 +198,20 @@ pub fn run_stage_with(run: &StageRun<'_>, cli: Arc<dyn Cli>) -> Result<Outcome, 
     let mut args: Vec<OsString> = ["exec", &inst, "--mode", "non-interactive", "--cwd", "/"]
         .map(OsString::from)
         .to_vec();
-    for (k, v) in run.env {
+    for (k, v) in &spec.env {
         args.push("--env".into());
         args.push(format!("{k}={v}").into());
     }
     args.push("--".into());
-    args.extend(run.argv.iter().cloned());
+    args.extend(spec.argv.iter().cloned());
     let ran = cli.run(&Invocation {
         program: "incus".into(),
         args,
         output: Output::Log {
-            path: run.log,
-            on_line: run.on_line,
+            path: log.path,
+            on_line: log.on_line,
         },
-        timeout: run.timeout,
+        timeout: spec.limits.timeout,
         ..Invocation::default()
     });
     Ok(ran.outcome)

@@ -1,0 +1,75 @@
+//! `--export`: final trees copied out, whole or absent.
+
+use super::{BuildError, Builder};
+use crate::monitor::Event;
+use crate::store::copy::copy_tree;
+use fs_err as fs;
+
+impl Builder<'_> {
+    /// Refuses exports of unknown pipelines, or without an output folder,
+    /// or onto something that exists.
+    pub(super) fn check_exports(&self) -> Result<(), BuildError> {
+        if self.opts.exports.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = self.m.pipelines.iter().map(|p| p.name.as_str()).collect();
+        for name in &self.opts.exports {
+            if !names.contains(&name.as_str()) {
+                return Err(BuildError::Usage(format!(
+                    "--export `{name}`: no such pipeline\n    hint: pipelines: {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        let Some(out) = &self.opts.output_directory else {
+            return Err(BuildError::Usage(
+                "--export needs --output-directory DIR".into(),
+            ));
+        };
+        for name in &self.opts.exports {
+            let dest = out.join(name);
+            if dest.exists() {
+                return Err(BuildError::Usage(format!(
+                    "--export `{name}`: {} exists already\n    hint: remove it or choose another --output-directory",
+                    dest.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies each exported pipeline's final tree to OUTPUT/NAME.
+    pub(super) fn export(&self) -> Result<(), BuildError> {
+        let Some(out) = self.opts.output_directory.clone() else {
+            return Ok(());
+        };
+        for name in &self.opts.exports {
+            let pi = self.m.index(name);
+            let dest = out.join(name);
+            let fail = |detail: String| BuildError::Export {
+                name: name.clone(),
+                path: dest.clone(),
+                detail,
+            };
+            fs::create_dir_all(&out).map_err(|e| fail(e.to_string()))?;
+            // Copy beside the destination, then rename: an export is whole or absent.
+            let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
+            let src = self.tree_of(pi)?;
+            let result = copy_tree(&src, &staging).and_then(|()| std::fs::rename(&staging, &dest));
+            if let Err(e) = result {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(fail(e.to_string()));
+            }
+            self.monitor.emit(Event::Export {
+                pipeline: name.clone(),
+                path: dest.display().to_string(),
+            });
+            self.report
+                .lock()
+                .expect("report lock")
+                .exports
+                .push((name.clone(), dest));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! Sources, fetched into the store before any stage runs.
+
+use super::{BuildError, Builder};
+use crate::monitor::Event;
+use std::sync::Mutex;
+
+impl Builder<'_> {
+    /// Fetches every source item, `jobs` at a time: downloads wait on the
+    /// network, not the cores, but a bound keeps a mirror from seeing a
+    /// flood. After a failure no new item starts.
+    pub(super) fn fetch_sources(&self) -> Result<(), BuildError> {
+        let sources = self.store().sources();
+        let items: Vec<_> = self.m.sources.values().collect();
+        let next = Mutex::new(items.iter());
+        let failures = Mutex::new(Vec::new());
+        let workers = self.jobs.min(items.len());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        if !failures.lock().expect("failures lock").is_empty() {
+                            return;
+                        }
+                        let Some(item) = next.lock().expect("items lock").next() else {
+                            return;
+                        };
+                        let announce = |done: bool, cached: bool, bytes: Option<u64>| {
+                            self.monitor.emit(Event::SourceFetch {
+                                item: item.checksum.as_str().to_owned(),
+                                ty: item.ty.as_str().to_owned(),
+                                bytes,
+                                done,
+                                cached,
+                            })
+                        };
+                        let cached = sources.contains(item.ty, &item.checksum);
+                        if !cached {
+                            announce(false, false, None);
+                        }
+                        match sources.fetch(item.ty, &item.checksum, &item.item) {
+                            Ok(fetched) => {
+                                if fetched.cached {
+                                    self.store().touch_source(&fetched.path);
+                                }
+                                announce(true, fetched.cached, Some(fetched.bytes))
+                            }
+                            Err(e) => failures
+                                .lock()
+                                .expect("failures lock")
+                                .push(BuildError::Source(e.to_string())),
+                        }
+                    }
+                });
+            }
+        });
+        let failures = failures.into_inner().expect("failures lock");
+        match BuildError::combine(failures) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! One stage made ready and run: its program, inputs, arguments and root
+//! as a [`StageSpec`], handed to the pipeline's runner.
+
+use super::{BuildError, Builder, StageCtx};
+use crate::catalog::{Runner, StageDef, StageRoot};
+use crate::manifest::{InputType, Origin};
+use crate::monitor::Event;
+use crate::sandbox::process::{self, Outcome};
+use crate::sandbox::runner::{StageLog, StageRunner};
+use crate::sandbox::{self, Limits, Mount, Overlay, Root, StageSpec};
+use crate::store::StoreError;
+use crate::store::copy::copy_tree;
+use fs_err as fs;
+use serde_json::{Value, json};
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+impl Builder<'_> {
+    /// Runs stage `st` over `tree` with `runner`, keeping its output in
+    /// `log`; returns its metadata and wall time.
+    pub(super) fn run_stage(
+        &self,
+        st: StageCtx<'_>,
+        runner: &dyn StageRunner,
+        tree: &Path,
+        log: &Path,
+    ) -> Result<(Value, Duration), BuildError> {
+        let stage = st.stage;
+        let def = self
+            .catalog
+            .stage(&stage.ty)
+            .map_err(|e| BuildError::Usage(e.to_string()))?;
+        // The TempDir removes the run dir (args, inputs, runner, overlay
+        // layers) on every path.
+        let run = self.store().work_dir("stage")?;
+        let bound = run.path().join("run");
+        fs::create_dir(&bound).map_err(StoreError::from)?;
+
+        let (mut mounts, argv) = self.stage_program(st, &def, run.path())?;
+        mounts.insert(0, Mount::Bind(bound.clone(), "/run/strata".into()));
+        let chroot = def.needs.root == StageRoot::Tree;
+        let tree_inside = if chroot { "/" } else { "/run/strata/tree" };
+        if !chroot {
+            mounts.push(Mount::Bind(tree.to_path_buf(), "/run/strata/tree".into()));
+        }
+        let (input_mounts, inputs) = self.prepare_inputs(st, runner, run.path())?;
+        mounts.extend(input_mounts);
+        let args = json!({
+            "tree": tree_inside,
+            "options": stage.options,
+            "inputs": inputs,
+            "paths": {
+                "tree": tree_inside,
+                "inputs": "/run/strata/inputs",
+                "meta": "/run/strata/meta.json",
+            },
+            "meta": {
+                "id": st.id.as_str(),
+                "source-epoch": st.pipeline.source_epoch,
+                "pipeline": st.pipeline.name,
+                "stage": stage.ty,
+            },
+        });
+        let args_path = run.path().join("args.json");
+        fs::write(&args_path, serde_json::to_vec_pretty(&args).expect("json"))
+            .map_err(StoreError::from)?;
+        mounts.push(Mount::RoBind(args_path, "/run/strata/args.json".into()));
+
+        let network = def.needs.network(&stage.options);
+        let spec = StageSpec {
+            root: self.stage_root(st, def.needs.root, tree, run.path())?,
+            mounts,
+            network,
+            env: sandbox::environment(&stage.ty, st.pipeline.source_epoch, network),
+            argv,
+            limits: Limits {
+                timeout: self.opts.stage_timeout,
+            },
+        };
+        if self.breaks.contains(&(st.pi, st.si)) {
+            let shell = self.break_shell(st, runner, &spec, tree_inside)?;
+            if !shell.success() {
+                return Err(st.failure(
+                    format!(
+                        "stopped at --break: the shell ended with {}",
+                        shell.describe()
+                    ),
+                    vec![],
+                ));
+            }
+        }
+        let stage_ref = st.stage_ref();
+        let on_line = |line: &[u8]| {
+            if self.monitor.wants_logs() {
+                self.monitor.emit(Event::Log {
+                    stage: stage_ref.clone(),
+                    line: String::from_utf8_lossy(line).into_owned(),
+                });
+            }
+        };
+        let started = Instant::now();
+        let outcome = runner
+            .run(
+                &spec,
+                &StageLog {
+                    path: log,
+                    on_line: &on_line,
+                },
+            )
+            .map_err(|e| st.failure(e.to_string(), process::tail(log, 20)))?;
+        let duration = started.elapsed();
+        if matches!(outcome, Outcome::Interrupted) {
+            return Err(BuildError::Interrupted);
+        }
+        if !outcome.success() {
+            let mut error = st.failure(outcome.describe(), process::tail(log, 20));
+            if self.opts.keep_failed
+                && let BuildError::Stage(failure) = &mut error
+            {
+                failure.kept = Some(self.keep_failed(st, tree, run.path(), log, &spec.mounts)?);
+            }
+            return Err(error);
+        }
+        let meta_path = bound.join("meta.json");
+        let meta = if meta_path.exists() {
+            let text = fs::read_to_string(&meta_path).map_err(StoreError::from)?;
+            serde_json::from_str(&text).map_err(|e| {
+                st.failure(
+                    format!("it wrote /run/strata/meta.json that is not JSON: {e}"),
+                    vec![],
+                )
+            })?
+        } else {
+            Value::Null
+        };
+        Ok((meta, duration))
+    }
+
+    /// The runner and the stage program, bound into the sandbox, and the
+    /// command that starts them: built-in (ELF) stages behind the host's
+    /// dynamic loader, so they run in any build root.
+    fn stage_program(
+        &self,
+        st: StageCtx<'_>,
+        def: &StageDef,
+        run: &Path,
+    ) -> Result<(Vec<Mount>, Vec<OsString>), BuildError> {
+        let runner = self
+            .catalog
+            .runner(st.pipeline.runner_name())
+            .map_err(|e| BuildError::Usage(e.to_string()))?;
+        let runner_path = match runner {
+            Runner::File(path) => path,
+            Runner::Builtin(text) => {
+                let path = run.join("runner");
+                fs::write(&path, text).map_err(StoreError::from)?;
+                fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    .map_err(StoreError::from)?;
+                path
+            }
+        };
+        let mut mounts = vec![
+            Mount::RoBind(runner_path, "/run/strata/runner".into()),
+            Mount::RoBind(def.exe.clone(), "/run/strata/stage".into()),
+        ];
+        let mut argv: Vec<OsString> = vec!["/run/strata/runner".into()];
+        if let Some(interp) = sandbox::elf_interpreter(&def.exe) {
+            mounts.push(Mount::RoBind(interp, "/run/strata/host/ld.so".into()));
+            mounts.push(Mount::RoBind(
+                sandbox::host_libdir(),
+                "/run/strata/host/lib".into(),
+            ));
+            argv.extend(
+                [
+                    "/run/strata/host/ld.so",
+                    "--library-path",
+                    "/run/strata/host/lib",
+                ]
+                .map(OsString::from),
+            );
+        }
+        argv.push("/run/strata/stage".into());
+        Ok((mounts, argv))
+    }
+
+    /// Each input of stage `st` made ready under `run`, as read-only mounts
+    /// at /run/strata/inputs/NAME, and its entry in the arguments document.
+    fn prepare_inputs(
+        &self,
+        st: StageCtx<'_>,
+        runner: &dyn StageRunner,
+        run: &Path,
+    ) -> Result<(Vec<Mount>, serde_json::Map<String, Value>), BuildError> {
+        let mut mounts = Vec::new();
+        let mut inputs = serde_json::Map::new();
+        for (name, input) in &st.stage.inputs {
+            let inside = format!("/run/strata/inputs/{name}");
+            let prepared = match (input.ty, input.origin) {
+                (InputType::Tree, Origin::Pipeline) => {
+                    let dep = input.references[0].pipeline().expect("checked at load");
+                    let di = self.m.index(dep);
+                    let id = self.plan.pipeline_id(di).map(|id| id.as_str());
+                    let mut tree = self.tree_of(di)?;
+                    if !runner.sees_our_mounts() {
+                        // The runner cannot see our mounts: a plain copy, gone with `run`.
+                        let copy = run.join("trees").join(name);
+                        fs::create_dir_all(run.join("trees")).map_err(StoreError::from)?;
+                        copy_tree(&tree, &copy).map_err(StoreError::from)?;
+                        tree = copy;
+                    }
+                    strata_inputs::prepare_tree(name, &tree, id)
+                }
+                _ => {
+                    let sources = self.store().sources();
+                    let files: Vec<(String, PathBuf)> = input
+                        .references
+                        .iter()
+                        .map(|r| {
+                            let item = &self.m.sources[&r.id];
+                            (r.id.clone(), sources.path(item.ty, &item.checksum))
+                        })
+                        .collect();
+                    fs::create_dir_all(run.join("inputs")).map_err(StoreError::from)?;
+                    strata_inputs::prepare_files(name, &run.join("inputs").join(name), &files)
+                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+                }
+            };
+            mounts.push(Mount::RoBind(prepared.host_path.clone(), inside.clone()));
+            inputs.insert(name.clone(), json!({"path": inside, "data": prepared.data}));
+        }
+        Ok((mounts, inputs))
+    }
+
+    /// What the stage's `/` is.
+    fn stage_root(
+        &self,
+        st: StageCtx<'_>,
+        needs: StageRoot,
+        tree: &Path,
+        run: &Path,
+    ) -> Result<Root, BuildError> {
+        let env = match st.pipeline.build_name() {
+            Some(build) => Some(self.tree_of(self.m.index(build))?),
+            None => None,
+        };
+        Ok(match (needs, env) {
+            (StageRoot::Tree, _) => Root::TreeRw(tree.to_path_buf()),
+            (StageRoot::BuildCopy, Some(env)) => {
+                // The environment may be changed (build-dependencies
+                // installed) but never the stored one: an overlay whose
+                // upper layer lives in `run` and goes with it.
+                let layers = run.join("layers");
+                for dir in ["upper", "work", "root"] {
+                    fs::create_dir_all(layers.join(dir)).map_err(StoreError::from)?;
+                }
+                Root::Copy(Overlay {
+                    lower: env,
+                    upper: layers.join("upper"),
+                    work: layers.join("work"),
+                    merged: layers.join("root"),
+                })
+            }
+            (StageRoot::BuildCopy, None) => {
+                return Err(BuildError::Usage(format!(
+                    "stage {} ({}) of pipeline `{}` needs a build pipeline: its environment",
+                    st.si, st.stage.ty, st.pipeline.name
+                )));
+            }
+            (StageRoot::Build, Some(env)) => Root::Tree(env),
+            (StageRoot::Build, None) => Root::Host(self.host.clone()),
+        })
+    }
+
+    /// `--break`: an interactive shell in the stage's sandbox (same root,
+    /// mounts, arguments and inputs), on the terminal, before the stage
+    /// runs. Exit 0 lets the stage run; anything else stops the build.
+    fn break_shell(
+        &self,
+        st: StageCtx<'_>,
+        runner: &dyn StageRunner,
+        spec: &StageSpec,
+        tree_inside: &str,
+    ) -> Result<Outcome, BuildError> {
+        let (name, si, ty) = (&st.pipeline.name, st.si, &st.stage.ty);
+        let tty = self.tty.as_ref().expect("opened when --break was resolved");
+        let mut shell = spec.clone();
+        shell.argv = vec!["/bin/sh".into(), "-i".into()];
+        shell.limits = Limits::default();
+        let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
+        shell.env.push(("TERM".into(), term));
+        shell
+            .env
+            .push(("PS1".into(), format!("strata {name}/{ty}# ")));
+        let mut banner = tty;
+        let _ = writeln!(
+            banner,
+            "strata: --break: a shell in the sandbox of stage {si} ({ty}) of pipeline `{name}`, before it runs.\n  \
+             its tree is {tree_inside}, its inputs are under /run/strata/inputs, its arguments in /run/strata/args.json\n  \
+             `exit` runs the stage; `exit 1` stops the build"
+        );
+        runner
+            .shell(&shell, tty)
+            .map_err(|e| st.failure(e.to_string(), vec![]))
+    }
+
+    /// `--keep-failed`: copies the failed stage's tree to
+    /// STORE/failed/<id>-<pid>/tree and copies beside it its inputs, its
+    /// arguments and its log, for inspection; `strata store gc` removes it.
+    fn keep_failed(
+        &self,
+        st: StageCtx<'_>,
+        tree: &Path,
+        run: &Path,
+        log: &Path,
+        mounts: &[Mount],
+    ) -> Result<PathBuf, BuildError> {
+        let dir = self.store().failed_dir(st.id)?;
+        // The tree is the merged view of this pipeline's workspace, which
+        // goes when the build ends: copy what the stage saw and left.
+        copy_tree(tree, &dir.join("tree")).map_err(StoreError::from)?;
+        for mount in mounts {
+            if let Mount::RoBind(host, inside) = mount
+                && let Some(name) = inside.strip_prefix("/run/strata/inputs/")
+            {
+                fs::create_dir_all(dir.join("inputs")).map_err(StoreError::from)?;
+                copy_tree(host, &dir.join("inputs").join(name)).map_err(StoreError::from)?;
+            }
+        }
+        fs::copy(run.join("args.json"), dir.join("args.json")).map_err(StoreError::from)?;
+        if log.exists() {
+            fs::copy(log, dir.join("log")).map_err(StoreError::from)?;
+        }
+        Ok(dir)
+    }
+}
