@@ -12,13 +12,17 @@ fn hello() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn statuses(doc: &Value, pipeline: &str) -> Vec<String> {
+fn pipeline<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["pipelines"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["name"] == pipeline)
-        .unwrap()["stages"]
+        .find(|p| p["name"] == name)
+        .unwrap()
+}
+
+fn statuses(doc: &Value, name: &str) -> Vec<String> {
+    pipeline(doc, name)["stages"]
         .as_array()
         .unwrap()
         .iter()
@@ -102,6 +106,42 @@ fn warm_store_runs_no_stage() {
         doc["pipelines"][2]["stages"][0]["metadata"]["compression"],
         "gzip"
     );
+}
+
+#[test]
+fn an_export_builds_only_the_pipelines_it_needs() {
+    let env = Env::new();
+    let out = env.out();
+    let export = |name: &str| {
+        let dir = out.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        env.build_json(
+            &hello(),
+            &[
+                "--export",
+                name,
+                "--output-directory",
+                out.to_str().unwrap(),
+            ],
+        )
+    };
+    let (run, doc) = export("base");
+    run.success();
+    assert_eq!(statuses(&doc, "base"), ["built"]);
+    for p in ["content", "tarball"] {
+        assert!(statuses(&doc, p).is_empty(), "{p} is not needed: {doc:#}");
+        assert_eq!(pipeline(&doc, p)["skipped"], true, "{doc:#}");
+    }
+    assert_eq!(env.objects().len(), 1, "only base's stage ran and was kept");
+    let (run, doc) = export("tarball");
+    run.success();
+    assert_eq!(statuses(&doc, "base"), ["cached"]);
+    assert_eq!(statuses(&doc, "tarball"), ["built"]);
+    // Stored whole, a pipeline needs nothing: base is not even looked at.
+    let (run, doc) = export("content");
+    run.success();
+    assert_eq!(statuses(&doc, "content"), ["cached", "cached", "cached"]);
+    assert!(statuses(&doc, "base").is_empty(), "{doc:#}");
 }
 
 #[test]
