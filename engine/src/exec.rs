@@ -15,7 +15,10 @@
 //! final trees, the work dirs) sits behind locks, and everything it tells
 //! goes through the [`Monitor`] as [`Event`]s.
 
+pub mod build;
 pub mod schedule;
+
+pub use build::Build;
 
 use crate::backend::{self, Backend, BackendError};
 use crate::catalog::{Catalog, Runner, StageRoot};

@@ -14,7 +14,7 @@ use super::BackendError;
 use super::cli::Cli;
 use super::incus::{image_exists, incus, store_key};
 use crate::catalog::Catalog;
-use crate::exec::{self, BuildOptions};
+use crate::exec;
 use crate::id::Id;
 use crate::manifest;
 use crate::monitor::Monitor;
@@ -210,15 +210,10 @@ fn build(
     quiet: bool,
 ) -> Result<Plan, BackendError> {
     let plan = Plan::new(m);
-    let opts = BuildOptions {
-        store: store.to_path_buf(),
-        checkpoints,
-        lock_timeout: crate::store::DEFAULT_LOCK_TIMEOUT,
-        jobs: exec::schedule::default_jobs(),
-        ..BuildOptions::default()
-    };
     let monitor = Monitor::plain(quiet);
-    let (_, result) = exec::build(m, &plan, catalog, &opts, &monitor);
+    let (_, result) = exec::Build::new(m, catalog, store)
+        .checkpoints(checkpoints)
+        .run(&monitor);
     match result {
         Ok(()) => Ok(plan),
         Err(exec::BuildError::Interrupted) => Err(BackendError::Interrupted),

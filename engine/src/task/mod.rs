@@ -22,7 +22,7 @@ pub mod model;
 pub mod notify;
 
 use crate::catalog::Catalog;
-use crate::exec::{self, BuildError, BuildOptions};
+use crate::exec::{self, BuildError};
 use crate::monitor::Monitor;
 use crate::plan::Plan;
 use compile::{Compiled, EnvironmentChoice};
@@ -208,19 +208,14 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         eprintln!("{}", describe_choice(choice));
     }
 
-    let build_opts = BuildOptions {
-        store: opts.store.clone(),
-        checkpoints: vec!["*".into()],
-        exports: compiled.exports.clone(),
-        output_directory: Some(out.clone()),
-        stage_timeout: opts.stage_timeout,
-        lock_timeout: crate::store::DEFAULT_LOCK_TIMEOUT,
-        jobs: exec::schedule::default_jobs(),
-        ..BuildOptions::default()
-    };
     // Tasks report as plain lines: a task run is mostly driven by scripts.
     let monitor = Monitor::plain(opts.quiet);
-    let (report, built) = exec::build(&m, &plan, &catalog, &build_opts, &monitor);
+    let (report, built) = exec::Build::new(&m, &catalog, &opts.store)
+        .checkpoint("*")
+        .exports(&compiled.exports)
+        .output_directory(out)
+        .stage_timeout(opts.stage_timeout)
+        .run(&monitor);
     let meta_of = |name: &str| {
         report.stages[m.index(name)]
             .last()
