@@ -1,5 +1,5 @@
 //! Images for environments, made by strata's own build: a derived manifest
-//! through [`exec::build`] with checkpoints, so sandboxing, caching and
+//! through [`exec::Build`] with checkpoints, so sandboxing, caching and
 //! content ids are the same as for any build.
 //!
 //! ```text

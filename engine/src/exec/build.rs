@@ -1,5 +1,5 @@
 //! The one way to start a build: [`Build`], a builder over
-//! [`BuildOptions`] and [`super::build`].
+//! [`BuildOptions`] and [`super::build()`].
 //!
 //! ```text
 //! Build::new(&manifest, &catalog, store)      defaults: keep every stage, the store's

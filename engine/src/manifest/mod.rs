@@ -44,7 +44,8 @@ pub struct Manifest {
     pub pipelines: Vec<Pipeline>,
     /// Source items by checksum.
     pub sources: BTreeMap<String, SourceItem>,
-    /// The `sources` object as written, for printing back.
+    /// The `sources` object as written, for printing back
+    /// ([`Manifest::to_value`]); [`Manifest::add_source`] adds to it.
     pub raw_sources: Value,
 }
 
