@@ -357,3 +357,46 @@ fn name_reference(name: &str) -> String {
         format!("name:{name}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_left_out_and_names_get_their_prefix() {
+        let m = Manifest::new().add_pipeline(
+            Pipeline::new("a")
+                .with_build("env")
+                .add_stage(Stage::new("mkdir", json!({}))),
+        );
+        assert_eq!(
+            m.to_value(),
+            json!({"version": "2", "pipelines": [
+                {"name": "a", "build": "name:env", "stages": [{"type": "mkdir", "options": {}}]}]})
+        );
+        assert_eq!(
+            Pipeline::new("a").with_build("name:env").build.as_deref(),
+            Some("name:env")
+        );
+        assert_eq!(Input::tree("name:p"), Input::tree("p"));
+    }
+
+    #[test]
+    fn sources_are_written_as_a_manifest_writes_them() {
+        let item = SourceItem::inline(&b"x"[..]);
+        let checksum = item.checksum.to_string();
+        let url = SourceItem::curl(item.checksum.clone(), "https://example.org/x");
+        let m = Manifest::new().add_source(item);
+        assert_eq!(
+            m.to_value()["sources"],
+            json!({"inline": {"items": {&checksum: {"encoding": "base64", "data": "eA=="}}}})
+        );
+        assert_eq!(
+            m.sources[&checksum].item,
+            Item::Inline {
+                data: b"x".to_vec()
+            }
+        );
+        assert_eq!(url.to_value(), json!({"url": "https://example.org/x"}));
+    }
+}
