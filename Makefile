@@ -32,7 +32,7 @@ demo: deps build
 # Every test: unit tests of each crate and the integration tests in tests/it,
 # which run the built binaries (so build them first).
 test: deps
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --examples
 	$(CARGO) test --workspace
 
 # The engine (hello.json cold/warm), two pipelines in parallel against one

@@ -5,7 +5,7 @@
 //! 130 interrupted.
 
 use crate::catalog::Catalog;
-use crate::exec::{self, BuildOptions};
+use crate::exec;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::monitor::{self, Event, JsonSeq, Live, Monitor, Plain, Sink, Verbosity};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -280,7 +280,7 @@ fn build(args: BuildArgs) -> i32 {
         }
     };
     let catalog = Catalog::new(args.manifest.libdirs.clone());
-    let mut m = match read_manifest(&args.manifest, &catalog) {
+    let m = match read_manifest(&args.manifest, &catalog) {
         Ok(m) => m,
         Err((code, message)) => {
             if args.json {
@@ -301,26 +301,31 @@ fn build(args: BuildArgs) -> i32 {
             return code;
         }
     };
-    let plan = crate::derive::plan(&mut m);
-    let opts = BuildOptions {
-        store: args.store.unwrap_or_else(crate::store::default_root),
-        checkpoints: args.checkpoints,
-        no_checkpoint: args.no_checkpoint,
-        cache_max_size: args.cache_max_size.map(|s| s.0),
-        lock_timeout: std::time::Duration::from_secs(args.lock_timeout),
-        exports: args.exports,
-        output_directory: args.output_directory,
-        stage_timeout: args.stage_timeout.map(std::time::Duration::from_secs),
-        jobs: args.jobs.map_or_else(exec::schedule::default_jobs, |j| {
-            usize::try_from(j).unwrap_or(usize::MAX)
-        }),
-        keep_going: args.keep_going,
-        keep_failed: args.keep_failed,
-        breaks: args.breaks,
-    };
-    let (report, result) = exec::build(&m, &plan, &catalog, &opts, &monitor);
+    let mut build = exec::Build::new(
+        &m,
+        &catalog,
+        args.store.unwrap_or_else(crate::store::default_root),
+    )
+    .checkpoints(args.checkpoints)
+    .no_checkpoint(args.no_checkpoint)
+    .lock_timeout(std::time::Duration::from_secs(args.lock_timeout))
+    .exports(args.exports)
+    .stage_timeout(args.stage_timeout.map(std::time::Duration::from_secs))
+    .keep_going(args.keep_going)
+    .keep_failed(args.keep_failed)
+    .breaks(args.breaks);
+    if let Some(size) = args.cache_max_size {
+        build = build.cache_max_size(size.0);
+    }
+    if let Some(dir) = args.output_directory {
+        build = build.output_directory(dir);
+    }
+    if let Some(jobs) = args.jobs {
+        build = build.jobs(usize::try_from(jobs).unwrap_or(usize::MAX));
+    }
+    let (report, result) = build.run(&monitor);
     if args.json {
-        let doc = report.to_json(&m, &plan, result.as_ref().err());
+        let doc = report.to_json(build.manifest(), build.plan(), result.as_ref().err());
         println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
     }
     match result {

@@ -12,8 +12,8 @@
 
 use crate::id::Id;
 use crate::kind::Backend;
+use crate::manifest::plan::Plan;
 use crate::manifest::{Input, InputType, Manifest, Origin, Pipeline, Reference, Stage};
-use crate::plan::Plan;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 

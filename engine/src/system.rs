@@ -18,11 +18,10 @@ use crate::backend::image::{alias, check_bootable, import};
 use crate::backend::{Backend, BackendError, ExecutionEnvironment};
 use crate::catalog::Catalog;
 use crate::derive;
-use crate::exec::{self, BuildOptions};
+use crate::exec;
 use crate::id::Id;
 use crate::manifest;
 use crate::monitor::Monitor;
-use crate::plan::Plan;
 use crate::store::Store;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -117,7 +116,7 @@ pub fn build_system(
             "pipeline `{pipeline}` has no stages: it makes no system"
         )));
     };
-    build(store, catalog, &m, &plan, vec![pipeline.clone()], quiet)?;
+    build(store, catalog, &m, vec![pipeline.clone()], quiet)?;
     let stored = Store::open(store, crate::store::DEFAULT_LOCK_TIMEOUT)
         .map_err(|e| BackendError::Build(e.to_string()))?;
     let view = |id: &Id| {
@@ -150,7 +149,6 @@ pub fn build_system(
         store,
         catalog,
         &m,
-        &plan,
         vec![pipeline.clone(), IMAGE_PIPELINE.to_owned()],
         quiet,
     )?;
@@ -171,19 +169,13 @@ fn build(
     store: &Path,
     catalog: &Catalog,
     m: &manifest::Manifest,
-    plan: &Plan,
     checkpoints: Vec<String>,
     quiet: bool,
 ) -> Result<(), BackendError> {
-    let opts = BuildOptions {
-        store: store.to_path_buf(),
-        checkpoints,
-        lock_timeout: crate::store::DEFAULT_LOCK_TIMEOUT,
-        jobs: exec::schedule::default_jobs(),
-        ..BuildOptions::default()
-    };
     let monitor = Monitor::plain(quiet);
-    let (_, result) = exec::build(m, plan, catalog, &opts, &monitor);
+    let (_, result) = exec::Build::new(m, catalog, store)
+        .checkpoints(checkpoints)
+        .run(&monitor);
     match result {
         Ok(()) => Ok(()),
         Err(exec::BuildError::Interrupted) => Err(BackendError::Interrupted),

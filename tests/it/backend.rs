@@ -487,7 +487,7 @@ fn refuses_an_image_that_is_no_system(b: Backend) {
     );
     if b != Backend::Unshare {
         let loaded = strata::manifest::load(&m.to_string(), "bare.json", &catalog()).unwrap();
-        let id = strata::plan::Plan::new(&loaded)
+        let id = strata::manifest::plan::Plan::new(&loaded)
             .pipeline_id(0)
             .unwrap()
             .clone();

@@ -9,6 +9,7 @@ mod debian;
 mod ids;
 mod incus_image;
 mod layout;
+mod library;
 mod manifest_errors;
 mod package;
 mod progress;

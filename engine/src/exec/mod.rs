@@ -22,6 +22,7 @@
 //! final trees, the work dirs) sits behind locks, and everything it tells
 //! goes through the [`Monitor`] as [`Event`]s.
 
+pub mod build;
 mod commit;
 mod export;
 mod report;
@@ -30,6 +31,7 @@ pub mod select;
 mod sources;
 mod stage;
 
+pub use build::Build;
 pub use report::{BuildError, BuildReport, StageFailure, StageReport, StageStatus};
 pub use select::{Decision, resolve_checkpoints, resolve_stages};
 
@@ -37,9 +39,9 @@ use crate::backend::stage::{StageImage, stage_runner};
 use crate::catalog::Catalog;
 use crate::id::Id;
 use crate::manifest::graph;
+use crate::manifest::plan::Plan;
 use crate::manifest::{Manifest, Pipeline, Stage};
 use crate::monitor::{self, Event, Monitor, PipelineInfo, PipelineResult, StageInfo, StageRef};
-use crate::plan::Plan;
 use crate::sandbox::HostLayout;
 use crate::sandbox::runner::StageRunner;
 use crate::store::layers::{View, Workspace};

@@ -2,7 +2,7 @@
 
 use crate::id::Id;
 use crate::manifest::Manifest;
-use crate::plan::Plan;
+use crate::manifest::plan::Plan;
 use crate::store::StoreError;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;

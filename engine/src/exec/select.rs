@@ -4,8 +4,8 @@
 
 use super::BuildError;
 use crate::id::Id;
+use crate::manifest::plan::Plan;
 use crate::manifest::{InputType, Manifest, Origin};
-use crate::plan::Plan;
 use std::collections::BTreeSet;
 
 /// Which stages `--checkpoint` patterns select, as (pipeline, stage) indices.

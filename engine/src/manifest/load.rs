@@ -1,4 +1,4 @@
-//! Text → checked [`Manifest`].
+//! Text or a JSON value → checked [`Manifest`].
 
 use super::diagnostic::escape;
 use super::graph;
@@ -30,8 +30,18 @@ pub fn load(text: &str, origin: &str, catalog: &Catalog) -> Result<Manifest, Man
             hint: None,
         }])
     })?;
+    load_value(&doc, origin, catalog)
+}
 
-    let diagnostics = check_schema(&doc);
+/// Checks a manifest given as a JSON value, with the same checks and
+/// diagnostics as [`load`] (which parses text, then comes here).
+pub fn load_value(doc: &Value, origin: &str, catalog: &Catalog) -> Result<Manifest, ManifestError> {
+    let fail = |diagnostics: Vec<Diagnostic>| ManifestError {
+        origin: origin.to_owned(),
+        diagnostics,
+    };
+
+    let diagnostics = check_schema(doc);
     if !diagnostics.is_empty() {
         return Err(fail(diagnostics));
     }
@@ -39,21 +49,21 @@ pub fn load(text: &str, origin: &str, catalog: &Catalog) -> Result<Manifest, Man
     let pipelines: Vec<Pipeline> =
         serde_path_to_error::deserialize(&doc["pipelines"]).map_err(|e| {
             let pointer = format!("/pipelines{}", path_to_pointer(&e.path().to_string()));
-            fail(vec![Diagnostic::at(&doc, pointer, e.inner().to_string())])
+            fail(vec![Diagnostic::at(doc, pointer, e.inner().to_string())])
         })?;
 
     let mut diagnostics = Vec::new();
-    check_stages(&doc, &pipelines, catalog, &mut diagnostics);
-    check_backends(&doc, &pipelines, &mut diagnostics);
-    let sources = load_sources(&doc, &mut diagnostics);
-    check_references(&doc, &pipelines, &sources, &mut diagnostics);
+    check_stages(doc, &pipelines, catalog, &mut diagnostics);
+    check_backends(doc, &pipelines, &mut diagnostics);
+    let sources = load_sources(doc, &mut diagnostics);
+    check_references(doc, &pipelines, &sources, &mut diagnostics);
     if diagnostics.is_empty()
         && let Err(cycle) = graph::order(&pipelines)
     {
         let names = cycle.join(" → ");
         diagnostics.push(
             Diagnostic::at(
-                &doc,
+                doc,
                 "/pipelines",
                 format!("pipelines form a cycle: {names}"),
             )

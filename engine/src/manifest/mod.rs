@@ -11,27 +11,43 @@
 //! column), the manifest schema, each stage's options schema, then the rules
 //! no schema can say (names, references, sources, cycles). Every problem is a
 //! [`Diagnostic`] with its JSON pointer and, where it lies inside one, the
-//! pipeline and stage.
+//! pipeline and stage. [`load_value`] does the same for a JSON value.
+//!
+//! A manifest can also be composed in code ([`compose`]) and serialized back
+//! to the same JSON ([`Manifest::to_value`]); [`Manifest::check`] puts a
+//! composed manifest through the loader, so it gets the same checks and the
+//! same diagnostics as a file.
 
+pub mod compose;
 mod diagnostic;
 pub mod graph;
 mod load;
+pub mod plan;
 
+pub use compose::Found;
 pub use diagnostic::{Diagnostic, ManifestError};
-pub use load::load;
+pub use load::{load, load_value};
+// The source types a composed manifest names; re-exported so that users of
+// the library need not depend on strata-sources themselves.
+pub use strata_sources::{Checksum, Item, SourceType};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// A checked manifest.
-#[derive(Debug, Clone)]
+/// A manifest: checked when it comes from [`load`], [`load_value`] or
+/// [`Manifest::check`]; being composed when it comes from [`Manifest::new`].
+///
+/// It serializes ([`Serialize`], [`Manifest::to_value`]) to format version 2
+/// JSON that [`load`] reads back into an equal manifest with the same ids.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     /// Pipelines in manifest order.
     pub pipelines: Vec<Pipeline>,
     /// Source items by checksum.
     pub sources: BTreeMap<String, SourceItem>,
-    /// The `sources` object as written, for printing back.
+    /// The `sources` object as written, for printing back
+    /// ([`Manifest::to_value`]); [`Manifest::add_source`] adds to it.
     pub raw_sources: Value,
 }
 
@@ -47,7 +63,7 @@ impl Manifest {
 }
 
 /// One source item, already parsed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceItem {
     /// The source type that lists it.
     pub ty: strata_sources::SourceType,
@@ -58,22 +74,26 @@ pub struct SourceItem {
 }
 
 /// A named, ordered list of stages.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pipeline {
     /// Unique name.
     pub name: String,
     /// `name:PIPELINE` whose tree is the build root.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build: Option<String>,
     /// Runner name (runners/NAME); `linux` when unset.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<String>,
     /// SOURCE_DATE_EPOCH for every stage.
-    #[serde(default, rename = "source-epoch")]
+    #[serde(
+        default,
+        rename = "source-epoch",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_epoch: Option<u64>,
     /// Where its stages run: bwrap (`unshare`, the default) or `incus-lxc`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::kind::Backend>,
     /// The pipeline that makes the incus image of the build pipeline, for
     /// a pipeline whose stages run in incus (added when the build is planned: derive.rs).
@@ -97,7 +117,7 @@ impl Pipeline {
 }
 
 /// One stage of a pipeline.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     /// The stage type: the executable's name.
@@ -107,7 +127,7 @@ pub struct Stage {
     #[serde(default = "empty_object")]
     pub options: Value,
     /// Inputs by name, in name order.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, Input>,
 }
 
@@ -116,7 +136,7 @@ fn empty_object() -> Value {
 }
 
 /// A stage input.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Input {
     /// What the stage gets.
@@ -130,7 +150,7 @@ pub struct Input {
 }
 
 /// Input types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InputType {
     /// Another pipeline's tree, bound read-only.
@@ -150,7 +170,7 @@ impl InputType {
 }
 
 /// Input origins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// Items from `sources`.
@@ -176,6 +196,26 @@ pub struct Reference {
     pub id: String,
     /// Options for this reference (`{}` when none).
     pub options: Value,
+}
+
+/// Written back in the list form: a plain id when it has no options (as
+/// most manifests write it), `{id, options}` otherwise. Both load back to
+/// the same reference.
+impl Serialize for Reference {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self
+            .options
+            .as_object()
+            .is_some_and(serde_json::Map::is_empty)
+        {
+            return s.serialize_str(&self.id);
+        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("options", &self.options)?;
+        map.end()
+    }
 }
 
 impl Reference {

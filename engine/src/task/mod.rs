@@ -22,9 +22,9 @@ pub mod model;
 pub mod notify;
 
 use crate::catalog::Catalog;
-use crate::exec::{self, BuildError, BuildOptions};
+use crate::exec::{self, BuildError};
+use crate::manifest::plan::Plan;
 use crate::monitor::Monitor;
-use crate::plan::Plan;
 use compile::{Compiled, EnvironmentChoice};
 use model::{Invalid, Task};
 use serde_json::{Value, json};
@@ -177,9 +177,8 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
     }
 
     let catalog = Catalog::new(opts.libdirs.clone());
-    let manifest_text = serde_json::to_string(&compiled.manifest).expect("json");
-    let mut m = crate::manifest::load(
-        &manifest_text,
+    let m = crate::manifest::load_value(
+        &compiled.manifest,
         &format!("(compiled from {origin})"),
         &catalog,
     )
@@ -187,7 +186,12 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         origin: origin.to_owned(),
         detail: e.to_string(),
     })?;
-    let plan = crate::derive::plan(&mut m);
+    let build = exec::Build::new(&m, &catalog, &opts.store)
+        .checkpoint("*")
+        .exports(&compiled.exports)
+        .output_directory(out)
+        .stage_timeout(opts.stage_timeout);
+    let (m, plan) = (build.manifest(), build.plan());
     let id_of = |name: &str| {
         plan.pipeline_id(m.index(name))
             .map(|i| i.to_string())
@@ -208,19 +212,9 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         eprintln!("{}", describe_choice(choice));
     }
 
-    let build_opts = BuildOptions {
-        store: opts.store.clone(),
-        checkpoints: vec!["*".into()],
-        exports: compiled.exports.clone(),
-        output_directory: Some(out.clone()),
-        stage_timeout: opts.stage_timeout,
-        lock_timeout: crate::store::DEFAULT_LOCK_TIMEOUT,
-        jobs: exec::schedule::default_jobs(),
-        ..BuildOptions::default()
-    };
     // Tasks report as plain lines: a task run is mostly driven by scripts.
     let monitor = Monitor::plain(opts.quiet);
-    let (report, built) = exec::build(&m, &plan, &catalog, &build_opts, &monitor);
+    let (report, built) = build.run(&monitor);
     let meta_of = |name: &str| {
         report.stages[m.index(name)]
             .last()
@@ -238,7 +232,7 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         )),
         Ok(()) => {
             if let Some(system) = &compiled.system
-                && let Err(e) = record_system(&opts.store, &plan, &m, &compiled.manifest, system)
+                && let Err(e) = record_system(&opts.store, plan, m, &compiled.manifest, system)
             {
                 eprintln!("warning: the system was built but not recorded as an environment: {e}");
             }

@@ -1,13 +1,13 @@
 //! A manifest with ids: what [`crate::id`] says of each stage, computed in
 //! build order so every referenced pipeline's id is known first.
 
+use super::graph;
+use super::{Manifest, Origin};
 use crate::id::{Id, InputKey, StageKey};
-use crate::manifest::graph;
-use crate::manifest::{Manifest, Origin};
 use serde_json::{Value, json};
 
 /// Ids of a manifest's pipelines and stages.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Plan {
     /// Pipeline indices in build order.
     pub order: Vec<usize>,
