@@ -328,22 +328,33 @@ impl Overlay {
 /// with the host's libraries they run in any build root, while the tools
 /// they spawn use the root's own libraries.
 pub fn elf_interpreter(program: &Path) -> Option<PathBuf> {
-    let data = std::fs::read(program).ok()?;
-    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 || data[5] != 1 {
+    use std::os::unix::fs::FileExt;
+    // Reads the header, the program headers and the interpreter's name
+    // only: a stage program is megabytes, and this runs for every stage.
+    let file = std::fs::File::open(program).ok()?;
+    let read = |offset: u64, len: usize| -> Option<Vec<u8>> {
+        let mut buf = vec![0; len];
+        file.read_exact_at(&mut buf, offset).ok()?;
+        Some(buf)
+    };
+    let head = read(0, 64)?;
+    if &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
         return None; // not a little-endian ELF64: a script, or a platform we do not decode
     }
-    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
-    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
-    let phentsize = usize::from(u16_at(0x36)?);
-    let phnum = usize::from(u16_at(0x38)?);
+    let u16_at = |d: &[u8], o: usize| Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |d: &[u8], o: usize| Some(u64::from_le_bytes(d.get(o..o + 8)?.try_into().ok()?));
+    let phoff = u64_at(&head, 0x20)?;
+    let phentsize = usize::from(u16_at(&head, 0x36)?);
+    let phnum = usize::from(u16_at(&head, 0x38)?);
+    let table = read(phoff, phentsize.checked_mul(phnum)?)?;
     for i in 0..phnum {
-        let ph = phoff + i * phentsize;
-        let p_type = u32::from_le_bytes(data.get(ph..ph + 4)?.try_into().ok()?);
+        let ph = i * phentsize;
+        let p_type = u32::from_le_bytes(table.get(ph..ph + 4)?.try_into().ok()?);
         if p_type == 3 {
-            let off = usize::try_from(u64_at(ph + 8)?).ok()?;
-            let len = usize::try_from(u64_at(ph + 32)?).ok()?;
-            let raw = data.get(off..off + len)?;
+            let off = u64_at(&table, ph + 8)?;
+            // PATH_MAX bounds a name the kernel would take.
+            let len = usize::try_from(u64_at(&table, ph + 32)?).ok()?.min(4096);
+            let raw = read(off, len)?;
             let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
             return Some(PathBuf::from(
                 String::from_utf8_lossy(&raw[..end]).into_owned(),
