@@ -5,10 +5,12 @@ OUT ?= out
 # compressors (tar stage), coreutils (copy stage), curl (curl sources),
 # mmdebstrap and the archive keyring (bootstrap stage), tmux (the tests that
 # drive the live view and --break in a pseudo-terminal), xfsprogs and attr
-# (the store's flatten tests on an XFS loop image with reflinks).
-DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr
+# (the store's flatten tests on an XFS loop image with reflinks), lintian
+# (`make deb` checks the package it builds) and man-db (`man -w` finds the
+# installed man pages).
+DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr lintian man-db
 
-.PHONY: deps build demo test bench lint
+.PHONY: deps incus build demo test bench lint install deb
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -29,9 +31,15 @@ demo: deps build
 	  --checkpoint '*' --export tarball --output-directory $(OUT)/demo
 	@echo "exported: $$(realpath $(OUT)/demo/tarball/hello.tar.gz)"
 
+# incus with its daemons, network and profiles (the incus-lxc backend and its
+# tests); the script is idempotent, so a second run changes nothing.
+incus:
+	bash docs/incus-setup.sh
+
 # Every test: unit tests of each crate and the integration tests in tests/it,
-# which run the built binaries (so build them first).
-test: deps
+# which run the built binaries (so build them first). It installs what the
+# tests run first, so that on a fresh machine this one command is enough.
+test: deps incus
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 

@@ -15,6 +15,7 @@
 //! final trees, the work dirs) sits behind locks, and everything it tells
 //! goes through the [`Monitor`] as [`Event`]s.
 
+pub mod replace;
 pub mod schedule;
 
 use crate::backend::{self, Backend, BackendError};
@@ -56,6 +57,8 @@ pub struct BuildOptions {
     pub exports: Vec<String>,
     /// `--output-directory`.
     pub output_directory: Option<PathBuf>,
+    /// `--force`: an export replaces what is at OUTPUT/NAME (in one step).
+    pub replace_exports: bool,
     /// End a stage that runs longer than this.
     pub stage_timeout: Option<Duration>,
     /// How many pipelines may run at once (at least 1).
@@ -74,9 +77,14 @@ pub enum BuildError {
     /// Bad flags or flags that do not fit the manifest (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// A source item could not be fetched or verified (exit 2).
+    /// A source item is wrong: bad checksum, not what its checksum says
+    /// (exit 2: the manifest is wrong).
     #[error("{0}")]
     Source(String),
+    /// A source item could not be downloaded: an unreachable host, an HTTP
+    /// error, a full disk (exit 1: the same manifest may build later).
+    #[error("{0}")]
+    Fetch(String),
     /// The store failed (exit 1).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -156,13 +164,25 @@ impl BuildError {
     fn kind(&self) -> &'static str {
         match self {
             BuildError::Usage(_) => "usage",
-            BuildError::Source(_) => "source",
+            BuildError::Source(_) | BuildError::Fetch(_) => "source",
             BuildError::Store(_) => "store",
             BuildError::Stage(_) => "stage",
             BuildError::Export { .. } => "export",
             BuildError::Interrupted => "interrupted",
             BuildError::Several(_) => "several",
         }
+    }
+}
+
+/// A source item's failure as a build error: the manifest's fault (exit 2)
+/// or the world's (exit 1).
+fn source_error(e: &strata_sources::SourceError) -> BuildError {
+    use strata_sources::SourceError as E;
+    match e {
+        E::InvalidChecksum { .. } | E::InvalidItem { .. } | E::Mismatch { .. } => {
+            BuildError::Source(e.to_string())
+        }
+        _ => BuildError::Fetch(e.to_string()),
     }
 }
 
@@ -658,9 +678,9 @@ impl Builder<'_> {
         };
         for name in &self.opts.exports {
             let dest = out.join(name);
-            if dest.exists() {
+            if dest.symlink_metadata().is_ok() && !self.opts.replace_exports {
                 return Err(BuildError::Usage(format!(
-                    "--export `{name}`: {} exists already\n    hint: remove it or choose another --output-directory",
+                    "--export `{name}`: {} exists already\n    hint: give --force to replace it, remove it, or choose another --output-directory",
                     dest.display()
                 )));
             }
@@ -710,7 +730,7 @@ impl Builder<'_> {
                             Err(e) => failures
                                 .lock()
                                 .expect("failures lock")
-                                .push(BuildError::Source(e.to_string())),
+                                .push(source_error(&e)),
                         }
                     }
                 });
@@ -1335,7 +1355,8 @@ impl Builder<'_> {
             // Copy beside the destination, then rename: an export is whole or absent.
             let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
             let src = self.tree_of(pi)?;
-            let result = copy_tree(&src, &staging).and_then(|()| std::fs::rename(&staging, &dest));
+            let result = copy_tree(&src, &staging)
+                .and_then(|()| replace::put_in_place(&staging, &dest, self.opts.replace_exports));
             if let Err(e) = result {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(fail(e.to_string()));

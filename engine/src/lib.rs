@@ -9,7 +9,9 @@
 pub mod backend;
 pub mod catalog;
 pub mod cli;
+pub mod cli_docs;
 pub mod cli_env;
+pub mod cli_io;
 pub mod clock;
 pub mod exec;
 pub mod graph;

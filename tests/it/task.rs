@@ -692,6 +692,7 @@ fn incus_instances(name: &str) -> usize {
 
 #[test]
 fn lintian_and_package_build_tasks_run_in_incus() {
+    crate::support::require("incus");
     let env = Env::new();
     let source = dsc("lint-strata");
     let summary_of = |out: &Path| {
