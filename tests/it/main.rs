@@ -5,6 +5,7 @@
 mod backend;
 mod backend_lint;
 mod build;
+mod cli;
 mod debian;
 mod ids;
 mod incus_image;
