@@ -11,6 +11,7 @@ mod ids;
 mod incus_image;
 mod manifest_errors;
 mod package;
+mod packaging;
 mod progress;
 mod store;
 mod support;
