@@ -1,8 +1,9 @@
 //! The command line: `strata build`, `inspect`, `store`, `task` and `env`
 //! (in [`crate::cli_env`]).
 //!
-//! Exit codes ([`crate::cli_docs::EXIT_STATUS`]): 0 success, 1 build
-//! failure, 2 invalid manifest or usage, 130 interrupted.
+//! Exit codes: the table in [`crate::cli_docs::EXIT_STATUS`] (0 success,
+//! 1 build failure, 2 invalid manifest or usage, 130 interrupted, 141
+//! stdout closed early), which `--help`, the man pages and the README give.
 
 use crate::catalog::Catalog;
 use crate::cli_io::{manifest_source, out};
