@@ -1,10 +1,12 @@
 //! The command line: `strata build`, `inspect`, `store`, `task` and `env`
 //! (in [`crate::cli_env`]).
 //!
-//! Exit codes: 0 success, 1 build failure, 2 invalid manifest or usage,
-//! 130 interrupted.
+//! Exit codes: the table in [`crate::cli_docs::EXIT_STATUS`] (0 success,
+//! 1 build failure, 2 invalid manifest or usage, 130 interrupted, 141
+//! stdout closed early), which `--help`, the man pages and the README give.
 
 use crate::catalog::Catalog;
+use crate::cli_io::{manifest_source, out};
 use crate::exec;
 use crate::manifest::{self, Manifest, ManifestError};
 use crate::monitor::{self, Event, JsonSeq, Live, Monitor, Plain, Sink, Verbosity};
@@ -14,7 +16,8 @@ use std::path::PathBuf;
 
 /// strata builds Debian systems, images and packages from JSON manifests.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about)]
+#[command(name = "strata", version = env!("STRATA_VERSION"), about,
+          after_help = crate::cli_docs::EXIT_STATUS)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -38,6 +41,11 @@ pub enum Command {
     /// the systems tasks run in (`env ls`).
     #[command(subcommand)]
     Env(crate::cli_env::EnvCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(crate::cli_docs::CompletionsArgs),
+    /// Write a man page per command into DIR (for packaging: `make install` runs it).
+    #[command(hide = true)]
+    Manpages(crate::cli_docs::ManpagesArgs),
 }
 
 /// `strata store …`.
@@ -106,9 +114,9 @@ pub enum MonitorFormat {
 /// Where the manifest comes from and where stages are found.
 #[derive(Debug, Args)]
 pub struct ManifestArgs {
-    /// The manifest file, or `-` (the default) for stdin.
-    #[arg(value_name = "MANIFEST", default_value = "-")]
-    pub manifest: String,
+    /// The manifest file, or `-` for stdin (what a missing MANIFEST means when stdin is not a terminal).
+    #[arg(value_name = "MANIFEST")]
+    pub manifest: Option<String>,
     /// Extra stage and runner search path (DIR/stages, DIR/schemas/stages, DIR/runners); repeatable.
     #[arg(long = "libdir", value_name = "DIR")]
     pub libdirs: Vec<PathBuf>,
@@ -140,6 +148,9 @@ pub struct BuildArgs {
     /// Where exports go.
     #[arg(long, value_name = "DIR")]
     output_directory: Option<PathBuf>,
+    /// Replace an export that exists already (in one step: readers see the old tree or the new one), so a retried build succeeds.
+    #[arg(long)]
+    force: bool,
     /// Print a JSON result document on stdout.
     #[arg(long)]
     json: bool,
@@ -194,24 +205,27 @@ pub fn main() -> i32 {
         Command::Store(cmd) => store_command(cmd),
         Command::Task(cmd) => crate::task::command::task_main(cmd),
         Command::Env(cmd) => crate::cli_env::main(cmd),
+        Command::Completions(args) => crate::cli_docs::completions(&args),
+        Command::Manpages(args) => crate::cli_docs::manpages(&args),
     }
 }
 
-/// The manifest, or the exit code and the error (already printed).
-fn read_manifest(args: &ManifestArgs, catalog: &Catalog) -> Result<Manifest, (i32, String)> {
+/// The manifest at `source` (`-`: stdin), or the exit code and the error
+/// (already printed).
+fn read_manifest(source: &str, catalog: &Catalog) -> Result<Manifest, (i32, String)> {
     let fail = |message: String| {
         eprintln!("error: {message}");
         (2, message)
     };
-    let (text, origin) = if args.manifest == "-" {
+    let (text, origin) = if source == "-" {
         let mut text = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut text) {
             return Err(fail(format!("reading the manifest from stdin: {e}")));
         }
         (text, "<stdin>".to_owned())
     } else {
-        match fs_err::read_to_string(&args.manifest) {
-            Ok(text) => (text, args.manifest.clone()),
+        match fs_err::read_to_string(source) {
+            Ok(text) => (text, source.to_owned()),
             Err(e) => return Err(fail(e.to_string())),
         }
     };
@@ -219,16 +233,17 @@ fn read_manifest(args: &ManifestArgs, catalog: &Catalog) -> Result<Manifest, (i3
 }
 
 fn inspect(args: InspectArgs) -> i32 {
+    let source = match manifest_source(args.manifest.manifest.as_deref(), &["inspect"]) {
+        Ok(source) => source,
+        Err(code) => return code,
+    };
     let catalog = Catalog::new(args.manifest.libdirs.clone());
-    let mut m = match read_manifest(&args.manifest, &catalog) {
+    let mut m = match read_manifest(&source, &catalog) {
         Ok(m) => m,
         Err((code, _)) => return code,
     };
     let plan = crate::derive::plan(&mut m);
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&plan.describe(&m)).expect("json")
-    );
+    out(serde_json::to_string_pretty(&plan.describe(&m)).expect("json"));
     0
 }
 
@@ -265,7 +280,13 @@ fn make_monitor(args: &BuildArgs) -> Result<Monitor, String> {
 }
 
 fn build(args: BuildArgs) -> i32 {
-    // First, before the interrupt handler's thread: the namespace is per
+    // Before anything is set up: a build that would wait for a manifest
+    // typed on the terminal is a usage error.
+    let source = match manifest_source(args.manifest.manifest.as_deref(), &["build"]) {
+        Ok(source) => source,
+        Err(code) => return code,
+    };
+    // Then, before the interrupt handler's thread: the namespace is per
     // thread, and every mount the build makes must die with it.
     if let Err(e) = crate::store::layers::enter_private_namespace() {
         eprintln!("error: {e}");
@@ -280,14 +301,11 @@ fn build(args: BuildArgs) -> i32 {
         }
     };
     let catalog = Catalog::new(args.manifest.libdirs.clone());
-    let m = match read_manifest(&args.manifest, &catalog) {
+    let m = match read_manifest(&source, &catalog) {
         Ok(m) => m,
         Err((code, message)) => {
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"success": false, "error": {"kind": "manifest"}})
-                );
+                out(serde_json::json!({"success": false, "error": {"kind": "manifest"}}));
             }
             monitor.error(&serde_json::json!({"kind": "manifest", "message": message}));
             monitor.emit(Event::BuildFinish {
@@ -311,6 +329,7 @@ fn build(args: BuildArgs) -> i32 {
     .lock_timeout(std::time::Duration::from_secs(args.lock_timeout))
     .exports(args.exports)
     .stage_timeout(args.stage_timeout.map(std::time::Duration::from_secs))
+    .replace_exports(args.force)
     .keep_going(args.keep_going)
     .keep_failed(args.keep_failed)
     .breaks(args.breaks);
@@ -326,7 +345,7 @@ fn build(args: BuildArgs) -> i32 {
     let (report, result) = build.run(&monitor);
     if args.json {
         let doc = report.to_json(build.manifest(), build.plan(), result.as_ref().err());
-        println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+        out(serde_json::to_string_pretty(&doc).expect("json"));
     }
     match result {
         Ok(()) => 0,
@@ -365,13 +384,16 @@ fn store_command(cmd: StoreCommand) -> i32 {
     let result: Result<(), (i32, String)> = match cmd {
         StoreCommand::Log { id, .. } => match store.log(&id) {
             Ok(text) => {
-                print!("{text}");
+                crate::cli_io::out_raw(&text);
                 Ok(())
             }
             Err(e) => Err((2, e)),
         },
         StoreCommand::Ls { .. } => {
-            println!("{:<64}  {:<32}  {:>10}  LAST USE", "ID", "MADE BY", "SIZE");
+            out(format!(
+                "{:<64}  {:<32}  {:>10}  LAST USE",
+                "ID", "MADE BY", "SIZE"
+            ));
             for e in gc::entries(&store) {
                 let by = match &e.kind {
                     gc::Kind::Object {
@@ -382,7 +404,7 @@ fn store_command(cmd: StoreCommand) -> i32 {
                     } => format!("{pipeline}/{stage} {ty}"),
                     gc::Kind::Source => "source".to_owned(),
                 };
-                println!(
+                out(format!(
                     "{:<64}  {by:<32}  {:>10}  {}",
                     e.id,
                     gc::human(e.size),
@@ -390,7 +412,7 @@ fn store_command(cmd: StoreCommand) -> i32 {
                         .last_use
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs()))
-                );
+                ));
             }
             Ok(())
         }
@@ -401,12 +423,12 @@ fn store_command(cmd: StoreCommand) -> i32 {
                 .filter(|e| matches!(e.kind, gc::Kind::Object { .. }))
                 .count();
             let limit = store.max_size().map_or("unlimited".to_owned(), gc::human);
-            println!(
+            out(format!(
                 "{} ({} bytes) in {objects} objects and {} sources; limit {limit}",
                 gc::human(gc::total(&entries)),
                 gc::total(&entries),
                 entries.len() - objects
-            );
+            ));
             Ok(())
         }
         StoreCommand::Gc { max_size, .. } => {

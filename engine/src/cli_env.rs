@@ -260,25 +260,22 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             } else {
                 env.file_pull(&a.source, &a.folder)?
             };
-            println!("{}", dest.display());
+            crate::cli_io::out(dest.display());
             Ok(0)
         }
         EnvCommand::List(a) => {
             let all = envs::list(&store(&a.store))?;
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&all).expect("states are JSON")
-                );
+                crate::cli_io::out(serde_json::to_string_pretty(&all).expect("states are JSON"));
             } else {
                 for s in &all {
-                    println!(
+                    crate::cli_io::out(format!(
                         "{}\t{}\t{}\t{}",
                         s.name,
                         s.backend,
                         if s.running { "running" } else { "stopped" },
                         s.origin
-                    );
+                    ));
                 }
             }
             Ok(0)
@@ -288,10 +285,10 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             let all = envs::list(&st)?;
             let gone = crate::backend::incus::gc(&st, &SystemCli, &all)?;
             for i in &gone.instances {
-                println!("instance {i}");
+                crate::cli_io::out(format!("instance {i}"));
             }
             for i in &gone.images {
-                println!("image {i}");
+                crate::cli_io::out(format!("image {i}"));
             }
             Ok(0)
         }

@@ -101,11 +101,32 @@ pub fn main(run: fn(&Args) -> anyhow::Result<()>) -> ExitCode {
         Err(e) => {
             // The engine shows the last lines of the log; a message that
             // spans lines (a tool's stderr) would lose its head there.
-            let message = format!("{e:#}").trim().replace('\n', "; ");
-            eprintln!("error: {message}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause said once: an error
+/// whose message already quotes its source (`{path}: {source}`, which
+/// thiserror also reports as `source()`) would otherwise repeat it, as
+/// `{:#}` prints every link of the chain.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for link in e.chain() {
+        let part = link.to_string();
+        let part = part.trim();
+        if part.is_empty() || text.contains(part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(part);
+    }
+    // The engine shows the last lines of the log; a message that spans
+    // lines (a tool's stderr) would lose its head there.
+    text.replace('\n', "; ")
 }
 
 /// Writes the stage's metadata to `paths.meta`, where the engine keeps it
@@ -117,4 +138,36 @@ pub fn write_meta(args: &Args, meta: &serde_json::Value) -> Result<(), Error> {
         path: args.paths.meta.display().to_string(),
         source,
     })
+}
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn a_cause_the_message_quotes_is_said_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let cause = io.to_string();
+        let e = anyhow::Error::from(Error::Io {
+            what: "cannot open",
+            path: "/run/strata/tree/x".into(),
+            source: io,
+        })
+        .context("options.files[0] (/x)");
+        let text = error_text(&e);
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        assert_eq!(
+            text,
+            format!("options.files[0] (/x): cannot open /run/strata/tree/x: {cause}")
+        );
+    }
+
+    #[test]
+    fn causes_the_message_does_not_quote_are_kept_on_one_line() {
+        let e = Err::<(), _>(anyhow::anyhow!("dpkg said\nsomething"))
+            .context("cannot install hello")
+            .unwrap_err();
+        assert_eq!(error_text(&e), "cannot install hello: dpkg said; something");
+    }
 }

@@ -7,7 +7,7 @@
 //! a store under cargo's target tmp dir, which later runs reuse. Instances
 //! are named `strata-test-…` and removed by the test that made them.
 
-use crate::support::{Run, bin_dir};
+use crate::support::{Run, bin_dir, cleanup, require};
 use serde_json::{Value, json};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -80,6 +80,7 @@ fn source() -> Source {
 /// The system's incus image, imported once.
 fn incus_alias() -> &'static str {
     static ALIAS: OnceLock<String> = OnceLock::new();
+    require("incus");
     ALIAS.get_or_init(|| {
         let sh = shared();
         let system = system::build_system(&sh.store, &catalog(), &source(), true, true).unwrap();
@@ -95,15 +96,19 @@ fn incus_alias() -> &'static str {
     })
 }
 
+#[track_caller]
 fn incus(args: &[&str]) -> std::process::Output {
+    require("incus");
     Command::new("incus").args(args).output().unwrap()
 }
 
-/// Removes environment `name` of `store` whatever state a failed earlier run left.
+/// Removes environment `name` of `store` whatever state a failed earlier
+/// run left. It never panics: it runs from `Drop`, and for the unshare
+/// backend on a machine without incus too.
 fn scrub(store: &Path, name: &str) {
     let _ = envs::delete(store, name);
     let _ = std::fs::remove_dir_all(envs::dir(store).join(name));
-    let _ = incus(&["delete", "--force", &format!("strata-{name}")]);
+    cleanup("incus", &["delete", "--force", &format!("strata-{name}")]);
 }
 
 /// An environment that is destroyed when dropped.
@@ -142,6 +147,9 @@ fn suffix(b: Backend) -> &'static str {
 
 /// A new environment `test-SHORT-B` on backend `b`, not started.
 fn create(b: Backend, short: &str) -> TestEnv {
+    if b != Backend::Unshare {
+        require("incus");
+    }
     let sh = shared();
     let name = format!("test-{short}-{}", suffix(b));
     scrub(&sh.store, &name);
@@ -756,6 +764,9 @@ impl Drop for Scrub {
 }
 
 fn cli_round_trip(b: Backend) {
+    if b != Backend::Unshare {
+        require("incus");
+    }
     let sh = shared();
     let name = format!("test-cli-{}", suffix(b));
     scrub(&sh.store, &name);

@@ -64,6 +64,7 @@ fn lint(env: &Env, m: &Value, out: &str) -> (crate::support::Run, Value, String)
 
 #[test]
 fn lintian_gives_the_same_analysis_in_incus_as_in_bwrap() {
+    crate::support::require("incus");
     let env = Env::new();
     let (run, bwrap, bwrap_text) = lint(&env, &manifest(false, "none"), "bwrap");
     run.success();

@@ -180,11 +180,10 @@ fn a_tree_without_init_is_refused_and_nothing_is_kept() {
 }
 
 /// `incus ARGS`, its output whatever the exit status.
+#[track_caller]
 fn incus(args: &[&str]) -> Output {
-    Command::new("incus")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run incus (docs/incus-setup.sh installs it): {e}"))
+    crate::support::require("incus");
+    Command::new("incus").args(args).output().unwrap()
 }
 
 #[track_caller]
@@ -234,17 +233,20 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // Never `incus()`, which fails the test when incus is missing: a
+        // panic here, while a failed test unwinds, aborts every test.
         for instance in &self.instances {
-            let _ = incus(&["delete", "--force", instance]);
+            crate::support::cleanup("incus", &["delete", "--force", instance]);
         }
         for alias in &self.aliases {
-            let _ = incus(&["image", "delete", alias]);
+            crate::support::cleanup("incus", &["image", "delete", alias]);
         }
     }
 }
 
 #[test]
 fn a_bootstrapped_system_starts_in_incus_with_its_templates() {
+    crate::support::require("incus");
     let m = json!({"version": "2", "pipelines": [
         {"name": "system", "runner": "debian", "source-epoch": EPOCH, "stages": [{
             "type": "bootstrap",

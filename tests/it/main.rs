@@ -5,6 +5,7 @@
 mod backend;
 mod backend_lint;
 mod build;
+mod cli;
 mod debian;
 mod ids;
 mod incus_image;
@@ -12,6 +13,7 @@ mod layout;
 mod library;
 mod manifest_errors;
 mod package;
+mod packaging;
 mod progress;
 mod store;
 mod support;

@@ -1,7 +1,7 @@
 //! Bad input: every case is a clear error naming where, exit 2, and the
 //! store is left as it was (here: never even created).
 
-use crate::support::{Env, checksum, inline_sources};
+use crate::support::{Env, HttpServer, checksum, inline_sources};
 use serde_json::{Value, json};
 
 fn mkdir(path: &str) -> Value {
@@ -294,20 +294,32 @@ fn checksum_mismatch_fails_before_any_stage() {
     assert!(!inline.exists() || std::fs::read_dir(inline).unwrap().next().is_none());
 }
 
+/// A source that cannot be downloaded is the world's fault, not the
+/// manifest's: a build failure (1), while a download that is not what its
+/// checksum says means the manifest is wrong (2).
 #[test]
-fn unreachable_source_url_is_named() {
-    let env = Env::new();
+fn a_source_that_cannot_be_downloaded_fails_the_build_and_a_mismatch_is_invalid() {
+    let server = HttpServer::start(vec![("/other".into(), b"not never".to_vec())]);
     let sum = checksum(b"never");
-    let manifest = json!({"version": "2", "pipelines": [{"name": "p", "stages": [mkdir("/x")]}],
-        "sources": {"curl": {"items": {sum.clone(): {"url": "http://127.0.0.1:1/never"}}}}});
-    let run = env.build(&manifest, &[]);
-    assert_eq!(run.code(), 2, "{}", run.describe());
-    let err = run.stderr();
-    assert!(
-        err.contains(&sum) && err.contains("http://127.0.0.1:1/never"),
-        "{err}"
-    );
-    assert!(env.objects().is_empty());
+    for (url, code, says) in [
+        (
+            "http://127.0.0.1:1/never".to_owned(),
+            1,
+            "could not download",
+        ),
+        (server.url("/missing"), 1, "404"),
+        (server.url("/other"), 2, "checksum mismatch"),
+    ] {
+        let env = Env::new();
+        let manifest = json!({"version": "2", "pipelines": [{"name": "p", "stages": [mkdir("/x")]}],
+            "sources": {"curl": {"items": {sum.clone(): {"url": url}}}}});
+        let run = env.build(&manifest, &[]);
+        assert_eq!(run.code(), code, "{url}: {}", run.describe());
+        let err = run.stderr();
+        assert!(err.contains(&sum) && err.contains(says), "{url}: {err}");
+        assert!(code == 2 || err.contains(&url), "names the URL: {err}");
+        assert!(env.objects().is_empty());
+    }
 }
 
 #[test]

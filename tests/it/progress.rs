@@ -482,13 +482,15 @@ fn keep_failed_keeps_tree_and_inputs_until_store_gc() {
     );
 }
 
-/// A tmux session running one command in a pseudo-terminal.
-struct Tmux {
+/// A tmux session running one command in a pseudo-terminal (also used by
+/// the command-line tests).
+pub(crate) struct Tmux {
     name: String,
 }
 
 impl Tmux {
-    fn start(dir: &Path, command: &str, env: &[(&str, &str)]) -> Tmux {
+    pub(crate) fn start(dir: &Path, command: &str, env: &[(&str, &str)]) -> Tmux {
+        crate::support::require("tmux");
         let name = format!(
             "strata-it-{}-{}",
             std::process::id(),
@@ -513,13 +515,13 @@ impl Tmux {
         let status = cmd
             .arg(format!("{command}; echo EXIT=$?; sleep 120"))
             .status()
-            .expect("tmux is installed");
+            .unwrap();
         assert!(status.success());
         Tmux { name }
     }
 
     /// The screen; with `escapes`, its colours as escape sequences.
-    fn screen(&self, escapes: bool) -> String {
+    pub(crate) fn screen(&self, escapes: bool) -> String {
         let mut args = vec!["capture-pane", "-p", "-t", &self.name];
         if escapes {
             args.push("-e");
@@ -530,7 +532,7 @@ impl Tmux {
 
     /// Waits until the screen shows `text`.
     #[track_caller]
-    fn wait_for(&self, text: &str) -> String {
+    pub(crate) fn wait_for(&self, text: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let screen = self.screen(false);
@@ -562,9 +564,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.name])
-            .status();
+        crate::support::cleanup("tmux", &["kill-session", "-t", &self.name]);
     }
 }
 

@@ -26,6 +26,52 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// Where `program` is on PATH, if it is.
+pub fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+}
+
+/// How to get a tool the tests run, for the line a test fails with.
+fn how_to_get(program: &str) -> &'static str {
+    match program {
+        "incus" => "run `bash docs/incus-setup.sh` (`make test` does)",
+        _ => "run `make deps` (`make test` does)",
+    }
+}
+
+/// Fails the calling test with one line naming `program` and how to get
+/// it, before the test starts anything that would need cleaning up.
+#[track_caller]
+pub fn require(program: &str) {
+    if on_path(program).is_none() {
+        panic!(
+            "{program} is not installed (not on PATH): {}",
+            how_to_get(program)
+        );
+    }
+}
+
+/// Runs a clean-up command and ignores how it went, a missing program
+/// included: it runs from `Drop`, where a panic during a test's unwinding
+/// aborts the whole test binary and no other test reports.
+pub fn cleanup(program: &str, args: &[&str]) {
+    let _ = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

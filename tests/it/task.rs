@@ -520,6 +520,23 @@ fn a_system_bootstrap_task_hands_back_a_tarball_and_an_environment() {
     let again = run_task(&env, &system_bootstrap(), &env.path("sb2"), &[]);
     again.success();
     assert_eq!(bootstraps(&env), 1);
+
+    // A retried task finds its output there: refused with the way out,
+    // then replaced with --force (from the store: nothing is bootstrapped).
+    let refused = run_task(&env, &system_bootstrap(), &out, &[]);
+    assert_eq!(refused.code(), 2, "{}", refused.describe());
+    assert!(
+        refused.stderr().contains("exists already") && refused.stderr().contains("--force"),
+        "{}",
+        refused.stderr()
+    );
+    run_task(&env, &system_bootstrap(), &out, &["--force"]).success();
+    assert_eq!(artifacts(&out)["result"], "success");
+    assert!(
+        out.join(tarballs[0]["files"][0].as_str().unwrap())
+            .is_file()
+    );
+    assert_eq!(bootstraps(&env), 1);
 }
 
 #[test]
@@ -692,6 +709,7 @@ fn incus_instances(name: &str) -> usize {
 
 #[test]
 fn lintian_and_package_build_tasks_run_in_incus() {
+    crate::support::require("incus");
     let env = Env::new();
     let source = dsc("lint-strata");
     let summary_of = |out: &Path| {

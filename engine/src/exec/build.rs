@@ -153,6 +153,13 @@ impl<'a> Build<'a> {
         self
     }
 
+    /// `--force`: an export replaces what is at OUTPUT/NAME, in one step.
+    #[must_use]
+    pub fn replace_exports(mut self, yes: bool) -> Self {
+        self.opts.replace_exports = yes;
+        self
+    }
+
     /// `--stage-timeout`: ends a stage that runs longer (`None`: no limit).
     #[must_use]
     pub fn stage_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {

@@ -28,9 +28,9 @@ impl Builder<'_> {
         };
         for name in &self.opts.exports {
             let dest = out.join(name);
-            if dest.exists() {
+            if dest.symlink_metadata().is_ok() && !self.opts.replace_exports {
                 return Err(BuildError::Usage(format!(
-                    "--export `{name}`: {} exists already\n    hint: remove it or choose another --output-directory",
+                    "--export `{name}`: {} exists already\n    hint: give --force to replace it, remove it, or choose another --output-directory",
                     dest.display()
                 )));
             }
@@ -55,7 +55,9 @@ impl Builder<'_> {
             // Copy beside the destination, then rename: an export is whole or absent.
             let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
             let src = self.tree_of(pi)?;
-            let result = copy_tree(&src, &staging).and_then(|()| std::fs::rename(&staging, &dest));
+            let result = copy_tree(&src, &staging).and_then(|()| {
+                super::replace::put_in_place(&staging, &dest, self.opts.replace_exports)
+            });
             if let Err(e) = result {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(fail(e.to_string()));

@@ -25,6 +25,7 @@
 pub mod build;
 mod commit;
 mod export;
+pub mod replace;
 mod report;
 pub mod schedule;
 pub mod select;
@@ -69,6 +70,8 @@ pub struct BuildOptions {
     pub exports: Vec<String>,
     /// `--output-directory`.
     pub output_directory: Option<PathBuf>,
+    /// `--force`: an export replaces what is at OUTPUT/NAME (in one step).
+    pub replace_exports: bool,
     /// End a stage that runs longer than this.
     pub stage_timeout: Option<Duration>,
     /// How many pipelines may run at once (at least 1).

@@ -15,9 +15,14 @@ pub enum BuildError {
     /// Bad flags or flags that do not fit the manifest (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// A source item could not be fetched or verified (exit 2).
+    /// A source item is wrong: bad checksum, not what its checksum says
+    /// (exit 2: the manifest is wrong).
     #[error("{0}")]
     Source(String),
+    /// A source item could not be downloaded: an unreachable host, an HTTP
+    /// error, a full disk (exit 1: the same manifest may build later).
+    #[error("{0}")]
+    Fetch(String),
     /// The store failed (exit 1).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -97,7 +102,7 @@ impl BuildError {
     fn kind(&self) -> &'static str {
         match self {
             BuildError::Usage(_) => "usage",
-            BuildError::Source(_) => "source",
+            BuildError::Source(_) | BuildError::Fetch(_) => "source",
             BuildError::Store(_) => "store",
             BuildError::Stage(_) => "stage",
             BuildError::Export { .. } => "export",

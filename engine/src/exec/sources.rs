@@ -47,7 +47,7 @@ impl Builder<'_> {
                             Err(e) => failures
                                 .lock()
                                 .expect("failures lock")
-                                .push(BuildError::Source(e.to_string())),
+                                .push(source_error(&e)),
                         }
                     }
                 });
@@ -58,5 +58,17 @@ impl Builder<'_> {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// A source item's failure as a build error: the manifest's fault (exit 2)
+/// or the world's (exit 1).
+fn source_error(e: &strata_sources::SourceError) -> BuildError {
+    use strata_sources::SourceError as E;
+    match e {
+        E::InvalidChecksum { .. } | E::InvalidItem { .. } | E::Mismatch { .. } => {
+            BuildError::Source(e.to_string())
+        }
+        _ => BuildError::Fetch(e.to_string()),
     }
 }

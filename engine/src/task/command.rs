@@ -4,6 +4,7 @@
 //! invalid task, config or command line, 130 interrupted.
 
 use super::{RunOptions, TaskError, env};
+use crate::cli_io::{out, task_source};
 use crate::store::default_root;
 use clap::{Args, Subcommand};
 use std::io::Read;
@@ -14,9 +15,9 @@ use std::path::PathBuf;
 pub enum TaskCommand {
     /// Print the manifest a task document becomes (builds nothing).
     Compile {
-        /// The task document ({"task": …, "task_data": …}), or `-` for stdin.
-        #[arg(value_name = "TASK", default_value = "-")]
-        task: String,
+        /// The task document ({"task": …, "task_data": …}), or `-` for stdin (what a missing TASK means when stdin is not a terminal).
+        #[arg(value_name = "TASK")]
+        task: Option<String>,
         /// The store whose environments are reused [default: as for build].
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
@@ -28,9 +29,9 @@ pub enum TaskCommand {
 /// `strata task run`.
 #[derive(Debug, Args)]
 pub struct TaskRunArgs {
-    /// The task document, or `-` for stdin.
-    #[arg(value_name = "TASK", default_value = "-")]
-    task: String,
+    /// The task document, or `-` for stdin (what a missing TASK means when stdin is not a terminal).
+    #[arg(value_name = "TASK")]
+    task: Option<String>,
     /// Where the artifacts and artifacts.json go.
     #[arg(long, value_name = "DIR")]
     output_directory: PathBuf,
@@ -43,6 +44,9 @@ pub struct TaskRunArgs {
     /// Extra stage and runner search path; repeatable.
     #[arg(long = "libdir", value_name = "DIR")]
     libdirs: Vec<PathBuf>,
+    /// Replace the artifacts and artifacts.json an earlier run left in the output directory (a retried task).
+    #[arg(long)]
+    force: bool,
     /// Print only errors.
     #[arg(short, long)]
     quiet: bool,
@@ -78,6 +82,10 @@ fn fail(e: &TaskError) -> i32 {
 pub fn task_main(cmd: TaskCommand) -> i32 {
     match cmd {
         TaskCommand::Compile { task, store } => {
+            let task = match task_source(task.as_deref(), &["task", "compile"]) {
+                Ok(task) => task,
+                Err(code) => return code,
+            };
             let (text, origin) = match read(&task) {
                 Ok(t) => t,
                 Err(code) => return code,
@@ -87,16 +95,17 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                     if let Some(choice) = &compiled.environment {
                         eprintln!("{}", super::describe_choice(choice));
                     }
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&compiled.manifest).expect("json")
-                    );
+                    out(serde_json::to_string_pretty(&compiled.manifest).expect("json"));
                     0
                 }
                 Err(e) => fail(&e),
             }
         }
         TaskCommand::Run(args) => {
+            let task = match task_source(args.task.as_deref(), &["task", "run"]) {
+                Ok(task) => task,
+                Err(code) => return code,
+            };
             // As for `strata build`: the build's mounts are ours alone and
             // die with us; first, before the interrupt handler's thread.
             if let Err(e) = crate::store::layers::enter_private_namespace() {
@@ -104,7 +113,7 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 return 1;
             }
             crate::sandbox::process::install_interrupt_handler();
-            let (text, origin) = match read(&args.task) {
+            let (text, origin) = match read(&task) {
                 Ok(t) => t,
                 Err(code) => return code,
             };
@@ -115,6 +124,7 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 quiet: args.quiet,
                 stage_timeout: args.stage_timeout.map(std::time::Duration::from_secs),
                 libdirs: args.libdirs,
+                force: args.force,
             };
             let report = match super::run_document(&text, &origin, &opts) {
                 Ok(r) => r,
@@ -162,9 +172,9 @@ pub fn env_ls(store: Option<PathBuf>, json: bool) -> i32 {
                             "backends": e.backends, "created": e.created})
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&brief).expect("json"));
+                out(serde_json::to_string_pretty(&brief).expect("json"));
             } else {
-                print!("{}", env::table(&envs));
+                crate::cli_io::out_raw(&env::table(&envs));
             }
             0
         }

@@ -125,6 +125,8 @@ pub struct RunOptions {
     pub stage_timeout: Option<Duration>,
     /// More stages.
     pub libdirs: Vec<PathBuf>,
+    /// `--force`: replace the exports and artifacts.json of an earlier run.
+    pub force: bool,
 }
 
 /// How a run ended.
@@ -168,9 +170,9 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         .map(String::as_str)
         .chain(["artifacts.json"])
     {
-        if out.join(name).exists() {
+        if out.join(name).symlink_metadata().is_ok() && !opts.force {
             return Err(TaskError::Usage(format!(
-                "{} exists already\n    hint: give --output-directory a new or empty folder",
+                "{} exists already\n    hint: give --force to replace it (a retried task), or --output-directory a new or empty folder",
                 out.join(name).display()
             )));
         }
@@ -190,6 +192,7 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         .checkpoint("*")
         .exports(&compiled.exports)
         .output_directory(out)
+        .replace_exports(opts.force)
         .stage_timeout(opts.stage_timeout);
     let (m, plan) = (build.manifest(), build.plan());
     let id_of = |name: &str| {
@@ -273,11 +276,12 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         "error": error,
         "artifacts": list.iter().map(artifacts::Artifact::to_json).collect::<Vec<_>>(),
     });
+    // Written beside, then renamed: a reader (or a --force rerun) sees the
+    // old document or the new one, never half of one.
+    let staged = out.join(format!(".artifacts.json.{}", std::process::id()));
     let written = fs_err::create_dir_all(out).and_then(|()| {
-        fs_err::write(
-            out.join("artifacts.json"),
-            serde_json::to_vec_pretty(&document).expect("json"),
-        )
+        fs_err::write(&staged, serde_json::to_vec_pretty(&document).expect("json"))
+            .and_then(|()| fs_err::rename(&staged, out.join("artifacts.json")))
     });
     let mut notifications = Vec::new();
     let mut result = result;

@@ -205,8 +205,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     );
     if let Err(e) = built {
         return Err(anyhow!(
-            "{}: {e:#}; the last lines of {log_name}: {}",
+            "{}: {}; the last lines of {log_name}: {}",
             failed(),
+            strata_stage::error_text(&e),
             log.tail()
         ));
     }
