@@ -63,11 +63,8 @@
 //! | room     | may import                                                                                   |
 //! |----------|----------------------------------------------------------------------------------------------|
 //! | main     | cli                                                                                          |
-//! | cli      | task system exec derive manifest backend catalog store sandbox monitor clock id kind cli_env |
-//! | cli_docs | cli cli_io                                                                                   |
-//! | cli_io   | cli                                                                                          |
-//! | cli_env  | task system backend catalog store sandbox                                                    |
-//! | task     | cli_io system exec derive manifest backend catalog store sandbox monitor clock id kind              |
+//! | cli      | task system exec derive manifest backend catalog store sandbox monitor clock id kind         |
+//! | task     | system exec derive manifest backend catalog store sandbox monitor clock id kind              |
 //! | system   | exec derive manifest backend catalog store monitor id kind                                   |
 //! | exec     | derive manifest backend catalog store sandbox monitor id kind                                |
 //! | derive   | manifest id kind                                                                             |
@@ -89,9 +86,6 @@
 pub mod backend;
 pub mod catalog;
 pub mod cli;
-pub mod cli_docs;
-pub mod cli_env;
-pub mod cli_io;
 pub mod clock;
 pub mod derive;
 pub mod exec;

@@ -245,7 +245,7 @@ fn the_exit_codes_are_documented_alike() {
     let run = Env::new().strata(&["--help"], None);
     run.success();
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    for (status, meaning) in strata::cli_docs::EXIT_CODES {
+    for (status, meaning) in strata::cli::docs::EXIT_CODES {
         assert!(
             run.stdout().contains(&format!("  {status:<4} {meaning}")),
             "--help: {status}"

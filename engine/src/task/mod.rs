@@ -15,7 +15,6 @@
 //! back, `notify` the failure emails.
 
 pub mod artifacts;
-pub mod command;
 pub mod compile;
 pub mod env;
 pub mod model;

@@ -2,7 +2,7 @@
 //! from, and a stdout its reader may close early (`strata inspect … | head`).
 
 use std::fmt::Display;
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 
 /// What `strata build` and `inspect` read: the MANIFEST argument, else
 /// stdin (`-`), or exit code 2 (already explained) when it is missing and
@@ -33,9 +33,27 @@ fn source(arg: Option<&str>, command: &[&str], value: &str, what: &str) -> Resul
     }
 }
 
+/// The text at `source` (`-`: stdin) and its name for messages, or exit
+/// code 2 with the error said; `what` names it ("the manifest").
+pub fn read_input(source: &str, what: &str) -> Result<(String, String), i32> {
+    if source == "-" {
+        let mut text = String::new();
+        return match std::io::stdin().read_to_string(&mut text) {
+            Ok(_) => Ok((text, "<stdin>".into())),
+            Err(e) => Err(super::fail(&super::Usage(format!(
+                "reading {what} from stdin: {e}"
+            )))),
+        };
+    }
+    match fs_err::read_to_string(source) {
+        Ok(text) => Ok((text, source.to_owned())),
+        Err(e) => Err(super::fail(&super::Usage(e.to_string()))),
+    }
+}
+
 /// clap's usage line of the subcommand at `path` (`["task", "run"]`).
 fn usage(path: &[&str]) -> String {
-    let mut cmd = <crate::cli::Cli as clap::CommandFactory>::command();
+    let mut cmd = <super::Cli as clap::CommandFactory>::command();
     cmd.build();
     let mut sub = &mut cmd;
     for name in path {

@@ -176,40 +176,18 @@ fn store(arg: &StoreArg) -> PathBuf {
     arg.store.clone().unwrap_or_else(crate::store::default_root)
 }
 
-fn exit_code(e: &BackendError) -> i32 {
-    match e {
-        BackendError::NoSuchEnvironment(_)
-        | BackendError::AlreadyExists(_)
-        | BackendError::PathNotAbsolute(_)
-        | BackendError::UnknownBackend(_)
-        | BackendError::Invalid(_)
-        | BackendError::EmptyCommand => 2,
-        BackendError::Interrupted => 130,
-        BackendError::TimedOut { .. } => 124,
-        BackendError::CommandNotFound { .. } => 127,
-        _ => 1,
-    }
-}
-
 /// Runs `strata env …`; returns the exit code.
 pub fn main(cmd: EnvCommand) -> i32 {
     if let EnvCommand::Ls(a) = cmd {
-        return crate::task::command::env_ls(a.store.store, a.json);
+        return super::task::env_ls(a.store.store, a.json);
     }
-    // Stored systems are read through overlay mounts: like a build, make
-    // them in a mount namespace of our own, before any thread, so that they
-    // go with us however we end.
-    if let Err(e) = crate::store::layers::enter_private_namespace() {
-        eprintln!("error: {e}");
-        return 1;
+    // Stored systems are read through overlay mounts: like a build.
+    if let Err(code) = super::prologue() {
+        return code;
     }
-    crate::sandbox::process::install_interrupt_handler();
     match run(cmd) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            exit_code(&e)
-        }
+        Err(e) => super::fail(&e),
     }
 }
 
@@ -260,16 +238,16 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             } else {
                 env.file_pull(&a.source, &a.folder)?
             };
-            crate::cli_io::out(dest.display());
+            super::io::out(dest.display());
             Ok(0)
         }
         EnvCommand::List(a) => {
             let all = envs::list(&store(&a.store))?;
             if a.json {
-                crate::cli_io::out(serde_json::to_string_pretty(&all).expect("states are JSON"));
+                super::io::out(serde_json::to_string_pretty(&all).expect("states are JSON"));
             } else {
                 for s in &all {
-                    crate::cli_io::out(format!(
+                    super::io::out(format!(
                         "{}\t{}\t{}\t{}",
                         s.name,
                         s.backend,
@@ -285,10 +263,10 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             let all = envs::list(&st)?;
             let gone = crate::backend::incus::gc(&st, &SystemCli, &all)?;
             for i in &gone.instances {
-                crate::cli_io::out(format!("instance {i}"));
+                super::io::out(format!("instance {i}"));
             }
             for i in &gone.images {
-                crate::cli_io::out(format!("image {i}"));
+                super::io::out(format!("image {i}"));
             }
             Ok(0)
         }

@@ -3,11 +3,10 @@
 //! Exit codes: 0 success, 1 the task failed (or the store failed), 2 an
 //! invalid task, config or command line, 130 interrupted.
 
-use super::{RunOptions, TaskError, env};
-use crate::cli_io::{out, task_source};
+use super::io::{out, read_input, task_source};
 use crate::store::default_root;
+use crate::task::{self, RunOptions, env};
 use clap::{Args, Subcommand};
-use std::io::Read;
 use std::path::PathBuf;
 
 /// `strata task …`.
@@ -55,29 +54,6 @@ pub struct TaskRunArgs {
     stage_timeout: Option<u64>,
 }
 
-fn read(task: &str) -> Result<(String, String), i32> {
-    if task == "-" {
-        let mut text = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-            eprintln!("error: reading the task from stdin: {e}");
-            return Err(2);
-        }
-        return Ok((text, "<stdin>".into()));
-    }
-    match fs_err::read_to_string(task) {
-        Ok(text) => Ok((text, task.to_owned())),
-        Err(e) => {
-            eprintln!("error: {e}");
-            Err(2)
-        }
-    }
-}
-
-fn fail(e: &TaskError) -> i32 {
-    eprintln!("error: {e}");
-    e.exit_code()
-}
-
 /// Runs `strata task …`; returns the exit code.
 pub fn task_main(cmd: TaskCommand) -> i32 {
     match cmd {
@@ -86,19 +62,19 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 Ok(task) => task,
                 Err(code) => return code,
             };
-            let (text, origin) = match read(&task) {
+            let (text, origin) = match read_input(&task, "the task") {
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            match super::compile_document(&text, &origin, &store.unwrap_or_else(default_root)) {
+            match task::compile_document(&text, &origin, &store.unwrap_or_else(default_root)) {
                 Ok((_, compiled)) => {
                     if let Some(choice) = &compiled.environment {
-                        eprintln!("{}", super::describe_choice(choice));
+                        eprintln!("{}", task::describe_choice(choice));
                     }
                     out(serde_json::to_string_pretty(&compiled.manifest).expect("json"));
                     0
                 }
-                Err(e) => fail(&e),
+                Err(e) => super::fail(&e),
             }
         }
         TaskCommand::Run(args) => {
@@ -106,14 +82,11 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 Ok(task) => task,
                 Err(code) => return code,
             };
-            // As for `strata build`: the build's mounts are ours alone and
-            // die with us; first, before the interrupt handler's thread.
-            if let Err(e) = crate::store::layers::enter_private_namespace() {
-                eprintln!("error: {e}");
-                return 1;
+            // As for `strata build`: the build's mounts are ours alone.
+            if let Err(code) = super::prologue() {
+                return code;
             }
-            crate::sandbox::process::install_interrupt_handler();
-            let (text, origin) = match read(&task) {
+            let (text, origin) = match read_input(&task, "the task") {
                 Ok(t) => t,
                 Err(code) => return code,
             };
@@ -126,9 +99,9 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 libdirs: args.libdirs,
                 force: args.force,
             };
-            let report = match super::run_document(&text, &origin, &opts) {
+            let report = match task::run_document(&text, &origin, &opts) {
                 Ok(r) => r,
-                Err(e) => return fail(&e),
+                Err(e) => return super::fail(&e),
             };
             for n in &report.notifications {
                 match n {
@@ -174,7 +147,7 @@ pub fn env_ls(store: Option<PathBuf>, json: bool) -> i32 {
                     .collect();
                 out(serde_json::to_string_pretty(&brief).expect("json"));
             } else {
-                crate::cli_io::out_raw(&env::table(&envs));
+                crate::cli::io::out_raw(&env::table(&envs));
             }
             0
         }

@@ -3,8 +3,8 @@
 //! definitions, so they cannot drift from `--help`), shell completions,
 //! and the table of exit statuses both document.
 
-use crate::cli::Cli;
-use crate::cli_io::out_raw;
+use super::Cli;
+use super::io::out_raw;
 use clap::{Args, CommandFactory};
 use std::path::{Path, PathBuf};
 
