@@ -2,6 +2,7 @@
 //! and paths that cannot leave the tree.
 //!
 //! A stage is one program; the engine starts it in a sandbox laid out as
+//! the protocol crate draws it (`strata_protocol`):
 //!
 //! ```text
 //! /run/strata/args.json        what this module's [`Args`] reads (or $STRATA_ARGS)

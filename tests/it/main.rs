@@ -11,6 +11,7 @@ mod incus_image;
 mod manifest_errors;
 mod package;
 mod progress;
+mod protocol;
 mod store;
 mod support;
 mod task;
