@@ -1121,7 +1121,8 @@ fn collect(build_path: &Path, tree: &Path) -> anyhow::Result<Results> {
     };
     let text = std::fs::read_to_string(build_path.join(&changes))
         .with_context(|| format!("cannot read {changes}"))?;
-    let listed = changes_files(&text).with_context(|| changes.clone())?;
+    let mut listed = changes_files(&text).with_context(|| changes.clone())?;
+    with_dsc_files(build_path, &mut listed)?;
     let mut packages = Vec::new();
     let mut buildinfo = None;
     for name in std::iter::once(&changes).chain(&listed) {
@@ -1139,6 +1140,34 @@ fn collect(build_path: &Path, tree: &Path) -> anyhow::Result<Results> {
         buildinfo,
         packages,
     })
+}
+
+/// Adds to `listed` every file a listed .dsc names. A .changes leaves out
+/// the upstream tarball (and its signature) of a revision after the first,
+/// yet a .dsc is of no use without all its files: lintian skips it, and
+/// dpkg-source cannot unpack it. The build placed them all in `build_path`.
+fn with_dsc_files(build_path: &Path, listed: &mut Vec<String>) -> anyhow::Result<()> {
+    let mut more = Vec::new();
+    for name in listed.iter().filter(|n| n.ends_with(".dsc")) {
+        let dsc = read_dsc(&build_path.join(name))?
+            .ok_or_else(|| {
+                anyhow!("{name} is not a .dsc (no Format:, Source: and Checksums-Sha256:)")
+            })?
+            .map_err(|e| anyhow!("{name}: {e}"))?;
+        for (_, file) in dsc.files {
+            if !build_path.join(&file).is_file() {
+                bail!(
+                    "{name} lists {file}, which is not in {}",
+                    build_path.display()
+                );
+            }
+            more.push(file);
+        }
+    }
+    listed.extend(more);
+    listed.sort();
+    listed.dedup();
+    Ok(())
 }
 
 /// The files a .changes lists, by name, sorted.
@@ -1546,6 +1575,45 @@ Files:
         );
         assert!(changes_files("Checksums-Sha256:\n abc 10 ../x\n").is_err());
         assert!(changes_files("Format: 1.8\n").is_err());
+    }
+
+    #[test]
+    fn a_listed_dsc_brings_every_file_it_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A revision after the first: the .changes leaves out the upstream
+        // tarball and its signature, which the .dsc lists.
+        let dsc = DSC.replace(
+            &format!(" {SUM} 1348 hello-strata_1.0.tar.xz\n"),
+            &format!(
+                " {SUM} 1348 h_1.0.orig.tar.gz\n {SUM} 1 h_1.0.orig.tar.gz.asc\n {SUM} 2 h_1.0-3.debian.tar.xz\n"
+            ),
+        );
+        std::fs::write(d.join("h_1.0-3.dsc"), &dsc).unwrap();
+        for name in ["h_1.0-3.debian.tar.xz", "h_1.0.orig.tar.gz"] {
+            std::fs::write(d.join(name), "").unwrap();
+        }
+        let mut listed = vec!["h_1.0-3.dsc".to_owned(), "h_1.0-3.debian.tar.xz".to_owned()];
+        let e = with_dsc_files(d, &mut listed).unwrap_err().to_string();
+        assert!(
+            e.contains("h_1.0-3.dsc lists h_1.0.orig.tar.gz.asc, which is not in"),
+            "{e}"
+        );
+        std::fs::write(d.join("h_1.0.orig.tar.gz.asc"), "").unwrap();
+        with_dsc_files(d, &mut listed).unwrap();
+        assert_eq!(
+            listed,
+            [
+                "h_1.0-3.debian.tar.xz",
+                "h_1.0-3.dsc",
+                "h_1.0.orig.tar.gz",
+                "h_1.0.orig.tar.gz.asc"
+            ]
+        );
+        // Without a .dsc, nothing is added.
+        let mut binaries = vec!["h_1.0-3_amd64.deb".to_owned()];
+        with_dsc_files(d, &mut binaries).unwrap();
+        assert_eq!(binaries, ["h_1.0-3_amd64.deb"]);
     }
 
     #[test]
