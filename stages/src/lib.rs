@@ -27,7 +27,7 @@ use std::process::ExitCode;
 
 pub use args::{ARGS_ENV, ARGS_PATH, Args, Input, Meta, Paths};
 pub use beneath::{Entry, Root, StagedFile, locate};
-pub use tool::{Failure, program, run as run_tool};
+pub use tool::{Failure, Log, capture, capture_logged, program, run as run_tool, status};
 
 /// What can go wrong in the shared parts of a stage.
 #[derive(Debug, thiserror::Error)]
