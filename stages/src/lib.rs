@@ -1,5 +1,13 @@
 //! What every built-in stage shares: its arguments, its exit, its metadata,
-//! and paths that cannot leave the tree.
+//! paths that cannot leave the tree, and the toolkit:
+//!
+//! ```text
+//! args      the arguments document (strata_protocol's types), typed options
+//! beneath   paths resolved beneath a tree, and files written there (Root::write_file)
+//! tool      the one place programs are started: run, status, capture, Log
+//! debian    apt sources, deb822 and clearsigned control files, dpkg-deb fields, changelogs
+//! archive   reproducible tarballs; the one compression enum
+//! ```
 //!
 //! A stage is one program; the engine starts it in a sandbox laid out as
 //! the protocol crate draws it (`strata_protocol`):
