@@ -58,6 +58,43 @@ impl Compression {
         }
     }
 
+    /// Judged by a file's first bytes, not its name: inputs are named by
+    /// their checksum.
+    pub fn detect(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Self::Xz
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else {
+            Self::None
+        }
+    }
+
+    /// The build root's decompressor, stdin to stdout.
+    pub fn decompressor(self) -> Option<Command> {
+        let name = match self {
+            Self::None => return None,
+            Self::Gzip => "gzip",
+            Self::Xz => "xz",
+            Self::Zstd => "zstd",
+        };
+        let mut cmd = Command::new(name);
+        cmd.arg("-dc");
+        Some(cmd)
+    }
+
+    /// GNU tar's flag for the same decompressor.
+    pub fn tar_flag(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Gzip => Some("--gzip"),
+            Self::Xz => Some("--xz"),
+            Self::Zstd => Some("--zstd"),
+        }
+    }
+
     /// The compressor, stdin to stdout. Each setting is fixed so the output
     /// depends only on the input: gzip -n leaves out name and time, and one
     /// thread keeps xz and zstd from splitting blocks by the machine's cores.
@@ -361,6 +398,19 @@ mod tests {
             self.0 = &self.0[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn compression_is_told_by_magic_bytes() {
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
+        assert_eq!(Compression::detect(b"\xfd7zXZ\x00"), Compression::Xz, "xz");
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::detect(b"./etc"), Compression::None);
+        assert_eq!(Compression::detect(b""), Compression::None);
+        assert_eq!(Compression::detect(b"\xfd7zX"), Compression::None);
     }
 
     #[test]

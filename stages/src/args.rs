@@ -1,70 +1,31 @@
-//! The stage's arguments document, as the engine writes it:
-//!
-//! ```json
-//! { "tree": "/run/strata/tree",
-//!   "options": { ... },
-//!   "inputs": { "NAME": { "path": "/run/strata/inputs/NAME", "data": { ... } } },
-//!   "paths": { "tree": ..., "inputs": ..., "meta": "/run/strata/meta.json" },
-//!   "meta": { "id": "...", "source-epoch": 1700000000, "pipeline": "...", "stage": "..." } }
-//! ```
-//!
-//! Unknown keys are ignored, so an engine may add some without breaking
-//! stages built before it.
+//! The stage's arguments document: [`strata_protocol::Arguments`], read from
+//! `/run/strata/args.json` (or `$STRATA_ARGS`), with errors that name the
+//! file and the key.
 
-use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use strata_protocol::Arguments;
 
 use crate::Error;
 
-/// Where the engine puts the arguments inside the sandbox.
-pub const ARGS_PATH: &str = "/run/strata/args.json";
+pub use strata_protocol::{ARGS_ENV, ARGS_PATH, Input, Meta, Paths};
 
-/// Names another arguments file, so a stage can run outside a sandbox (tests).
-pub const ARGS_ENV: &str = "STRATA_ARGS";
-
+/// The arguments a stage was started with. It derefs to the protocol's
+/// [`Arguments`] (`args.tree`, `args.meta.source_epoch`, ...); the protocol
+/// crate stays data only, so reading and typed options live here.
 #[derive(Debug, Deserialize)]
-pub struct Args {
-    /// The tree being built, read-write.
-    pub tree: PathBuf,
-    /// The stage's options, already checked against its schema.
-    #[serde(default)]
-    pub options: Value,
-    #[serde(default)]
-    pub inputs: BTreeMap<String, Input>,
-    pub paths: Paths,
-    pub meta: Meta,
-}
+#[serde(transparent)]
+pub struct Args(Arguments);
 
-#[derive(Debug, Deserialize)]
-pub struct Input {
-    /// The input's folder, read-only.
-    pub path: PathBuf,
-    /// `{"id": "<pipeline id>"}` for a tree input, `{"files": {"sha256:<hex>": {}}}` for files.
-    #[serde(default)]
-    pub data: Value,
-}
+impl Deref for Args {
+    type Target = Arguments;
 
-#[derive(Debug, Deserialize)]
-pub struct Paths {
-    pub tree: PathBuf,
-    pub inputs: PathBuf,
-    /// Where the stage may write its metadata JSON.
-    pub meta: PathBuf,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Meta {
-    /// The stage's id, hex.
-    pub id: String,
-    /// The pipeline's `source-epoch`: clamp timestamps to it when set.
-    #[serde(rename = "source-epoch")]
-    pub source_epoch: Option<u64>,
-    pub pipeline: String,
-    pub stage: String,
+    fn deref(&self) -> &Arguments {
+        &self.0
+    }
 }
 
 impl Args {
@@ -81,17 +42,19 @@ impl Args {
             source,
         })?;
         let mut de = serde_json::Deserializer::from_slice(&text);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| Error::ParseArgs {
-            path: path.to_owned(),
-            pointer: e.path().to_string(),
-            source: e.into_inner(),
-        })
+        serde_path_to_error::deserialize(&mut de)
+            .map(Self)
+            .map_err(|e| Error::ParseArgs {
+                path: path.to_owned(),
+                pointer: e.path().to_string(),
+                source: e.into_inner(),
+            })
     }
 
     /// The options as the stage's own type; an error names the option's path
     /// (`options.files[2].mode`), in case the schema let something through.
     pub fn options<T: DeserializeOwned>(&self) -> Result<T, Error> {
-        serde_path_to_error::deserialize(&self.options).map_err(|e| {
+        serde_path_to_error::deserialize(&self.0.options).map_err(|e| {
             let at = e.path().to_string();
             Error::Options {
                 pointer: if at == "." {
@@ -106,6 +69,6 @@ impl Args {
 
     /// The input called `name`, if the stage was given one.
     pub fn input(&self, name: &str) -> Option<&Input> {
-        self.inputs.get(name)
+        self.0.inputs.get(name)
     }
 }

@@ -1,5 +1,6 @@
-//! What Debian stages read from a Debian system: apt's sources, a suite's
-//! Release file, os-release and dpkg's package list.
+//! What Debian stages read from a Debian system and its files: apt's
+//! sources, a suite's Release file, os-release, dpkg's package list,
+//! control files (clearsigned or not), a .deb's fields, changelog entries.
 //!
 //! ```text
 //!   build root /etc/apt/sources.list          one-line:  deb [signed-by=K] URI SUITE COMP...
@@ -10,6 +11,11 @@
 //!   MIRROR/dists/SUITE/Release  ──> Components: main contrib ...
 //!   TREE/etc/os-release         ──> {ID: debian, VERSION_CODENAME: bookworm, ...}
 //!   TREE/var/lib/dpkg           ──> dpkg-query ──> [{name, version, architecture}]
+//!
+//!   .dsc, .changes (clearsigned)  ──> unsigned ──> parse_deb822 / control_paragraph
+//!   PKG.deb                       ──> dpkg-deb --field ──> {package: ..., architecture: ...}
+//!   debian/changelog              ──> changelog_heading: NAME (VERSION) DISTRIBUTIONS; ...
+//!   an epoch                      ──> rfc2822: the date a changelog trailer wants
 //! ```
 //!
 //! The parsers are pure (text in, values out) so they are tested here; the
@@ -18,11 +24,12 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use rustix::fs::{FileType, Mode, OFlags};
 use serde::Serialize;
 
+use crate::tool::capture;
 use crate::{Error, Failure, Root};
 
 /// One source of packages, whichever syntax it was written in.
@@ -331,14 +338,120 @@ pub fn installed_packages(tree: &Path) -> Result<Vec<Package>, Failure> {
         tree.join("var/lib/dpkg").display()
     ))
     .args(["-W", "-f", DPKG_QUERY_FORMAT]);
-    let out = cmd
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .output()
-        .map_err(|e| Failure::spawn("dpkg-query", e))?;
-    Failure::check("dpkg-query", out.status, &out.stderr)?;
-    Ok(parse_dpkg_query(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_dpkg_query(&capture(&mut cmd)?))
+}
+
+/// The text an OpenPGP clear signature wraps (RFC 4880 7.1: armor headers
+/// and signature left out, dash-escaped lines unescaped), or `text` itself
+/// when it is not signed. The signature is not checked: the files' sums are.
+pub fn unsigned(text: &str) -> String {
+    let signed = text.trim_start();
+    if !signed.starts_with("-----BEGIN PGP SIGNED MESSAGE-----") {
+        return text.to_owned();
+    }
+    let mut lines = signed.lines().skip(1);
+    // Armor headers (Hash: ...) end at the first empty line.
+    for line in lines.by_ref() {
+        if line.trim().is_empty() {
+            break;
+        }
+    }
+    let mut out = String::new();
+    for line in lines {
+        if line.starts_with("-----BEGIN PGP SIGNATURE-----") {
+            break;
+        }
+        out.push_str(line.strip_prefix("- ").unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// The first paragraph of a control file (.dsc, .changes), clearsigned or
+/// not; empty when it has none.
+pub fn control_paragraph(text: &str) -> BTreeMap<String, String> {
+    parse_deb822(&unsigned(text))
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+/// `fields` of the binary package `deb`, read with the build root's
+/// dpkg-deb, by their lowercased names; a field the package lacks is absent.
+pub fn deb_fields(deb: &Path, fields: &[&str]) -> Result<BTreeMap<String, String>, Failure> {
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("--field").arg(deb).args(fields);
+    // Same messages whatever the build root's locale.
+    cmd.env("LC_ALL", "C.UTF-8");
+    let text = capture(&mut cmd)?;
+    // One field asked for is printed bare, without its name.
+    if let [field] = fields {
+        let value = text.trim();
+        return Ok(if value.is_empty() {
+            BTreeMap::new()
+        } else {
+            BTreeMap::from([(field.to_ascii_lowercase(), value.to_owned())])
+        });
+    }
+    Ok(parse_deb822(&text).into_iter().next().unwrap_or_default())
+}
+
+/// The heading of a debian/changelog entry:
+/// `NAME (VERSION) DISTRIBUTIONS; KEY=VALUE, ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangelogHeading<'a> {
+    pub source: &'a str,
+    pub version: &'a str,
+    /// As written: `unstable`, or several separated by spaces.
+    pub distributions: &'a str,
+}
+
+/// The heading of the top (newest) entry of `changelog`.
+pub fn changelog_heading(changelog: &str) -> Option<ChangelogHeading<'_>> {
+    let line = changelog.lines().find(|l| !l.trim().is_empty())?;
+    let (source, rest) = line.split_once(" (")?;
+    let (version, rest) = rest.split_once(')')?;
+    let distributions = rest.split(';').next().unwrap_or_default();
+    let heading = ChangelogHeading {
+        source: source.trim(),
+        version: version.trim(),
+        distributions: distributions.trim(),
+    };
+    (!heading.source.is_empty() && !heading.version.is_empty() && !heading.distributions.is_empty())
+        .then_some(heading)
+}
+
+/// An RFC 2822 date in UTC, as changelog trailers want it.
+pub fn rfc2822(epoch: u64) -> String {
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = epoch / 86_400;
+    let secs = epoch % 86_400;
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} +0000",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// Days since 1970-01-01 as (year, month, day): Howard Hinnant's algorithm.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
 }
 
 #[cfg(test)]
@@ -526,6 +639,95 @@ Signed-By:
         let empty = tempfile::tempdir().unwrap();
         let root = Root::open(empty.path(), "the tree", "/").unwrap();
         assert!(read_os_release(&root).unwrap().is_empty());
+    }
+
+    #[test]
+    fn clearsigned_text_is_unwrapped_and_unescaped() {
+        let plain = "Format: 1.8\nSource: hello\nFiles:\n 1 2 h.dsc\n";
+        let signed = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n{plain}- -----BEGIN not the end\n-----BEGIN PGP SIGNATURE-----\n\niQ==\n-----END PGP SIGNATURE-----\n"
+        );
+        assert_eq!(
+            unsigned(&signed),
+            format!("{plain}-----BEGIN not the end\n")
+        );
+        assert_eq!(unsigned(plain), plain);
+        assert_eq!(control_paragraph(&signed)["source"], "hello");
+        assert_eq!(control_paragraph(plain)["files"], "\n1 2 h.dsc");
+        assert!(control_paragraph("").is_empty());
+    }
+
+    #[test]
+    fn reads_signed_and_unsigned_control_files() {
+        let plain = "Format: 3.0 (native)\nSource: hello\nFiles:\n abc 12 hello_1.tar.xz\n";
+        assert_eq!(control_paragraph(plain)["source"], "hello");
+        let signed = format!(
+            "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n{plain}\
+             -----BEGIN PGP SIGNATURE-----\n\niQIz\n-----END PGP SIGNATURE-----\n"
+        );
+        let fields = control_paragraph(&signed);
+        assert_eq!(fields["source"], "hello");
+        assert_eq!(fields["files"], "\nabc 12 hello_1.tar.xz");
+        assert!(!fields.contains_key("hash"));
+    }
+
+    #[test]
+    fn changelog_headings_are_read_from_the_top_entry() {
+        assert_eq!(
+            changelog_heading(
+                "\nfoo (2:1.0-1) bookworm-backports unstable; urgency=low\n\n  * x\n"
+            ),
+            Some(ChangelogHeading {
+                source: "foo",
+                version: "2:1.0-1",
+                distributions: "bookworm-backports unstable"
+            })
+        );
+        assert_eq!(changelog_heading("garbage\n"), None);
+        assert_eq!(changelog_heading("foo (1) ; urgency=low\n"), None);
+        assert_eq!(
+            changelog_heading("foo (1) unstable\n").map(|h| h.distributions),
+            Some("unstable")
+        );
+        assert_eq!(changelog_heading(""), None);
+    }
+
+    #[test]
+    fn dates_are_rfc_2822_in_utc() {
+        assert_eq!(rfc2822(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc2822(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 +0000");
+        assert_eq!(rfc2822(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+        assert_eq!(rfc2822(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 +0000");
+    }
+
+    #[test]
+    fn deb_fields_come_from_dpkg_deb() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p");
+        std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+        std::fs::write(
+            root.join("DEBIAN/control"),
+            "Package: strata-x\nVersion: 1.0\nArchitecture: all\nMaintainer: s <s@localhost>\nDescription: x\n",
+        )
+        .unwrap();
+        let deb = dir.path().join("x.deb");
+        let built = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&root)
+            .arg(&deb)
+            .output()
+            .unwrap();
+        assert!(built.status.success(), "{built:?}");
+        let f = deb_fields(&deb, &["Package", "Version", "Architecture"]).unwrap();
+        assert_eq!(f["package"], "strata-x");
+        assert_eq!(f["version"], "1.0");
+        assert_eq!(f["architecture"], "all");
+        assert_eq!(deb_fields(&deb, &["Version"]).unwrap()["version"], "1.0");
+        assert!(deb_fields(&deb, &["Depends"]).unwrap().is_empty());
+        let e = deb_fields(&dir.path().join("none.deb"), &["Package"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("dpkg-deb failed"), "{e}");
     }
 
     #[test]

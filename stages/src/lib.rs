@@ -1,7 +1,16 @@
 //! What every built-in stage shares: its arguments, its exit, its metadata,
-//! and paths that cannot leave the tree.
+//! paths that cannot leave the tree, and the toolkit:
+//!
+//! ```text
+//! args      the arguments document (strata_protocol's types), typed options
+//! beneath   paths resolved beneath a tree, and files written there (Root::write_file)
+//! tool      the one place programs are started: run, status, capture, Log
+//! debian    apt sources, deb822 and clearsigned control files, dpkg-deb fields, changelogs
+//! archive   reproducible tarballs; the one compression enum
+//! ```
 //!
 //! A stage is one program; the engine starts it in a sandbox laid out as
+//! the protocol crate draws it (`strata_protocol`):
 //!
 //! ```text
 //! /run/strata/args.json        what this module's [`Args`] reads (or $STRATA_ARGS)
@@ -26,7 +35,7 @@ use std::process::ExitCode;
 
 pub use args::{ARGS_ENV, ARGS_PATH, Args, Input, Meta, Paths};
 pub use beneath::{Entry, Root, StagedFile, locate};
-pub use tool::{Failure, program, run as run_tool};
+pub use tool::{Failure, Log, capture, capture_logged, program, run as run_tool, status};
 
 /// What can go wrong in the shared parts of a stage.
 #[derive(Debug, thiserror::Error)]

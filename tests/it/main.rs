@@ -15,6 +15,7 @@ mod manifest_errors;
 mod package;
 mod packaging;
 mod progress;
+mod protocol;
 mod store;
 mod support;
 mod task;

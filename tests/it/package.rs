@@ -312,3 +312,155 @@ fn lintian_reports_known_tags_and_fails_at_the_asked_severity() {
     );
     assert_eq!(statuses(&doc), ["env:cached", "build:built", "lint:built"]);
 }
+
+/// Debian's own `hello` 2.10-3: a 3.0 (quilt) source whose upstream tarball
+/// carries its signature (`hello_2.10.orig.tar.gz.asc`), and a revision
+/// after the first, so its `.changes` leaves the upstream files out. Pinned
+/// by content: the archive never changes a published file.
+const HELLO_DSC: &str = "hello_2.10-3.dsc";
+const HELLO_DSC_SHA256: &str = "75296f5ef618ae2f1849e22b142a2b5ab52c452ebefa4e7b0564c44617db3790";
+
+/// The Debian mirror in this machine's apt sources, read as the stages read
+/// it, so no host name stands in the repository.
+fn host_mirror() -> String {
+    let sources = strata_stage::debian::read_apt_sources(Path::new("/etc/apt"));
+    strata_stage::debian::default_mirror(&sources)
+        .expect("this machine's apt sources name a Debian mirror")
+        .0
+}
+
+/// Where the archive keeps source package `name`'s files: `pool/main/h/hello/`
+/// (`lib` packages go under four letters: `pool/main/libf/libfoo/`).
+fn pool_dir(mirror: &str, name: &str) -> String {
+    let prefix = if name.starts_with("lib") && name.len() > 3 {
+        &name[..4]
+    } else {
+        &name[..1]
+    };
+    format!("{mirror}/pool/main/{prefix}/{name}")
+}
+
+/// `(sha256, size, name)` of each file a .dsc lists.
+fn dsc_files(dsc: &str) -> Vec<(String, u64, String)> {
+    let field = dsc
+        .split("\nChecksums-Sha256:\n")
+        .nth(1)
+        .expect("the .dsc has a Checksums-Sha256 field");
+    field
+        .lines()
+        .take_while(|l| l.starts_with(' '))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "{l:?}");
+            (f[0].to_owned(), f[1].parse().unwrap(), f[2].to_owned())
+        })
+        .collect()
+}
+
+fn fetch(url: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["--fail", "--silent", "--show-error", "--location", url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn an_archive_package_with_a_signed_upstream_tarball_builds_whole_and_lints() {
+    let env = Env::new();
+    let pool = pool_dir(&host_mirror(), "hello");
+    let dsc = fetch(&format!("{pool}/{HELLO_DSC}"));
+    assert_eq!(
+        crate::support::sha256_hex(&dsc),
+        HELLO_DSC_SHA256,
+        "{pool}/{HELLO_DSC} is not the one this test knows"
+    );
+    let listed = dsc_files(&String::from_utf8(dsc.clone()).unwrap());
+    assert!(
+        listed
+            .iter()
+            .any(|(_, _, n)| n == "hello_2.10.orig.tar.gz.asc"),
+        "{listed:?}"
+    );
+    // The engine fetches each file from the mirror and checks it against
+    // the sum the .dsc gives.
+    let mut items = serde_json::Map::new();
+    items.insert(
+        format!("sha256:{HELLO_DSC_SHA256}"),
+        json!(format!("{pool}/{HELLO_DSC}")),
+    );
+    for (sum, _, name) in &listed {
+        items.insert(format!("sha256:{sum}"), json!(format!("{pool}/{name}")));
+    }
+    let references: Vec<&String> = items.keys().collect();
+    let m = json!({"version": "2", "pipelines": [
+        env_pipeline(),
+        {"name": "build", "build": "name:env", "runner": "debian", "source-epoch": 1700000000, "stages": [{"type": "build",
+            "inputs": {"source": {"type": "files", "origin": "source", "references": references}},
+            "options": {"host_architecture": "amd64", "build_components": ["any", "source"]}}]},
+        {"name": "lint", "build": "name:env", "runner": "debian", "source-epoch": 1700000000, "stages": [{"type": "lintian",
+            "inputs": {"input": {"type": "tree", "origin": "pipeline", "references": ["name:build"]}},
+            "options": {"fail_on_severity": "none"}}]}],
+        "sources": {"curl": {"items": items}}});
+
+    let out = env.path("out");
+    let run = env.build(
+        &m,
+        &[
+            "--export",
+            "build",
+            "--export",
+            "lint",
+            "--output-directory",
+            out.to_str().unwrap(),
+        ],
+    );
+    run.success();
+    let built = out.join("build");
+    let names = files(&built);
+    let changes = std::fs::read_to_string(built.join("hello_2.10-3_amd64.changes")).unwrap();
+    assert!(
+        !changes.contains("hello_2.10.orig.tar.gz"),
+        "a -3 revision's .changes leaves the upstream tarball out, which is what this test is about: {changes}"
+    );
+    // The .dsc the build wrote, and every file it lists, as it lists them.
+    let rebuilt = std::fs::read_to_string(built.join(HELLO_DSC)).unwrap();
+    let rebuilt_files = dsc_files(&rebuilt);
+    assert_eq!(rebuilt_files.len(), 3, "{rebuilt}");
+    for (sum, size, name) in &rebuilt_files {
+        let bytes = std::fs::read(built.join(name)).unwrap_or_else(|e| {
+            panic!("{name}, listed by {HELLO_DSC}, is not in the output ({e}): {names:?}")
+        });
+        assert_eq!(bytes.len() as u64, *size, "{name}");
+        assert_eq!(&crate::support::sha256_hex(&bytes), sum, "{name}");
+    }
+    for (sum, _, name) in listed.iter().filter(|(_, _, n)| n.contains(".orig.")) {
+        assert!(
+            rebuilt_files.iter().any(|(s, _, n)| s == sum && n == name),
+            "the upstream {name} is kept as it came: {rebuilt}"
+        );
+    }
+
+    // lintian reads the source package whole: it skips none of it.
+    let err = run.stderr();
+    assert!(!err.contains("Skipping"), "{err}");
+    let analysis: Value =
+        serde_json::from_slice(&std::fs::read(out.join("lint/analysis.json")).unwrap()).unwrap();
+    assert_eq!(
+        analysis["summary"]["package_filename"]["hello source"], HELLO_DSC,
+        "{analysis:#}"
+    );
+    assert!(
+        analysis["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["package"] == "hello source"),
+        "lintian said something of the source: {analysis:#}"
+    );
+}

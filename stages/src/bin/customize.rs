@@ -22,14 +22,14 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 use base64::Engine;
 use rustix::fs::{FileType, Mode, OFlags};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use strata_stage::{Args, Error, locate, run_tool, write_meta};
+use strata_stage::{Args, Error, locate, run_tool, status, write_meta};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -391,11 +391,7 @@ fn run_script(args: &Args, script: &Script) -> anyhow::Result<()> {
     };
     println!("running {what}");
     // Its output, both streams, is the log's.
-    let status = cmd
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .status()
-        .context("cannot run /bin/sh in the tree")?;
+    let status = status(cmd.current_dir("/")).context("cannot run /bin/sh in the tree")?;
     if !status.success() {
         bail!("{what} failed ({status})");
     }

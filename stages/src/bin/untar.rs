@@ -26,6 +26,7 @@ use anyhow::{Context, anyhow, bail};
 use rustix::fs::{FileType, Mode, OFlags};
 use serde::Deserialize;
 use serde_json::json;
+use strata_stage::archive::Compression;
 use strata_stage::{Args, Error, Failure, Root, locate, program, run_tool, write_meta};
 use tar::EntryType;
 
@@ -33,62 +34,6 @@ use tar::EntryType;
 #[serde(deny_unknown_fields)]
 struct Options {
     source: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Gzip,
-    Xz,
-    Zstd,
-}
-
-impl Compression {
-    /// Judged by the file's first bytes, not its name: inputs are named by
-    /// their checksum.
-    fn detect(head: &[u8]) -> Self {
-        if head.starts_with(&[0x1f, 0x8b]) {
-            Self::Gzip
-        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-            Self::Xz
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Self::Zstd
-        } else {
-            Self::None
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Gzip => "gzip",
-            Self::Xz => "xz",
-            Self::Zstd => "zstd",
-        }
-    }
-
-    /// The build root's decompressor, stdin to stdout.
-    fn decompressor(self) -> Option<Command> {
-        let name = match self {
-            Self::None => return None,
-            Self::Gzip => "gzip",
-            Self::Xz => "xz",
-            Self::Zstd => "zstd",
-        };
-        let mut cmd = Command::new(name);
-        cmd.arg("-dc");
-        Some(cmd)
-    }
-
-    /// GNU tar's flag for the same decompressor.
-    fn tar_flag(self) -> Option<&'static str> {
-        match self {
-            Self::None => None,
-            Self::Gzip => Some("--gzip"),
-            Self::Xz => Some("--xz"),
-            Self::Zstd => Some("--zstd"),
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -320,19 +265,6 @@ mod tests {
 
     fn judged(ty: EntryType, path: &str, link: Option<&str>) -> Result<(), String> {
         judge(ty, path.as_bytes(), link.map(str::as_bytes))
-    }
-
-    #[test]
-    fn compression_is_told_by_magic_bytes() {
-        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(Compression::detect(b"\xfd7zXZ\x00"), Compression::Xz, "xz");
-        assert_eq!(
-            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::detect(b"./etc"), Compression::None);
-        assert_eq!(Compression::detect(b""), Compression::None);
-        assert_eq!(Compression::detect(b"\xfd7zX"), Compression::None);
     }
 
     #[test]
