@@ -11,12 +11,14 @@ use crate::sandbox::{self, Limits, Mount, Overlay, Root, StageSpec};
 use crate::store::StoreError;
 use crate::store::copy::copy_tree;
 use fs_err as fs;
-use serde_json::{Value, json};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use strata_protocol as protocol;
 
 impl Builder<'_> {
     /// Runs stage `st` over `tree` with `runner`, keeping its output in
@@ -40,34 +42,34 @@ impl Builder<'_> {
         fs::create_dir(&bound).map_err(StoreError::from)?;
 
         let (mut mounts, argv) = self.stage_program(st, &def, run.path())?;
-        mounts.insert(0, Mount::Bind(bound.clone(), "/run/strata".into()));
+        mounts.insert(0, Mount::Bind(bound.clone(), protocol::RUN_DIR.into()));
         let chroot = def.needs.root == StageRoot::Tree;
-        let tree_inside = if chroot { "/" } else { "/run/strata/tree" };
+        let tree_inside = if chroot {
+            protocol::CHROOT_TREE
+        } else {
+            protocol::TREE_PATH
+        };
         if !chroot {
-            mounts.push(Mount::Bind(tree.to_path_buf(), "/run/strata/tree".into()));
+            mounts.push(Mount::Bind(tree.to_path_buf(), protocol::TREE_PATH.into()));
         }
         let (input_mounts, inputs) = self.prepare_inputs(st, runner, run.path())?;
         mounts.extend(input_mounts);
-        let args = json!({
-            "tree": tree_inside,
-            "options": stage.options,
-            "inputs": inputs,
-            "paths": {
-                "tree": tree_inside,
-                "inputs": "/run/strata/inputs",
-                "meta": "/run/strata/meta.json",
+        let args = protocol::Arguments {
+            tree: tree_inside.into(),
+            options: stage.options.clone(),
+            inputs,
+            paths: protocol::Paths::for_tree(tree_inside),
+            meta: protocol::Meta {
+                id: st.id.to_string(),
+                source_epoch: st.pipeline.source_epoch,
+                pipeline: st.pipeline.name.clone(),
+                stage: stage.ty.clone(),
             },
-            "meta": {
-                "id": st.id.as_str(),
-                "source-epoch": st.pipeline.source_epoch,
-                "pipeline": st.pipeline.name,
-                "stage": stage.ty,
-            },
-        });
+        };
         let args_path = run.path().join("args.json");
         fs::write(&args_path, serde_json::to_vec_pretty(&args).expect("json"))
             .map_err(StoreError::from)?;
-        mounts.push(Mount::RoBind(args_path, "/run/strata/args.json".into()));
+        mounts.push(Mount::RoBind(args_path, protocol::ARGS_PATH.into()));
 
         let network = def.needs.network(&stage.options);
         let spec = StageSpec {
@@ -124,6 +126,7 @@ impl Builder<'_> {
             }
             return Err(error);
         }
+        // META_PATH, seen from the host: the bound run dir.
         let meta_path = bound.join("meta.json");
         let meta = if meta_path.exists() {
             let text = fs::read_to_string(&meta_path).map_err(StoreError::from)?;
@@ -163,26 +166,26 @@ impl Builder<'_> {
             }
         };
         let mut mounts = vec![
-            Mount::RoBind(runner_path, "/run/strata/runner".into()),
-            Mount::RoBind(def.exe.clone(), "/run/strata/stage".into()),
+            Mount::RoBind(runner_path, protocol::RUNNER_PATH.into()),
+            Mount::RoBind(def.exe.clone(), protocol::STAGE_PATH.into()),
         ];
-        let mut argv: Vec<OsString> = vec!["/run/strata/runner".into()];
+        let mut argv: Vec<OsString> = vec![protocol::RUNNER_PATH.into()];
         if let Some(interp) = sandbox::elf_interpreter(&def.exe) {
-            mounts.push(Mount::RoBind(interp, "/run/strata/host/ld.so".into()));
+            mounts.push(Mount::RoBind(interp, protocol::HOST_LOADER_PATH.into()));
             mounts.push(Mount::RoBind(
                 sandbox::host_libdir(),
-                "/run/strata/host/lib".into(),
+                protocol::HOST_LIB_DIR.into(),
             ));
             argv.extend(
                 [
-                    "/run/strata/host/ld.so",
+                    protocol::HOST_LOADER_PATH,
                     "--library-path",
-                    "/run/strata/host/lib",
+                    protocol::HOST_LIB_DIR,
                 ]
                 .map(OsString::from),
             );
         }
-        argv.push("/run/strata/stage".into());
+        argv.push(protocol::STAGE_PATH.into());
         Ok((mounts, argv))
     }
 
@@ -193,11 +196,11 @@ impl Builder<'_> {
         st: StageCtx<'_>,
         runner: &dyn StageRunner,
         run: &Path,
-    ) -> Result<(Vec<Mount>, serde_json::Map<String, Value>), BuildError> {
+    ) -> Result<(Vec<Mount>, BTreeMap<String, protocol::Input>), BuildError> {
         let mut mounts = Vec::new();
-        let mut inputs = serde_json::Map::new();
+        let mut inputs = BTreeMap::new();
         for (name, input) in &st.stage.inputs {
-            let inside = format!("/run/strata/inputs/{name}");
+            let inside = protocol::input_path(name);
             let prepared = match (input.ty, input.origin) {
                 (InputType::Tree, Origin::Pipeline) => {
                     let dep = input.references[0].pipeline().expect("checked at load");
@@ -229,7 +232,13 @@ impl Builder<'_> {
                 }
             };
             mounts.push(Mount::RoBind(prepared.host_path.clone(), inside.clone()));
-            inputs.insert(name.clone(), json!({"path": inside, "data": prepared.data}));
+            inputs.insert(
+                name.clone(),
+                protocol::Input {
+                    path: inside.into(),
+                    data: prepared.data,
+                },
+            );
         }
         Ok((mounts, inputs))
     }
@@ -323,7 +332,9 @@ impl Builder<'_> {
         copy_tree(tree, &dir.join("tree")).map_err(StoreError::from)?;
         for mount in mounts {
             if let Mount::RoBind(host, inside) = mount
-                && let Some(name) = inside.strip_prefix("/run/strata/inputs/")
+                && let Some(name) = inside
+                    .strip_prefix(protocol::INPUTS_DIR)
+                    .and_then(|rest| rest.strip_prefix('/'))
             {
                 fs::create_dir_all(dir.join("inputs")).map_err(StoreError::from)?;
                 copy_tree(host, &dir.join("inputs").join(name)).map_err(StoreError::from)?;
