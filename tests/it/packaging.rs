@@ -275,7 +275,9 @@ fn path_without(missing: &str, dir: &Path) -> String {
 fn a_missing_tool_fails_its_tests_with_one_line_and_the_rest_report() {
     let bin = scratch();
     let path = path_without("incus", bin.path());
-    let out = Command::new(std::env::current_exe().unwrap())
+    // /proc/self/exe, not current_exe(): a cargo build while the suite
+    // runs may replace the file, but this process's image stays runnable.
+    let out = Command::new("/proc/self/exe")
         .env("PATH", &path)
         .env("RUST_BACKTRACE", "0")
         .args([

@@ -512,11 +512,26 @@ impl Tmux {
         for (k, v) in env {
             cmd.args(["-e", &format!("{k}={v}")]);
         }
-        let status = cmd
-            .arg(format!("{command}; echo EXIT=$?; sleep 120"))
-            .status()
-            .unwrap();
-        assert!(status.success());
+        cmd.arg(format!("{command}; echo EXIT=$?; sleep 120"));
+        // Two tmux clients that both find no server both start one, and one
+        // of them fails: tests here start one session at a time, and a
+        // client that lost that race to another program tries again.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tries = 0;
+        loop {
+            let out = cmd.output().unwrap();
+            if out.status.success() {
+                break;
+            }
+            tries += 1;
+            assert!(
+                tries < 3,
+                "tmux new-session: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
         Tmux { name }
     }
 
