@@ -24,7 +24,7 @@ use crate::manifest;
 use crate::monitor::Monitor;
 use crate::store::Store;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The name of the derived pipeline that makes incus image files.
@@ -65,7 +65,7 @@ pub struct System {
 /// Builds (or finds stored) the system of `source`, and its incus image
 /// files when `with_image`.
 pub fn build_system(
-    store: &Path,
+    store: &Store,
     catalog: &Catalog,
     source: &Source,
     with_image: bool,
@@ -117,10 +117,8 @@ pub fn build_system(
         )));
     };
     build(store, catalog, &m, vec![pipeline.clone()], quiet)?;
-    let stored = Store::open(store, crate::store::DEFAULT_LOCK_TIMEOUT)
-        .map_err(|e| BackendError::Build(e.to_string()))?;
     let view = |id: &Id| {
-        stored
+        store
             .view(id)
             .map_err(|e| BackendError::Build(e.to_string()))
     };
@@ -166,14 +164,17 @@ pub fn build_system(
 }
 
 fn build(
-    store: &Path,
+    store: &Store,
     catalog: &Catalog,
     m: &manifest::Manifest,
     checkpoints: Vec<String>,
     quiet: bool,
 ) -> Result<(), BackendError> {
     let monitor = Monitor::plain(quiet);
-    let (_, result) = exec::Build::new(m, catalog, store)
+    // The build opens the store itself; ours is shared, so it can, but its
+    // collection at the end cannot take the store exclusively and is left
+    // to the next build (it would remove layers under our views).
+    let (_, result) = exec::Build::new(m, catalog, store.root())
         .checkpoints(checkpoints)
         .run(&monitor);
     match result {
@@ -196,7 +197,7 @@ pub enum Image {
 /// when strata makes it (and imports its incus image), then hands the
 /// backend what it starts from.
 pub fn create_env(
-    store: &Path,
+    store: &Store,
     catalog: &Catalog,
     name: &str,
     backend: Backend,
@@ -231,7 +232,7 @@ pub fn create_env(
             system = build_system(store, catalog, source, true, quiet)?;
             let name = alias(&system.id);
             let files = system.image_files.as_deref().expect("asked for");
-            import(cli.as_ref(), store, files, &name)?;
+            import(cli.as_ref(), store.root(), files, &name)?;
             Prepared::Image {
                 alias: name,
                 origin: system.origin.clone(),

@@ -98,11 +98,13 @@ fn main() {
         origin: "bench".into(),
         name: "system".into(),
     };
+    let root = store;
+    let store = strata::store::Store::open(&root, strata::store::DEFAULT_LOCK_TIMEOUT).unwrap();
     let system = system::build_system(&store, &catalog, &source, true, true).unwrap();
     let alias = image::alias(&system.id);
     image::import(
         &SystemCli,
-        &store,
+        &root,
         system.image_files.as_ref().unwrap(),
         &alias,
     )
@@ -110,7 +112,7 @@ fn main() {
 
     let make = |name: &str, backend: Backend| -> Box<dyn ExecutionEnvironment> {
         let _ = envs::delete(&store, name);
-        let _ = std::fs::remove_dir_all(envs::dir(&store).join(name));
+        let _ = std::fs::remove_dir_all(store.layout().instance(name).dir());
         let _ = Command::new("incus")
             .args(["delete", "--force", &format!("strata-{name}")])
             .output();

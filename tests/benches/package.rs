@@ -55,14 +55,13 @@ fn main() {
     let doc = build(&manifest(1000));
     let env_id = doc["pipelines"][0]["id"].as_str().unwrap().to_owned();
     // The environment is one stage, so its object's layer is the whole tree.
-    let object = store.join("objects").join(&env_id);
-    let info: Value =
-        serde_json::from_slice(&std::fs::read(object.join("meta/info.json")).unwrap()).unwrap();
+    let object = strata::store::Layout::new(&store).object(&env_id);
+    let info: Value = serde_json::from_slice(&std::fs::read(object.info()).unwrap()).unwrap();
     assert!(
         info["parent"].is_null(),
         "a one-stage pipeline's layer has no parent: {info}"
     );
-    let env_tree = object.join("layer");
+    let env_tree = object.layer();
 
     let by_hand = |n: usize| {
         let work = scratch.path().join(format!("hand-{n}"));

@@ -61,12 +61,15 @@ fn main() {
     let ids: Vec<Id> = (0..5)
         .map(|i| Id::parse(doc["pipelines"][0]["stages"][i]["id"].as_str().unwrap()).unwrap())
         .collect();
-    let objects = store.join("objects");
-    let tree = du(&objects.join(ids[0].as_str()).join("layer"));
-    let total: u64 = ids.iter().map(|id| du(&objects.join(id.as_str()))).sum();
+    let layout = strata::store::Layout::new(&store);
+    let tree = du(&layout.object(ids[0].as_str()).layer());
+    let total: u64 = ids
+        .iter()
+        .map(|id| du(layout.object(id.as_str()).dir()))
+        .sum();
     let changes: u64 = ids[1..]
         .iter()
-        .map(|id| du(&objects.join(id.as_str())))
+        .map(|id| du(layout.object(id.as_str()).dir()))
         .sum();
 
     // Branch: the workspace a stage after the last one would start from.

@@ -22,6 +22,7 @@ use strata::backend::{
     Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Stdin, Stopped, User,
 };
 use strata::catalog::Catalog;
+use strata::store::{DEFAULT_LOCK_TIMEOUT, Store};
 use strata::system::{self, Image, Source};
 
 /// The system every environment here starts from.
@@ -69,6 +70,11 @@ fn shared() -> &'static Shared {
     })
 }
 
+/// The store at `root`, open (envs and systems take the open store).
+fn open(root: &Path) -> Store {
+    Store::open(root, DEFAULT_LOCK_TIMEOUT).unwrap()
+}
+
 fn source() -> Source {
     Source::Pipeline {
         text: shared().manifest.clone(),
@@ -83,7 +89,8 @@ fn incus_alias() -> &'static str {
     require("incus");
     ALIAS.get_or_init(|| {
         let sh = shared();
-        let system = system::build_system(&sh.store, &catalog(), &source(), true, true).unwrap();
+        let store = open(&sh.store);
+        let system = system::build_system(&store, &catalog(), &source(), true, true).unwrap();
         let alias = image::alias(&system.id);
         image::import(
             &strata::backend::cli::SystemCli,
@@ -106,8 +113,9 @@ fn incus(args: &[&str]) -> std::process::Output {
 /// run left. It never panics: it runs from `Drop`, and for the unshare
 /// backend on a machine without incus too.
 fn scrub(store: &Path, name: &str) {
-    let _ = envs::delete(store, name);
-    let _ = std::fs::remove_dir_all(envs::dir(store).join(name));
+    let store = open(store);
+    let _ = envs::delete(&store, name);
+    let _ = std::fs::remove_dir_all(store.layout().instance(name).dir());
     cleanup("incus", &["delete", "--force", &format!("strata-{name}")]);
 }
 
@@ -158,7 +166,7 @@ fn create(b: Backend, short: &str) -> TestEnv {
         _ => Image::Alias(incus_alias().to_owned()),
     };
     let env = system::create_env(
-        &sh.store,
+        &open(&sh.store),
         &catalog(),
         &name,
         b,
@@ -475,7 +483,7 @@ fn refuses_an_image_that_is_no_system(b: Backend) {
         name: "bare".into(),
     };
     let err = system::create_env(
-        &sh.store,
+        &open(&sh.store),
         &catalog(),
         &name,
         b,
@@ -490,7 +498,7 @@ fn refuses_an_image_that_is_no_system(b: Backend) {
     );
     assert!(err.to_string().contains(b.required_path()), "{err}");
     assert!(
-        envs::load(&sh.store, &name).is_err(),
+        envs::load(&open(&sh.store), &name).is_err(),
         "no environment is left"
     );
     if b != Backend::Unshare {
@@ -614,7 +622,7 @@ fn incus_gc_removes_a_leaked_instance_and_only_that() {
     let make = |name: &str| {
         scrub(store.path(), name);
         system::create_env(
-            store.path(),
+            &open(store.path()),
             &catalog(),
             name,
             Backend::IncusLxc,
@@ -627,8 +635,9 @@ fn incus_gc_removes_a_leaked_instance_and_only_that() {
     let _kept = make("test-gc-kept");
     let _leaked = make("test-gc-leaked");
     // The state of one goes missing, as after a crash: its instance leaked.
-    std::fs::remove_dir_all(envs::dir(store.path()).join("test-gc-leaked")).unwrap();
-    let all = envs::list(store.path()).unwrap();
+    let opened = open(store.path());
+    std::fs::remove_dir_all(opened.layout().instance("test-gc-leaked").dir()).unwrap();
+    let all = envs::list(&opened).unwrap();
     let gone = strata::backend::incus::gc(store.path(), cli.as_ref(), &all).unwrap();
     assert_eq!(gone.instances, ["strata-test-gc-leaked"]);
     // Images of stores that are gone may go too; the shared one's store exists.
@@ -639,7 +648,7 @@ fn incus_gc_removes_a_leaked_instance_and_only_that() {
 
     // The same through `strata env gc`.
     let _leaked = make("test-gc-leaked");
-    std::fs::remove_dir_all(envs::dir(store.path()).join("test-gc-leaked")).unwrap();
+    std::fs::remove_dir_all(opened.layout().instance("test-gc-leaked").dir()).unwrap();
     let out = Command::new(bin_dir().join("strata"))
         .args(["env", "gc", "--store"])
         .arg(store.path())
@@ -909,7 +918,8 @@ fn cli_env_create_from_a_system_tarball() {
     let _cleanup = Scrub(sh.store.clone(), name.to_owned());
     let dir = scratch();
     let tarball = dir.path().join("system.tar");
-    let system = system::build_system(&sh.store, &catalog(), &source(), false, true).unwrap();
+    let store = open(&sh.store);
+    let system = system::build_system(&store, &catalog(), &source(), false, true).unwrap();
     let tar = Command::new("tar")
         .args(["--numeric-owner", "-C"])
         .arg(&system.tree)
@@ -1011,7 +1021,7 @@ fn cli_env_bad_input_is_refused_clearly() {
         assert!(!run.stderr().contains("panicked"), "{}", run.stderr());
     }
     assert!(
-        envs::load(&sh.store, "test-bad").is_err(),
+        envs::load(&open(&sh.store), "test-bad").is_err(),
         "nothing was made"
     );
 }

@@ -1,8 +1,8 @@
 //! Environments by name, kept between strata invocations.
 //!
 //! ```text
-//! STORE/envs/NAME/state.json   EnvState (backend, image, instance, running, stop timeout)
-//! STORE/envs/NAME/tree/        unshare only: the environment's own copy of its system
+//! STORE/instances/NAME/state.json   EnvState (backend, image, instance, running, stop timeout)
+//! STORE/instances/NAME/tree/        unshare only: the environment's own copy of its system
 //! ```
 //!
 //! state.json is written beside and renamed over, so it is whole or absent.
@@ -11,23 +11,15 @@ use super::cli::Cli;
 use super::incus::{Incus, InstanceSpec, check_name};
 use super::unshare::Unshare;
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
+use crate::store::Store;
 use fs_err as fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-/// STORE/envs.
-pub fn dir(store: &Path) -> PathBuf {
-    store.join("envs")
-}
-
-fn state_path(store: &Path, name: &str) -> PathBuf {
-    dir(store).join(name).join("state.json")
-}
-
 /// The state of environment `name`.
-pub fn load(store: &Path, name: &str) -> Result<EnvState, BackendError> {
+pub fn load(store: &Store, name: &str) -> Result<EnvState, BackendError> {
     check_name(name)?;
-    let path = state_path(store, name);
+    let path = store.layout().instance(name).state();
     let text = match fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -42,9 +34,10 @@ pub fn load(store: &Path, name: &str) -> Result<EnvState, BackendError> {
 }
 
 /// Saves `state`.
-pub fn save(store: &Path, state: &EnvState) -> Result<(), BackendError> {
-    let path = state_path(store, &state.name);
-    fs::create_dir_all(path.parent().expect("envs/NAME"))?;
+pub fn save(store: &Store, state: &EnvState) -> Result<(), BackendError> {
+    let instance = store.layout().instance(&state.name);
+    let path = instance.state();
+    fs::create_dir_all(instance.dir())?;
     let tmp = path.with_extension(format!("json.{}", std::process::id()));
     fs::write(
         &tmp,
@@ -55,9 +48,9 @@ pub fn save(store: &Path, state: &EnvState) -> Result<(), BackendError> {
 }
 
 /// Every environment of the store, by name.
-pub fn list(store: &Path) -> Result<Vec<EnvState>, BackendError> {
+pub fn list(store: &Store) -> Result<Vec<EnvState>, BackendError> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir(store)) else {
+    let Ok(entries) = std::fs::read_dir(store.layout().instances()) else {
         return Ok(out);
     };
     for entry in entries.flatten() {
@@ -94,9 +87,9 @@ pub enum Prepared<'a> {
 }
 
 /// Refuses a bad or taken environment name.
-pub fn check_new(store: &Path, name: &str) -> Result<(), BackendError> {
+pub fn check_new(store: &Store, name: &str) -> Result<(), BackendError> {
     check_name(name)?;
-    if state_path(store, name).exists() {
+    if store.layout().instance(name).state().exists() {
         return Err(BackendError::AlreadyExists(name.to_owned()));
     }
     Ok(())
@@ -104,7 +97,7 @@ pub fn check_new(store: &Path, name: &str) -> Result<(), BackendError> {
 
 /// Makes environment `name` on `backend` from `from`, and keeps its state.
 pub fn create(
-    store: &Path,
+    store: &Store,
     name: &str,
     backend: Backend,
     from: Prepared<'_>,
@@ -113,7 +106,7 @@ pub fn create(
     check_new(store, name)?;
     let env: Box<dyn ExecutionEnvironment> = match (backend, from) {
         (Backend::Unshare, Prepared::Tree { tree, origin, id }) => Box::new(Unshare::create(
-            &dir(store).join(name),
+            &store.layout().instance(name),
             name,
             tree,
             origin,
@@ -130,7 +123,7 @@ pub fn create(
                 owner_pid: None,
                 network: true,
             };
-            Box::new(Incus::create(store, &spec, cli)?)
+            Box::new(Incus::create(store.root(), &spec, cli)?)
         }
         (backend, _) => return Err(BackendError::NotImplemented(backend)),
     };
@@ -139,14 +132,14 @@ pub fn create(
 }
 
 /// Opens environment `name`.
-pub fn open(store: &Path, name: &str) -> Result<Box<dyn ExecutionEnvironment>, BackendError> {
+pub fn open(store: &Store, name: &str) -> Result<Box<dyn ExecutionEnvironment>, BackendError> {
     super::open(load(store, name)?, store)
 }
 
 /// Destroys environment `name` and forgets it.
-pub fn delete(store: &Path, name: &str) -> Result<(), BackendError> {
+pub fn delete(store: &Store, name: &str) -> Result<(), BackendError> {
     let mut env = open(store, name)?;
     env.destroy()?;
-    fs::remove_dir_all(dir(store).join(name))?;
+    fs::remove_dir_all(store.layout().instance(name).dir())?;
     Ok(())
 }

@@ -635,7 +635,7 @@ pub struct Collected {
 }
 
 /// Removes the instances and images of `store` that nothing uses any more:
-/// an environment's instance whose state is gone from `STORE/envs`, a
+/// an environment's instance whose state is gone from `STORE/instances`, a
 /// stage's instance whose strata process has ended, and images imported
 /// for this store (or for a store that no longer exists) that no instance
 /// and no environment uses.

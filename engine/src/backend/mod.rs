@@ -6,7 +6,7 @@
 //!  image ──────────────────▶ created ─────────▶ running ─────────────────▶ … ───▶ stopped ─────▶ gone
 //!  (stored tree or tarball)     │                  ▲                               │
 //!                               │                  └───────────── start ───────────┘
-//!  unshare:   STORE/envs/NAME/tree (a copy), every run one bwrap over it
+//!  unshare:   STORE/instances/NAME/tree (a copy), every run one bwrap over it
 //!  incus-lxc: image `artifact/<id>` ─▶ instance `strata-NAME` (profile debusine)
 //!  incus-vm:  the same, `--vm`, booted from a disk image
 //!  qemu:      not implemented yet
@@ -14,7 +14,7 @@
 //!
 //! Every backend implements [`ExecutionEnvironment`]; [`Backend`] is the
 //! closed family. What an environment is between two strata invocations is
-//! its [`EnvState`], kept as `STORE/envs/NAME/state.json` by [`envs`].
+//! its [`EnvState`], kept as `STORE/instances/NAME/state.json` by [`envs`].
 //! Paths inside an environment are absolute; a pull writes only beneath the
 //! host folder it is given, whatever symlinks the environment holds.
 //! Every incus invocation goes through [`cli::Cli`], so tests can record
@@ -252,6 +252,9 @@ pub enum BackendError {
     /// Building the image failed.
     #[error("{0}")]
     Build(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// File I/O on the host (fs-err names the path).
     #[error(transparent)]
     Io(#[from] std::io::Error),
@@ -360,12 +363,18 @@ pub(crate) fn basename<'a>(source: &'a str, folder: &Path) -> Result<&'a str, Ba
 }
 
 /// Opens an environment from its state, with the real incus CLI.
-pub fn open(state: EnvState, store: &Path) -> Result<Box<dyn ExecutionEnvironment>, BackendError> {
+pub fn open(
+    state: EnvState,
+    store: &crate::store::Store,
+) -> Result<Box<dyn ExecutionEnvironment>, BackendError> {
     match state.backend {
-        Backend::Unshare => Ok(Box::new(unshare::Unshare::open(state))),
+        Backend::Unshare => {
+            let dir = store.layout().instance(&state.name);
+            Ok(Box::new(unshare::Unshare::open(state, dir)))
+        }
         Backend::IncusLxc | Backend::IncusVm => Ok(Box::new(incus::Incus::open(
             state,
-            store,
+            store.root(),
             std::sync::Arc::new(cli::SystemCli),
         ))),
         Backend::Qemu => Err(BackendError::NotImplemented(Backend::Qemu)),

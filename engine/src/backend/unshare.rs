@@ -1,7 +1,7 @@
 //! The `unshare` backend: bubblewrap over a private copy of a system tree.
 //!
 //! ```text
-//! STORE/envs/NAME/
+//! STORE/instances/NAME/
 //!   state.json     what envs keeps
 //!   tree/          a copy of the image (a stored pipeline tree or an unpacked tarball)
 //! ```
@@ -19,6 +19,7 @@ use super::{
 };
 use crate::sandbox::process::{self, Invocation, Output};
 use crate::sandbox::{Mount, Root, StageSpec};
+use crate::store::InstancePaths;
 use crate::store::copy::copy_tree;
 use fs_err as fs;
 use rustix::fs::OFlags;
@@ -29,16 +30,17 @@ use std::path::{Path, PathBuf};
 #[derive(Debug)]
 pub struct Unshare {
     state: EnvState,
+    dir: InstancePaths,
 }
 
 /// The PATH commands are looked up in, inside.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl Unshare {
-    /// Makes environment `name` in `dir` (its state dir, e.g.
-    /// STORE/envs/NAME) from a copy of the system tree `image`.
+    /// Makes environment `name` in `dir` (STORE/instances/NAME) from a
+    /// copy of the system tree `image`.
     pub fn create(
-        dir: &Path,
+        dir: &InstancePaths,
         name: &str,
         image: &Path,
         origin: &str,
@@ -55,20 +57,21 @@ impl Unshare {
                 path: required,
             });
         }
-        let tree = dir.join("tree");
+        let tree = dir.tree();
         if tree.exists() {
             return Err(BackendError::AlreadyExists(name.to_owned()));
         }
-        fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir.dir())?;
         // Copy beside, then rename: a half copy is never an environment.
-        let staging = dir.join(".tree.partial");
+        let staging = dir.tree_staging();
         let _ = std::fs::remove_dir_all(&staging);
         if let Err(e) = copy_tree(image, &staging).and_then(|()| std::fs::rename(&staging, &tree)) {
             let _ = std::fs::remove_dir_all(&staging);
-            let _ = std::fs::remove_dir(dir);
+            let _ = std::fs::remove_dir(dir.dir());
             return Err(e.into());
         }
         Ok(Unshare {
+            dir: dir.clone(),
             state: EnvState {
                 name: name.to_owned(),
                 backend: Backend::Unshare,
@@ -84,13 +87,17 @@ impl Unshare {
         })
     }
 
-    /// The environment `state` describes.
-    pub fn open(state: EnvState) -> Unshare {
-        Unshare { state }
+    /// The environment `state` describes, kept in `dir`.
+    pub fn open(mut state: EnvState, dir: InstancePaths) -> Unshare {
+        // The tree is where the store's layout puts it: a state written
+        // before the store was moved, or before format 3 renamed envs/ to
+        // instances/, names it where it was.
+        state.image = dir.tree().display().to_string();
+        Unshare { state, dir }
     }
 
     fn tree(&self) -> PathBuf {
-        PathBuf::from(&self.state.image)
+        self.dir.tree()
     }
 
     fn require_running(&self) -> Result<(), BackendError> {
@@ -244,11 +251,9 @@ impl ExecutionEnvironment for Unshare {
     fn destroy(&mut self) -> Result<(), BackendError> {
         self.state.running = false;
         let tree = self.tree();
-        if let Some(dir) = tree.parent()
-            && tree.exists()
-        {
+        if tree.exists() {
             fs::remove_dir_all(&tree)?;
-            let _ = std::fs::remove_dir_all(dir.join(".tree.partial"));
+            let _ = std::fs::remove_dir_all(self.dir.tree_staging());
         }
         Ok(())
     }

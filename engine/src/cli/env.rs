@@ -6,8 +6,10 @@
 
 use crate::backend::cli::SystemCli;
 use crate::backend::envs;
-use crate::backend::{Backend, BackendError, Owner, RunOptions, Stdin, User};
+use crate::backend::incus::check_name;
+use crate::backend::{Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Stdin, User};
 use crate::catalog::Catalog;
+use crate::store::{DEFAULT_LOCK_TIMEOUT, Store};
 use crate::system::Image;
 use crate::system::Source;
 use clap::{Args, Subcommand};
@@ -176,6 +178,25 @@ fn store(arg: &StoreArg) -> PathBuf {
     arg.store.clone().unwrap_or_else(crate::store::default_root)
 }
 
+/// The store, made if it is not there yet.
+fn open_store(arg: &StoreArg) -> Result<Store, BackendError> {
+    Ok(Store::open(&store(arg), DEFAULT_LOCK_TIMEOUT)?)
+}
+
+/// Environment `name` and its store. A store that is not there holds no
+/// environment, and asking for one makes no store.
+fn open_env(
+    arg: &StoreArg,
+    name: &str,
+) -> Result<(Store, Box<dyn ExecutionEnvironment>), BackendError> {
+    check_name(name)?;
+    let Some(store) = Store::open_existing(&store(arg), DEFAULT_LOCK_TIMEOUT)? else {
+        return Err(BackendError::NoSuchEnvironment(name.to_owned()));
+    };
+    let env = envs::open(&store, name)?;
+    Ok((store, env))
+}
+
 /// Runs `strata env …`; returns the exit code.
 pub fn main(cmd: EnvCommand) -> i32 {
     if let EnvCommand::Ls(a) = cmd {
@@ -196,15 +217,13 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
         EnvCommand::Create(a) => create(a),
         EnvCommand::Ls(_) => unreachable!("main answers `env ls` itself"),
         EnvCommand::Start(a) => {
-            let st = store(&a.store);
-            let mut env = envs::open(&st, &a.name)?;
+            let (st, mut env) = open_env(&a.store, &a.name)?;
             let result = env.start();
             envs::save(&st, env.state())?;
             result.map(|()| 0)
         }
         EnvCommand::Stop(a) => {
-            let st = store(&a.store);
-            let mut env = envs::open(&st, &a.name)?;
+            let (st, mut env) = open_env(&a.store, &a.name)?;
             let how = env.stop()?;
             envs::save(&st, env.state())?;
             if how == crate::backend::Stopped::Killed {
@@ -216,10 +235,13 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             }
             Ok(0)
         }
-        EnvCommand::Delete(a) => envs::delete(&store(&a.store), &a.name).map(|()| 0),
+        EnvCommand::Delete(a) => {
+            let (st, _) = open_env(&a.store, &a.name)?;
+            envs::delete(&st, &a.name).map(|()| 0)
+        }
         EnvCommand::Run(a) => run_command(a),
         EnvCommand::Push(a) => {
-            let env = envs::open(&store(&a.store), &a.name)?;
+            let (_st, env) = open_env(&a.store, &a.name)?;
             if a.host.is_dir() {
                 env.dir_push(&a.host, &a.target)?;
             } else {
@@ -232,7 +254,7 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             Ok(0)
         }
         EnvCommand::Pull(a) => {
-            let env = envs::open(&store(&a.store), &a.name)?;
+            let (_st, env) = open_env(&a.store, &a.name)?;
             let dest = if a.recursive {
                 env.dir_pull(&a.source, &a.folder)?
             } else {
@@ -242,7 +264,10 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             Ok(0)
         }
         EnvCommand::List(a) => {
-            let all = envs::list(&store(&a.store))?;
+            let all = match Store::open_existing(&store(&a.store), DEFAULT_LOCK_TIMEOUT)? {
+                Some(st) => envs::list(&st)?,
+                None => Vec::new(),
+            };
             if a.json {
                 super::io::out(serde_json::to_string_pretty(&all).expect("states are JSON"));
             } else {
@@ -259,9 +284,11 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
             Ok(0)
         }
         EnvCommand::Gc(a) => {
-            let st = store(&a);
+            // Made if missing: instances of a store that was removed are
+            // still marked with its path, and collected here.
+            let st = open_store(&a)?;
             let all = envs::list(&st)?;
-            let gone = crate::backend::incus::gc(&st, &SystemCli, &all)?;
+            let gone = crate::backend::incus::gc(st.root(), &SystemCli, &all)?;
             for i in &gone.instances {
                 super::io::out(format!("instance {i}"));
             }
@@ -283,7 +310,7 @@ fn parse_owner(s: &str) -> Result<Owner, BackendError> {
 }
 
 fn create(a: CreateArgs) -> Result<i32, BackendError> {
-    let st = store(&a.store);
+    let st = open_store(&a.store)?;
     let backend = Backend::parse(&a.backend)?;
     let image = match (&a.manifest, &a.pipeline, &a.tarball, &a.image) {
         (Some(manifest), Some(pipeline), None, None) => {
@@ -326,7 +353,11 @@ fn create(a: CreateArgs) -> Result<i32, BackendError> {
 }
 
 fn run_command(a: RunArgs) -> Result<i32, BackendError> {
-    let env = envs::open(&store(&a.store), &a.name)?;
+    let (st, env) = open_env(&a.store, &a.name)?;
+    // The command may run for hours, and it uses nothing a collection
+    // removes (the environment's tree is its own copy, an instance has its
+    // own image): `strata store gc` need not wait for it.
+    st.unlock();
     let mut vars = Vec::new();
     for kv in &a.env {
         let Some((k, v)) = kv.split_once('=') else {

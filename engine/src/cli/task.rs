@@ -4,8 +4,8 @@
 //! invalid task, config or command line, 130 interrupted.
 
 use super::io::{out, read_input, task_source};
-use crate::store::default_root;
-use crate::task::{self, RunOptions, env};
+use crate::store::{DEFAULT_LOCK_TIMEOUT, Store, default_root};
+use crate::task::{self, RunOptions, TaskError, env};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
@@ -66,7 +66,12 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            match task::compile_document(&text, &origin, &store.unwrap_or_else(default_root)) {
+            let root = store.unwrap_or_else(default_root);
+            let store = match Store::open_existing(&root, DEFAULT_LOCK_TIMEOUT) {
+                Ok(store) => store,
+                Err(e) => return super::fail(&TaskError::Env(e.into())),
+            };
+            match task::compile_document(&text, &origin, store.as_ref()) {
                 Ok((_, compiled)) => {
                     if let Some(choice) = &compiled.environment {
                         eprintln!("{}", task::describe_choice(choice));
@@ -134,7 +139,14 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
 
 /// `strata env ls`: the environments (systems tasks run in) the store holds.
 pub fn env_ls(store: Option<PathBuf>, json: bool) -> i32 {
-    match env::list(&store.unwrap_or_else(default_root)) {
+    let root = store.unwrap_or_else(default_root);
+    let listed = Store::open_existing(&root, DEFAULT_LOCK_TIMEOUT)
+        .map_err(env::EnvError::from)
+        .and_then(|store| match store {
+            Some(store) => env::list(&store),
+            None => Ok(Vec::new()),
+        });
+    match listed {
         Ok(envs) => {
             if json {
                 let brief: Vec<_> = envs

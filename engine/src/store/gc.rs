@@ -58,13 +58,13 @@ pub struct Entry {
 /// Everything in the store, least recently used first.
 pub fn entries(store: &Store) -> Vec<Entry> {
     let mut out = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(store.objects_dir()) {
+    if let Ok(dir) = std::fs::read_dir(store.layout().objects()) {
         for e in dir.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             let Some(info) = store.info(&id) else {
                 continue;
             };
-            let used = std::fs::metadata(e.path().join("meta/used"))
+            let used = std::fs::metadata(store.layout().object(&id).used())
                 .and_then(|m| m.modified())
                 .unwrap_or(UNIX_EPOCH + Duration::from_secs(info.created));
             out.push(Entry {
@@ -81,7 +81,7 @@ pub fn entries(store: &Store) -> Vec<Entry> {
             });
         }
     }
-    let sources = store.root().join("sources");
+    let sources = store.layout().sources();
     for ty in std::fs::read_dir(&sources).into_iter().flatten().flatten() {
         for item in std::fs::read_dir(ty.path()).into_iter().flatten().flatten() {
             let Ok(md) = item.metadata() else { continue };

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! STORE/
-//!   format                  "strata-store 2": refuses stores of other versions
+//!   format                  "strata-store 3": refuses stores of other versions,
+//!                           brings a "strata-store 2" one to 3 (see below)
 //!   lock                    flock: shared while building, exclusive to collect
 //!   config.json             {"max-size": bytes | null}, set by --cache-max-size
 //!   objects/<id>/layer/     what stage <id> changed over its parent's tree: an
@@ -13,7 +14,12 @@
 //!                           log (its output), used (mtime = last use)
 //!   locks/<id>              flock: held while a build makes object <id>
 //!   sources/<type>/<sha256:…>  fetched source items (atime = last use)
-//!   environments/<id>.json  systems tasks can run in (task::env), beside their objects
+//!   systems/<id>.json       a stored system tasks can run in (task::env), found
+//!                           by a lookup; keyed by its object, gone with it
+//!   instances/NAME/         an environment of `strata env` (backend::envs):
+//!                           state.json, and for unshare tree/ (its own copy);
+//!                           named by the user, started and stopped, kept until
+//!                           `strata env delete`
 //!   failed/<id>-<pid>/      what `--keep-failed` kept of a failed stage: tree/,
 //!                           inputs/NAME/, args.json, log; `strata store gc` removes it
 //!   tmp/<what>-<pid>-…      work dirs: uppers, views, commits in progress;
@@ -63,11 +69,23 @@
 //! - Collection ([`gc`]): least recently used first, over objects no other
 //!   stored object stands on (a parent goes only after its children), and
 //!   source items. A child keeps its whole chain alive.
+//! - Names: both `systems/` and `instances/` hold what people call
+//!   environments, so neither is called that. A system is a stored tree (by
+//!   content id) a task reuses; an instance is a named, stateful thing made
+//!   from a system, like an incus instance. Format 2 called them
+//!   `environments/` and `envs/`; opening such a store renames both under the
+//!   exclusive lock (waiting for running builds), then writes format 3. Each
+//!   step can be redone, and the format file is written last, so a crash
+//!   midway leaves a store the next open finishes.
+//! - Paths: [`Layout`] joins every name onto the store root; nothing else does.
 
 pub mod copy;
 pub mod gc;
 pub mod layers;
+pub mod layout;
 pub mod lock;
+
+pub use layout::{InstancePaths, Layout, ObjectPaths};
 
 use crate::id::Id;
 use fs_err as fs;
@@ -75,6 +93,7 @@ use lock::{Lock, Mode};
 use serde_json::{Value, json};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 use strata_sources::SourceStore;
 
@@ -94,7 +113,11 @@ pub fn default_root() -> PathBuf {
 }
 
 /// The store format this strata reads and writes.
-pub const FORMAT: &str = "strata-store 2";
+pub const FORMAT: &str = "strata-store 3";
+
+/// The format before: the same objects, `systems/` and `instances/` under
+/// other names. Brought to [`FORMAT`] on open.
+pub const FORMAT_2: &str = "strata-store 2";
 
 /// How long a lock wait lasts unless told otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -106,14 +129,26 @@ pub enum StoreError {
     #[error(transparent)]
     Io(#[from] io::Error),
     /// The store was made by another strata format.
-    #[error(
-        "store {path} has format `{found}`, this strata reads `{FORMAT}`\n    hint: remove it (or point --store elsewhere); its objects cannot be read as layers"
-    )]
+    #[error("store {path} has format `{found}`, this strata reads `{FORMAT}`\n    hint: {hint}")]
     Format {
         /// The store root.
         path: PathBuf,
         /// What its format file says.
         found: String,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A format-2 store could not be brought to this format.
+    #[error(
+        "cannot bring store {path} from `{FORMAT_2}` to `{FORMAT}`: both {old} and {new} exist\n    hint: move what {old} holds into {new} (or remove one of them), then run strata again"
+    )]
+    Migrate {
+        /// The store root.
+        path: PathBuf,
+        /// The folder under its format-2 name.
+        old: PathBuf,
+        /// The same folder under its name now.
+        new: PathBuf,
     },
     /// A lock could not be taken.
     #[error("cannot lock {path}: {detail}")]
@@ -164,11 +199,14 @@ impl Info {
     }
 }
 
-/// An open store, holding the store lock for as long as it lives.
+/// An open store, holding the store lock for as long as it lives (or until
+/// [`Store::unlock`]).
 #[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
-    lock: Option<Lock>,
+    layout: Layout,
+    // Behind a mutex so that whoever holds `&Store` (a build, the backends
+    // it drives) can let go of the lock or convert it.
+    lock: Mutex<Option<Lock>>,
     timeout: Duration,
 }
 
@@ -185,37 +223,53 @@ impl Store {
         Store::open_with(root, Mode::Exclusive, timeout)
     }
 
+    /// Opens the store at `root` for building if there is one: `None` when
+    /// nothing was ever stored there, and then nothing is created (listing
+    /// what a store holds must not make one).
+    pub fn open_existing(root: &Path, timeout: Duration) -> Result<Option<Store>, StoreError> {
+        if !Layout::new(root).format().exists() {
+            return Ok(None);
+        }
+        Store::open(root, timeout).map(Some)
+    }
+
     fn open_with(root: &Path, mode: Mode, timeout: Duration) -> Result<Store, StoreError> {
         fs::create_dir_all(root)?;
-        let root = fs::canonicalize(root)?;
-        let format = root.join("format");
-        match fs::read_to_string(&format) {
-            Ok(found) if found.trim() == FORMAT => {}
-            Ok(found) => {
+        let layout = Layout::new(fs::canonicalize(root)?);
+        let older = match read_format(&layout)? {
+            Some(found) if found == FORMAT => false,
+            Some(found) if found == FORMAT_2 => true,
+            Some(found) => {
+                let newer = version(&found) > version(FORMAT);
                 return Err(StoreError::Format {
-                    path: root,
-                    found: found.trim().to_owned(),
+                    path: layout.root().to_path_buf(),
+                    found,
+                    hint: if newer {
+                        "a newer strata made it: use that one (or point --store elsewhere)"
+                    } else {
+                        "remove it (or point --store elsewhere); its objects cannot be read as layers"
+                    },
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                if fs::read_dir(&root)?.next().is_some() {
+            None => {
+                if fs::read_dir(layout.root())?.next().is_some() {
                     return Err(StoreError::Format {
-                        path: root,
+                        path: layout.root().to_path_buf(),
                         found: "none (a folder that is not a strata store)".into(),
+                        hint: "point --store at an empty or new folder",
                     });
                 }
-                // Written beside and renamed: a kill -9 here must not leave
-                // an empty format file that makes the store look foreign.
-                let staging = root.join(format!(".format-{}", std::process::id()));
-                fs::write(&staging, format!("{FORMAT}\n"))?;
-                fs::rename(&staging, &format)?;
+                write_format(&layout)?;
+                false
             }
-            Err(e) => return Err(e.into()),
+        };
+        for dir in layout.made_on_open() {
+            fs::create_dir_all(dir)?;
         }
-        for dir in ["objects", "sources", "tmp", "locks"] {
-            fs::create_dir_all(root.join(dir))?;
+        if older {
+            migrate(&layout, timeout)?;
         }
-        let lock_path = root.join("lock");
+        let lock_path = layout.lock();
         let what = match mode {
             Mode::Shared => "a collection (`strata store gc`) to end",
             Mode::Exclusive => "running builds to end",
@@ -224,8 +278,8 @@ impl Store {
             eprintln!("waiting for {what}: {} is held", lock_path.display());
         })?;
         let store = Store {
-            root,
-            lock: Some(lock),
+            layout,
+            lock: Mutex::new(Some(lock)),
             timeout,
         };
         store.clean_stale_tmp(mode == Mode::Exclusive);
@@ -234,7 +288,12 @@ impl Store {
 
     /// The store root.
     pub fn root(&self) -> &Path {
-        &self.root
+        self.layout.root()
+    }
+
+    /// Where everything in the store is.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// How long lock waits last.
@@ -242,22 +301,14 @@ impl Store {
         self.timeout
     }
 
-    pub(crate) fn objects_dir(&self) -> PathBuf {
-        self.root.join("objects")
-    }
-
-    fn object_dir(&self, id: &str) -> PathBuf {
-        self.objects_dir().join(id)
-    }
-
     /// Whether an object for `id` is stored.
     pub fn has(&self, id: &Id) -> bool {
-        self.object_dir(id.as_str()).is_dir()
+        self.layout.object(id.as_str()).dir().is_dir()
     }
 
     /// What the store records about object `id`, if it is stored.
     pub fn info(&self, id: &str) -> Option<Info> {
-        let text = std::fs::read_to_string(self.object_dir(id).join("meta/info.json")).ok()?;
+        let text = std::fs::read_to_string(self.layout.object(id).info()).ok()?;
         let mut info = Info::from_json(&serde_json::from_str(&text).ok()?);
         info.id = id.to_owned();
         Some(info)
@@ -271,15 +322,15 @@ impl Store {
             let info = self.info(&id).ok_or_else(|| {
                 StoreError::NotFound(format!(
                     "object {id} is missing from {}: its layer is needed by a stored object\n    hint: `strata store rm` the objects above it",
-                    self.objects_dir().display()
+                    self.layout.objects().display()
                 ))
             })?;
-            stack.push(self.object_dir(&id).join("layer"));
+            stack.push(self.layout.object(&id).layer());
             next = info.parent;
             if stack.len() > 4 * layers::MAX_DEPTH {
                 return Err(StoreError::NotFound(format!(
                     "object {id}'s parents loop in {}",
-                    self.objects_dir().display()
+                    self.layout.objects().display()
                 )));
             }
         }
@@ -318,7 +369,7 @@ impl Store {
 
     /// Records that `id` was used now (LRU order for collection).
     pub fn touch(&self, id: &Id) {
-        let used = self.object_dir(id.as_str()).join("meta/used");
+        let used = self.layout.object(id.as_str()).used();
         // A stamp, not data: if it cannot be written the object only looks older.
         if stamp(&used, true).is_err() {
             let _ = std::fs::File::create(&used);
@@ -333,7 +384,7 @@ impl Store {
 
     /// The stage metadata stored with `id` (`null` when none).
     pub fn meta(&self, id: &Id) -> Value {
-        fs::read_to_string(self.object_dir(id.as_str()).join("meta/meta.json"))
+        fs::read_to_string(self.layout.object(id.as_str()).stage_meta())
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null)
@@ -341,7 +392,7 @@ impl Store {
 
     /// The one stored id that is `prefix` or starts with it.
     pub fn resolve(&self, prefix: &str) -> Result<String, StoreError> {
-        let mut found: Vec<String> = std::fs::read_dir(self.objects_dir())?
+        let mut found: Vec<String> = std::fs::read_dir(self.layout.objects())?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|name| !prefix.is_empty() && name.starts_with(prefix))
@@ -351,7 +402,7 @@ impl Store {
             [one] => Ok(one.clone()),
             [] => Err(StoreError::NotFound(format!(
                 "no stored object {prefix} in {}",
-                self.root.display()
+                self.root().display()
             ))),
             many => Err(StoreError::NotFound(format!(
                 "{prefix} is the start of {} ids; give more of it",
@@ -363,17 +414,17 @@ impl Store {
     /// The log kept with the object whose id is `id` or starts with it.
     pub fn log(&self, id: &str) -> Result<String, String> {
         let one = self.resolve(id).map_err(|e| e.to_string())?;
-        fs::read_to_string(self.object_dir(&one).join("meta/log")).map_err(|e| e.to_string())
+        fs::read_to_string(self.layout.object(&one).log()).map_err(|e| e.to_string())
     }
 
     /// The source item store.
     pub fn sources(&self) -> SourceStore {
-        SourceStore::new(&self.root.join("sources"), &self.root.join("tmp"))
+        SourceStore::new(&self.layout.sources(), &self.layout.tmp())
     }
 
     /// A fresh work dir under tmp/, removed when dropped.
     pub fn work_dir(&self, what: &str) -> Result<tempfile::TempDir, StoreError> {
-        let tmp = self.root.join("tmp");
+        let tmp = self.layout.tmp();
         tempfile::Builder::new()
             .prefix(&format!("{what}-{}-", std::process::id()))
             .tempdir_in(&tmp)
@@ -389,13 +440,13 @@ impl Store {
     /// Takes the build lock of object `id`, waiting for another build that
     /// is making it; `waiting` is called once if it has to wait.
     pub fn lock_object(&self, id: &Id, waiting: impl FnOnce()) -> Result<Lock, StoreError> {
-        let path = self.root.join("locks").join(id.as_str());
+        let path = self.layout.object_lock(id.as_str());
         lock::lock(&path, Mode::Exclusive, self.timeout, waiting)
     }
 
     /// The size limit remembered by the store (`None`: unlimited).
     pub fn max_size(&self) -> Option<u64> {
-        let text = std::fs::read_to_string(self.root.join("config.json")).ok()?;
+        let text = std::fs::read_to_string(self.layout.config()).ok()?;
         let v: Value = serde_json::from_str(&text).ok()?;
         v["max-size"].as_u64()
     }
@@ -405,7 +456,7 @@ impl Store {
         let staging = self.work_dir("config")?;
         let file = staging.path().join("config.json");
         fs::write(&file, json!({"max-size": max}).to_string())?;
-        fs::rename(&file, self.root.join("config.json"))?;
+        fs::rename(&file, self.layout.config())?;
         Ok(())
     }
 
@@ -415,24 +466,24 @@ impl Store {
     /// is removed).
     pub fn commit(&self, new: NewObject<'_>) -> Result<bool, StoreError> {
         let staging = self.work_dir("commit")?.keep();
+        let object = ObjectPaths::at(&staging);
         let id = new.id;
         let result = (|| -> Result<bool, StoreError> {
             match new.layer {
                 Layer::Move(dir) => {
                     layers::clean_upper(dir, new.parent.is_none())?;
-                    fs::rename(dir, staging.join("layer"))?
+                    fs::rename(dir, object.layer())?
                 }
                 Layer::Flatten { merged, stack } => {
-                    layers::flatten(merged, stack, &staging.join("layer"))?
+                    layers::flatten(merged, stack, &object.layer())?
                 }
             }
-            let meta_dir = staging.join("meta");
-            fs::create_dir(&meta_dir)?;
+            fs::create_dir(object.meta())?;
             if new.log.exists() {
-                fs::copy(new.log, meta_dir.join("log"))?;
+                fs::copy(new.log, object.log())?;
             }
             fs::write(
-                meta_dir.join("meta.json"),
+                object.stage_meta(),
                 serde_json::to_vec_pretty(new.meta).expect("json"),
             )?;
             let (parent, depth) = match (&new.layer, new.parent) {
@@ -450,11 +501,11 @@ impl Store {
             let size = layers::disk_usage(&staging);
             info["size"] = json!(size);
             fs::write(
-                meta_dir.join("info.json"),
+                object.info(),
                 serde_json::to_vec_pretty(&info).expect("json"),
             )?;
-            fs::File::create(meta_dir.join("used"))?;
-            match std::fs::rename(&staging, self.object_dir(id.as_str())) {
+            fs::File::create(object.used())?;
+            match std::fs::rename(&staging, self.layout.object(id.as_str()).dir()) {
                 Ok(()) => Ok(true),
                 Err(e) if is_exists(&e) => Ok(false),
                 Err(e) => {
@@ -472,10 +523,7 @@ impl Store {
     /// `id`: STORE/failed/<id>-<pid>, named after this process so that
     /// [`Store::remove_failed`] leaves a running build's alone.
     pub fn failed_dir(&self, id: &Id) -> Result<PathBuf, StoreError> {
-        let dir = self
-            .root
-            .join("failed")
-            .join(format!("{id}-{}", std::process::id()));
+        let dir = self.layout.failed_stage(id.as_str(), std::process::id());
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -486,7 +534,7 @@ impl Store {
     /// Removes what `--keep-failed` kept, except for builds still running;
     /// returns the folders removed. (The GC of `objects/` is separate.)
     pub fn remove_failed(&self) -> Result<Vec<PathBuf>, StoreError> {
-        let failed = self.root.join("failed");
+        let failed = self.layout.failed();
         let entries = match fs::read_dir(&failed) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -515,29 +563,35 @@ impl Store {
     /// Flushes the store's filesystem once, after a build's commits: one
     /// syncfs instead of an fsync per file.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let dir = std::fs::File::open(self.objects_dir())?;
+        let dir = std::fs::File::open(self.layout.objects())?;
         rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io(e.into()))
     }
 
     /// Gives up the store lock (a build that is done with the store).
-    pub fn unlock(&mut self) {
-        self.lock = None;
+    pub fn unlock(&self) {
+        *self.held() = None;
     }
 
     /// Takes the store lock exclusively if nobody else holds it, for a
     /// build that collects at its end; false when another build runs.
-    pub fn try_exclusive(&mut self) -> Result<bool, StoreError> {
+    pub fn try_exclusive(&self) -> Result<bool, StoreError> {
+        let mut held = self.held();
         // Converting a flock drops the old lock first; let go of ours, try.
-        self.lock = None;
-        self.lock = lock::try_lock(&self.root.join("lock"), Mode::Exclusive)?;
-        Ok(self.lock.is_some())
+        *held = None;
+        *held = lock::try_lock(&self.layout.lock(), Mode::Exclusive)?;
+        Ok(held.is_some())
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Lock>> {
+        // A panic while holding the guard cannot leave the Option torn.
+        self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Removes work dirs under tmp/ whose owning process is gone (a crash
     /// or kill -9 of an earlier run); with the exclusive lock, everything
     /// but our own (nobody else can be using the store).
     fn clean_stale_tmp(&self, exclusive: bool) {
-        let Ok(entries) = std::fs::read_dir(self.root.join("tmp")) else {
+        let Ok(entries) = std::fs::read_dir(self.layout.tmp()) else {
             return;
         };
         let me = std::process::id() as i32;
@@ -557,7 +611,7 @@ impl Store {
         }
         if exclusive {
             // Object build locks are only held by running builds; none is.
-            for entry in std::fs::read_dir(self.root.join("locks"))
+            for entry in std::fs::read_dir(self.layout.locks())
                 .into_iter()
                 .flatten()
                 .flatten()
@@ -566,6 +620,70 @@ impl Store {
             }
         }
     }
+}
+
+/// The number of a format (`strata-store N`); none for a foreign file.
+fn version(format: &str) -> Option<u32> {
+    format.strip_prefix("strata-store ")?.parse().ok()
+}
+
+/// What the format file says, trimmed; `None` when there is none.
+fn read_format(layout: &Layout) -> Result<Option<String>, StoreError> {
+    match fs::read_to_string(layout.format()) {
+        Ok(found) => Ok(Some(found.trim().to_owned())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn write_format(layout: &Layout) -> Result<(), StoreError> {
+    // Written beside and renamed: a kill -9 here must not leave an empty
+    // format file that makes the store look foreign.
+    let staging = layout.format_staging();
+    fs::write(&staging, format!("{FORMAT}\n"))?;
+    fs::rename(&staging, layout.format())?;
+    Ok(())
+}
+
+/// Brings a format-2 store to [`FORMAT`]: its folders get their new names.
+/// Under the exclusive lock, so that no strata (of either format) writes
+/// under the old names meanwhile; once the format file says 3, a format-2
+/// strata refuses the store instead of making `envs/` again.
+fn migrate(layout: &Layout, timeout: Duration) -> Result<(), StoreError> {
+    let lock_path = layout.lock();
+    let _lock = lock::lock(&lock_path, Mode::Exclusive, timeout, || {
+        eprintln!(
+            "waiting for running builds to end to bring the store to `{FORMAT}`: {} is held",
+            lock_path.display()
+        );
+    })?;
+    // Another strata may have done it while we waited.
+    if read_format(layout)?.as_deref() != Some(FORMAT_2) {
+        return Ok(());
+    }
+    for (old, new) in layout.renamed_since_format_2() {
+        match std::fs::rename(&old, &new) {
+            // Also when `new` was an empty folder: rename replaces it.
+            Ok(()) => {}
+            // Never made, or renamed by a run that crashed before the format.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if is_exists(&e) => {
+                return Err(StoreError::Migrate {
+                    path: layout.root().to_path_buf(),
+                    old,
+                    new,
+                });
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("renaming {} to {}: {e}", old.display(), new.display()),
+                )
+                .into());
+            }
+        }
+    }
+    write_format(layout)
 }
 
 /// Where a new object's layer comes from.
@@ -629,4 +747,98 @@ fn stamp(path: &Path, modified: bool) -> rustix::io::Result<()> {
         last_modification: if modified { now } else { keep },
     };
     rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A format-2 store with an environment of `strata env` and a task's
+    /// system record, as a strata before format 3 left them.
+    fn format_2_store() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["objects", "envs/dev/tree", "environments"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(root.join("format"), format!("{FORMAT_2}\n")).unwrap();
+        std::fs::write(root.join("envs/dev/state.json"), "{}").unwrap();
+        std::fs::write(root.join("environments/abc.json"), "{}").unwrap();
+        dir
+    }
+
+    fn open(root: &Path) -> Result<Store, StoreError> {
+        Store::open(root, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_format_2_store_is_renamed_on_open() {
+        let dir = format_2_store();
+        let store = open(dir.path()).unwrap();
+        let layout = store.layout();
+        assert_eq!(read_format(layout).unwrap().as_deref(), Some(FORMAT));
+        assert!(layout.instance("dev").state().is_file());
+        assert!(layout.instance("dev").tree().is_dir());
+        assert!(layout.system("abc").is_file());
+        for (old, _) in layout.renamed_since_format_2() {
+            assert!(!old.exists(), "{} is left", old.display());
+        }
+        drop(store);
+        // Open again: nothing more to do.
+        open(dir.path()).unwrap();
+        assert!(Layout::new(dir.path()).system("abc").is_file());
+    }
+
+    #[test]
+    fn a_migration_cut_short_is_finished_by_the_next_open() {
+        let dir = format_2_store();
+        let layout = Layout::new(dir.path());
+        // As a crash after the first rename leaves it: format still 2.
+        std::fs::rename(dir.path().join("envs"), layout.instances()).unwrap();
+        let store = open(dir.path()).unwrap();
+        assert_eq!(
+            read_format(store.layout()).unwrap().as_deref(),
+            Some(FORMAT)
+        );
+        assert!(layout.instance("dev").state().is_file());
+        assert!(layout.system("abc").is_file());
+    }
+
+    #[test]
+    fn a_migration_that_would_merge_two_folders_is_refused_with_a_hint() {
+        let dir = format_2_store();
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(layout.instance("other").dir()).unwrap();
+        let err = open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("envs"), "{err}");
+        assert!(err.contains("instances"), "{err}");
+        assert!(err.contains("hint: move what"), "{err}");
+        // Nothing was lost, and the store still says what it is.
+        assert!(dir.path().join("envs/dev/state.json").is_file());
+        assert_eq!(read_format(&layout).unwrap().as_deref(), Some(FORMAT_2));
+    }
+
+    #[test]
+    fn older_and_newer_formats_get_different_hints() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path());
+        std::fs::write(layout.format(), "strata-store 1\n").unwrap();
+        let err = open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("cannot be read as layers"), "{err}");
+        std::fs::write(layout.format(), "strata-store 9\n").unwrap();
+        let err = open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("a newer strata made it"), "{err}");
+    }
+
+    #[test]
+    fn the_lock_can_be_let_go_and_converted_through_a_shared_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        let other = open(dir.path()).unwrap();
+        assert!(!store.try_exclusive().unwrap(), "another holder");
+        other.unlock();
+        assert!(store.try_exclusive().unwrap());
+        let err = Store::open(dir.path(), Duration::from_millis(20)).unwrap_err();
+        assert!(err.to_string().contains("lock"), "{err}");
+    }
 }

@@ -2,7 +2,7 @@
 //! lookups (`debian/match:codename=bookworm:variant=buildd`) that find them.
 //!
 //! ```text
-//! STORE/environments/<id>.json     one per system a task run bootstrapped
+//! STORE/systems/<id>.json     one per system a task run bootstrapped
 //!   {"id", "vendor", "codename", "variant", "architecture",
 //!    "backends": ["unshare"(, "incus-lxc")], "packages": [names], "created",
 //!    "pipeline": {"runner", "source-epoch", "stages": [...]}}
@@ -21,7 +21,6 @@ use crate::store::Store;
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::path::Path;
 
 /// A lookup: `VENDOR/match:KEY=VALUE[:KEY=VALUE…]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -179,14 +178,9 @@ pub enum EnvError {
     },
 }
 
-/// The environments in the store at `root`, newest first. A store that does
-/// not exist holds none (and is not created).
-pub fn list(root: &Path) -> Result<Vec<Environment>, EnvError> {
-    if !root.join("format").exists() {
-        return Ok(Vec::new());
-    }
-    let store = Store::open(root, crate::store::DEFAULT_LOCK_TIMEOUT)?;
-    let dir = store.root().join("environments");
+/// The environments in `store`, newest first.
+pub fn list(store: &Store) -> Result<Vec<Environment>, EnvError> {
+    let dir = store.layout().systems();
     let mut out = Vec::new();
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
@@ -261,9 +255,8 @@ pub fn record(
             .map_or(0, |d| d.as_secs()),
         pipeline,
     };
-    let dir = store.root().join("environments");
-    fs::create_dir_all(&dir)?;
-    let dest = dir.join(format!("{id}.json"));
+    fs::create_dir_all(store.layout().systems())?;
+    let dest = store.layout().system(id.as_str());
     // A record already there was written for the same object; keep its date.
     if let Ok(text) = fs::read_to_string(&dest)
         && let Ok(old) = serde_json::from_str::<Environment>(&text)
@@ -280,7 +273,7 @@ pub fn record(
 /// Adds `backend` to the backends of the environment `id` (a task ran on it
 /// there). A system without a record is left alone.
 pub fn add_backend(store: &Store, id: &str, backend: &str) -> Result<(), EnvError> {
-    let dest = store.root().join("environments").join(format!("{id}.json"));
+    let dest = store.layout().system(id);
     let text = match fs::read_to_string(&dest) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -328,9 +321,13 @@ mod tests {
     fn records_without_their_object_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
-        assert!(list(&root).unwrap().is_empty(), "no store, no environments");
+        let timeout = crate::store::DEFAULT_LOCK_TIMEOUT;
+        assert!(
+            Store::open_existing(&root, timeout).unwrap().is_none(),
+            "no store, no environments"
+        );
         assert!(!root.exists(), "listing creates no store");
-        let store = Store::open(&root, crate::store::DEFAULT_LOCK_TIMEOUT).unwrap();
+        let store = Store::open(&root, timeout).unwrap();
         let id = crate::id::Id::of(&serde_json::json!("a system"));
         let env = Environment {
             id: id.to_string(),
@@ -343,16 +340,17 @@ mod tests {
             created: 1,
             pipeline: serde_json::json!({"stages": []}),
         };
-        fs::create_dir_all(root.join("environments")).unwrap();
+        let layout = store.layout();
+        fs::create_dir_all(layout.systems()).unwrap();
         fs::write(
-            root.join(format!("environments/{id}.json")),
+            layout.system(id.as_str()),
             serde_json::to_vec(&env).unwrap(),
         )
         .unwrap();
-        fs::write(root.join("environments/garbage.json"), "{").unwrap();
-        assert!(list(&root).unwrap().is_empty(), "its object is gone");
-        fs::create_dir_all(root.join(format!("objects/{id}/layer"))).unwrap();
-        assert_eq!(list(&root).unwrap(), std::slice::from_ref(&env));
+        fs::write(layout.system("garbage"), "{").unwrap();
+        assert!(list(&store).unwrap().is_empty(), "its object is gone");
+        fs::create_dir_all(layout.object(id.as_str()).layer()).unwrap();
+        assert_eq!(list(&store).unwrap(), std::slice::from_ref(&env));
         let lookup = Lookup::parse("debian/match:codename=bookworm:backend=unshare").unwrap();
         assert!(lookup.matches(&env));
         assert!(

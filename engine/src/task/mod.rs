@@ -24,10 +24,11 @@ use crate::catalog::Catalog;
 use crate::exec::{self, BuildError};
 use crate::manifest::plan::Plan;
 use crate::monitor::Monitor;
+use crate::store::{DEFAULT_LOCK_TIMEOUT, Store};
 use compile::{Compiled, EnvironmentChoice};
 use model::{Invalid, Task};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why a task did not run (as opposed to running and failing).
@@ -93,18 +94,22 @@ pub fn host_architecture() -> String {
         })
 }
 
-/// Parses `text` (from `origin`) and compiles it against the store at `store`.
+/// Parses `text` (from `origin`) and compiles it against the environments
+/// of `store` (`None`: there is no store yet, so there are none).
 pub fn compile_document(
     text: &str,
     origin: &str,
-    store: &Path,
+    store: Option<&Store>,
 ) -> Result<(Task, Compiled), TaskError> {
     let invalid = |invalid| TaskError::Invalid {
         origin: origin.to_owned(),
         invalid,
     };
     let task = model::parse(text).map_err(invalid)?;
-    let envs = env::list(store)?;
+    let envs = match store {
+        Some(store) => env::list(store)?,
+        None => Vec::new(),
+    };
     let compiled = compile::compile(&task, &envs, &host_architecture()).map_err(invalid)?;
     Ok((task, compiled))
 }
@@ -146,7 +151,13 @@ pub struct RunReport {
 /// Runs a task document. `Err` when it could not start; a run that failed
 /// is an `Ok` report whose result says so.
 pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunReport, TaskError> {
-    let (task, compiled) = compile_document(text, origin, &opts.store)?;
+    let (task, compiled) = {
+        // Let go of before the build, which opens the store itself: it
+        // collects at its end only when nobody else holds the store.
+        let store =
+            Store::open_existing(&opts.store, DEFAULT_LOCK_TIMEOUT).map_err(env::EnvError::from)?;
+        compile_document(text, origin, store.as_ref())?
+    };
     let emails = if task.on_failure().is_empty() {
         Vec::new()
     } else {
@@ -233,8 +244,13 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
             e.to_string(),
         )),
         Ok(()) => {
+            let store = Store::open(&opts.store, DEFAULT_LOCK_TIMEOUT);
+            let store = store.as_ref().map_err(|e| e.to_string());
             if let Some(system) = &compiled.system
-                && let Err(e) = record_system(&opts.store, plan, m, &compiled.manifest, system)
+                && let Err(e) = store.clone().and_then(|store| {
+                    record_system(store, plan, m, &compiled.manifest, system)
+                        .map_err(|e| e.to_string())
+                })
             {
                 eprintln!("warning: the system was built but not recorded as an environment: {e}");
             }
@@ -244,10 +260,9 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
                 None => None,
             };
             if let (Some(backend), Some(id)) = (compiled.backend, env_id)
-                && let Err(e) =
-                    crate::store::Store::open(&opts.store, crate::store::DEFAULT_LOCK_TIMEOUT)
-                        .map_err(env::EnvError::from)
-                        .and_then(|store| env::add_backend(&store, &id, backend))
+                && let Err(e) = store.clone().and_then(|store| {
+                    env::add_backend(store, &id, backend).map_err(|e| e.to_string())
+                })
             {
                 eprintln!(
                     "warning: the environment ran on {backend} but its record does not say so: {e}"
@@ -346,7 +361,7 @@ pub fn describe_choice(choice: &EnvironmentChoice) -> String {
 
 /// Records the compiled system pipeline `name` as an environment.
 fn record_system(
-    store: &Path,
+    store: &Store,
     plan: &Plan,
     m: &crate::manifest::Manifest,
     manifest: &Value,
@@ -356,9 +371,8 @@ fn record_system(
     let Some(id) = plan.pipeline_id(pi) else {
         return Ok(());
     };
-    let store = crate::store::Store::open(store, crate::store::DEFAULT_LOCK_TIMEOUT)?;
     if store.has(id) {
-        env::record(&store, id, &manifest["pipelines"][pi])?;
+        env::record(store, id, &manifest["pipelines"][pi])?;
     }
     Ok(())
 }
