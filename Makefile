@@ -60,6 +60,7 @@ test: deps incus
 # builds, the store (layers, branching, flatten) and execution environments
 # (unshare, incus-lxc).
 bench: deps build
+	$(CARGO) bench -p strata-tests --bench overhead
 	$(CARGO) bench -p strata-tests --bench build
 	$(CARGO) bench -p strata-tests --bench parallel
 	$(CARGO) bench -p strata-tests --bench debian

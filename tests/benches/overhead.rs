@@ -1,0 +1,168 @@
+//! `make bench`: the engine's own cost (issue 13). A 3-stage, 2-pipeline
+//! manifest — mkdir, then a copy from an inline source, then tar of that
+//! tree — built cold, against one bare `bwrap … true` in the same run, and
+//! where the time goes: each `--monitor-fd` event is stamped as it arrives,
+//! so the gaps between them are the engine's phases.
+//!
+//! Target (issue 13): cold ≤ 60 ms on a 2-core machine.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONTENT: &str = "Hello from strata.\n";
+
+fn manifest() -> serde_json::Value {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(CONTENT.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let sum = format!("sha256:{hex}");
+    let data = base64_encode(CONTENT.as_bytes());
+    serde_json::json!({"version": "2",
+        "sources": {"inline": {"items": {&sum: {"encoding": "base64", "data": data}}}},
+        "pipelines": [
+            {"name": "tree", "source-epoch": 1_700_000_000u64, "stages": [
+                {"type": "mkdir", "options": {"paths": [{"path": "/etc"}]}},
+                {"type": "copy",
+                 "inputs": {"files": {"type": "files", "origin": "source", "references": [&sum]}},
+                 "options": {"paths": [{"from": format!("input://files/{sum}"), "to": "tree:///etc/hello"}]}}]},
+            {"name": "tarball", "source-epoch": 1_700_000_000u64, "stages": [
+                {"type": "tar", "inputs": {"tree": {"type": "tree", "origin": "pipeline", "references": ["name:tree"]}},
+                 "options": {"filename": "tree.tar"}}]}]})
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One cold build: its wall time and the phases between its events.
+fn cold_build(strata: &Path, manifest: &Path, store: &Path) -> (Duration, Vec<(String, Duration)>) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    let fd = writer.as_raw_fd();
+    let started = Instant::now();
+    let mut child = Command::new(strata)
+        .args(["build", "-q", "--monitor-fd", &fd.to_string(), "--store"])
+        .arg(store)
+        .arg(manifest)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(writer);
+    let mut stamps: Vec<(String, Instant)> = vec![("exec".into(), started)];
+    for record in BufReader::new(reader).split(0x1e) {
+        let record = record.unwrap();
+        let Ok(event) = serde_json::from_slice::<serde_json::Value>(&record) else {
+            continue;
+        };
+        let kind = event["event"].as_str().unwrap_or("?").to_owned();
+        let what = match kind.as_str() {
+            "stage-start" | "stage-finish" => format!(
+                "{kind} {}/{}",
+                event["pipeline"].as_str().unwrap_or(""),
+                event["index"]
+            ),
+            _ => kind,
+        };
+        stamps.push((what, Instant::now()));
+    }
+    assert!(child.wait().unwrap().success(), "the build failed");
+    let wall = started.elapsed();
+    stamps.push(("exit".into(), started + wall));
+    let phases = stamps
+        .windows(2)
+        .map(|w| (format!("{} → {}", w[0].0, w[1].0), w[1].1 - w[0].1))
+        .collect();
+    (wall, phases)
+}
+
+fn main() {
+    let (_, strata) = common::strata();
+    let scratch = tempfile::tempdir().unwrap();
+    let manifest = scratch.path().join("overhead.json");
+    std::fs::write(&manifest, manifest_text()).unwrap();
+    let runs = common::runs(15);
+    let reference = || {
+        let t = Instant::now();
+        let ok = Command::new("bwrap")
+            .args([
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+            ])
+            .args([
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--unshare-all",
+                "--die-with-parent",
+            ])
+            .arg("/usr/bin/true")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        t.elapsed()
+    };
+    let (mut walls, mut refs) = (Vec::new(), Vec::new());
+    let mut phases: Vec<Vec<(String, Duration)>> = Vec::new();
+    for i in 0..runs {
+        refs.push(reference());
+        let (wall, p) = cold_build(&strata, &manifest, &scratch.path().join(format!("s{i}")));
+        walls.push(wall);
+        phases.push(p);
+    }
+    let wall = common::median(&mut walls);
+    let r = common::median(&mut refs);
+    println!(
+        "strata bench (engine overhead): {runs} cold builds of 3 stages in 2 pipelines, alternating with one bare bwrap, medians"
+    );
+    println!("  reference (one bare bwrap):  {:>8.2} ms", ms(r));
+    println!(
+        "  cold build:                  {:>8.2} ms   ({:.1}x reference; target <= 60 ms)",
+        ms(wall),
+        wall.as_secs_f64() / r.as_secs_f64()
+    );
+    println!("  where the time goes (median of each gap between monitor events):");
+    let names: Vec<String> = phases[0].iter().map(|(n, _)| n.clone()).collect();
+    for (k, name) in names.iter().enumerate() {
+        let mut d: Vec<Duration> = phases
+            .iter()
+            .filter_map(|p| p.get(k).filter(|(n, _)| n == name).map(|(_, d)| *d))
+            .collect();
+        if !d.is_empty() {
+            println!("    {:>8.2} ms  {name}", ms(common::median(&mut d)));
+        }
+    }
+}
+
+fn manifest_text() -> String {
+    serde_json::to_string_pretty(&manifest()).unwrap()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
