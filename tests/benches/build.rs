@@ -32,29 +32,7 @@ fn main() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let reference = || {
-        let ok = Command::new("bwrap")
-            .args([
-                "--ro-bind",
-                "/usr",
-                "/usr",
-                "--symlink",
-                "usr/lib64",
-                "/lib64",
-            ])
-            .args([
-                "--symlink",
-                "usr/lib",
-                "/lib",
-                "--unshare-all",
-                "--die-with-parent",
-            ])
-            .arg("/usr/bin/true")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    };
+    let reference = common::bare_bwrap;
     let time = |f: &mut dyn FnMut()| {
         let t = Instant::now();
         f();

@@ -104,27 +104,7 @@ fn main() {
     let runs = common::runs(15);
     let reference = || {
         let t = Instant::now();
-        let ok = Command::new("bwrap")
-            .args([
-                "--ro-bind",
-                "/usr",
-                "/usr",
-                "--symlink",
-                "usr/lib64",
-                "/lib64",
-            ])
-            .args([
-                "--symlink",
-                "usr/lib",
-                "/lib",
-                "--unshare-all",
-                "--die-with-parent",
-            ])
-            .arg("/usr/bin/true")
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
+        common::bare_bwrap();
         t.elapsed()
     };
     let (mut walls, mut refs) = (Vec::new(), Vec::new());

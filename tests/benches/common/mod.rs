@@ -32,3 +32,28 @@ pub fn median(v: &mut [Duration]) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
+
+/// The floor of one sandboxed stage: one bare `bwrap … true`.
+pub fn bare_bwrap() {
+    let ok = std::process::Command::new("bwrap")
+        .args([
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+        ])
+        .args([
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--unshare-all",
+            "--die-with-parent",
+        ])
+        .arg("/usr/bin/true")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "bwrap failed");
+}
