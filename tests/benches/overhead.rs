@@ -16,44 +16,35 @@ use std::time::{Duration, Instant};
 
 const CONTENT: &str = "Hello from strata.\n";
 
+/// Composed with strata's own library API.
 fn manifest() -> serde_json::Value {
-    use sha2::Digest;
-    let digest = sha2::Sha256::digest(CONTENT.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    let sum = format!("sha256:{hex}");
-    let data = base64_encode(CONTENT.as_bytes());
-    serde_json::json!({"version": "2",
-        "sources": {"inline": {"items": {&sum: {"encoding": "base64", "data": data}}}},
-        "pipelines": [
-            {"name": "tree", "source-epoch": 1_700_000_000u64, "stages": [
-                {"type": "mkdir", "options": {"paths": [{"path": "/etc"}]}},
-                {"type": "copy",
-                 "inputs": {"files": {"type": "files", "origin": "source", "references": [&sum]}},
-                 "options": {"paths": [{"from": format!("input://files/{sum}"), "to": "tree:///etc/hello"}]}}]},
-            {"name": "tarball", "source-epoch": 1_700_000_000u64, "stages": [
-                {"type": "tar", "inputs": {"tree": {"type": "tree", "origin": "pipeline", "references": ["name:tree"]}},
-                 "options": {"filename": "tree.tar"}}]}]})
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use serde_json::json;
+    use strata::manifest::{Input, Manifest, Pipeline, SourceItem, Stage};
+    let source = SourceItem::inline(CONTENT.as_bytes());
+    let sum = source.checksum.as_str().to_owned();
+    Manifest::new()
+        .add_source(source.clone())
+        .add_pipeline(
+            Pipeline::new("tree")
+                .with_source_epoch(1_700_000_000)
+                .add_stage(Stage::new("mkdir", json!({"paths": [{"path": "/etc"}]})))
+                .add_stage(
+                    Stage::new(
+                        "copy",
+                        json!({"paths": [{"from": format!("input://files/{sum}"), "to": "tree:///etc/hello"}]}),
+                    )
+                    .add_input("files", Input::files([&source.checksum])),
+                ),
+        )
+        .add_pipeline(
+            Pipeline::new("tarball")
+                .with_source_epoch(1_700_000_000)
+                .add_stage(
+                    Stage::new("tar", json!({"filename": "tree.tar"}))
+                        .add_input("tree", Input::tree("tree")),
+                ),
+        )
+        .to_value()
 }
 
 /// One cold build: its wall time and the phases between its events.
