@@ -1,7 +1,7 @@
 //! Ids: pinned for the example manifests, stable under key order and
 //! reference form, changed by everything that feeds them.
 
-use crate::support::{Env, repo};
+use crate::support::{Env, example_manifests, repo};
 use serde_json::{Value, json};
 
 fn inspect(env: &Env, m: &Value) -> Value {
@@ -29,14 +29,7 @@ fn ids(doc: &Value) -> Vec<String> {
 #[test]
 fn example_manifest_ids_are_pinned() {
     let env = Env::new();
-    let mut files: Vec<_> = std::fs::read_dir(repo().join("manifests"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
+    let files = example_manifests();
     let mut pinned = String::new();
     for file in files {
         let run = env.strata(&["inspect", file.to_str().unwrap()], None);

@@ -2,7 +2,7 @@
 //! CLI reads, loaded from values with the loader's diagnostics, found by
 //! name or id, built through `exec::Build`; and the runnable example.
 
-use crate::support::{Env, bin_dir, repo, tar_listing};
+use crate::support::{Env, bin_dir, example_manifests, repo, tar_listing};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,18 +17,6 @@ use strata::monitor::Monitor;
 /// The built-in stages, as the `strata` binary beside them finds them.
 fn catalog() -> Catalog {
     Catalog::new(Vec::new()).with_builtin_dir(bin_dir())
-}
-
-fn example_manifests() -> Vec<PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(repo().join("manifests"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty());
-    files
 }
 
 fn ids(plan: &Plan) -> Vec<Vec<String>> {

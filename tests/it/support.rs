@@ -80,6 +80,19 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// Every example manifest (manifests/*.json), sorted.
+pub fn example_manifests() -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(repo().join("manifests"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    files
+}
+
 /// A scratch folder with a store in it.
 pub struct Env {
     pub dir: tempfile::TempDir,
