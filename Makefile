@@ -6,7 +6,7 @@ OUT ?= out
 # mmdebstrap and the archive keyring (bootstrap stage), tmux (the tests that
 # drive the live view and --break in a pseudo-terminal), xfsprogs and attr
 # (the store's flatten tests on an XFS loop image with reflinks).
-DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr
+DEB_PACKAGES = bubblewrap uidmap passt curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr
 
 .PHONY: deps build demo test bench lint
 

@@ -26,14 +26,15 @@ use crate::monitor::{self, Event, Monitor, PipelineInfo, PipelineResult, StageIn
 use crate::plan::Plan;
 use crate::sandbox::process::{self, Outcome};
 use crate::sandbox::{self, BwrapSpec, HostLayout, Mount, Root};
+use crate::store::copy::{copy_tree, copy_tree_mapped};
 use crate::store::layers::{self, View, Workspace};
-use crate::store::{Layer, NewObject, Store, StoreError, copy::copy_tree, gc};
+use crate::store::{Layer, NewObject, Store, StoreError, gc};
 use fs_err as fs;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -876,6 +877,11 @@ impl Builder<'_> {
         let w = ws.as_mut().expect("the stage ran in a workspace");
         // A flat workspace holds the whole tree: it stands on nothing.
         let parent = parent.filter(|_| !w.is_flat());
+        if w.is_flat() {
+            // incus wrote in-tree owners; the store keeps the namespace's.
+            crate::store::copy::map_owners(&w.upper(), &sandbox::userns::tree_to_host)
+                .map_err(StoreError::from)?;
+        }
         let mut stack = match parent {
             Some(parent) => self.store().stack(parent)?,
             None => Vec::new(),
@@ -964,6 +970,17 @@ impl Builder<'_> {
         let run = self.store().work_dir("stage")?;
         let bound = run.path().join("run");
         fs::create_dir(&bound).map_err(StoreError::from)?;
+        if !self.runs_in_incus(pi) {
+            // The stage (root of its namespace) writes meta.json here.
+            sandbox::userns::chown_for_tree(&bound, 0, 0).map_err(StoreError::from)?;
+        }
+        // bwrap would make these mount points' folders 0700 and the host's:
+        // closed to the stage's namespace.
+        for dir in ["host", "inputs"] {
+            fs::create_dir(bound.join(dir)).map_err(StoreError::from)?;
+            fs::set_permissions(bound.join(dir), std::fs::Permissions::from_mode(0o755))
+                .map_err(StoreError::from)?;
+        }
 
         let (mut mounts, argv) = self.stage_program(pi, &def, run.path())?;
         mounts.insert(0, Mount::Bind(bound.clone(), "/run/strata".into()));
@@ -1180,10 +1197,12 @@ impl Builder<'_> {
                     let id = self.plan.pipeline_id(di).map(|id| id.as_str());
                     let mut tree = self.tree_of(di)?;
                     if self.runs_in_incus(pi) {
-                        // incusd cannot see our mounts: a plain copy, gone with `run`.
+                        // incusd cannot see our mounts: a plain copy, gone with
+                        // `run`, with in-tree owners (incus shifts them itself).
                         let copy = run.join("trees").join(name);
                         fs::create_dir_all(run.join("trees")).map_err(StoreError::from)?;
-                        copy_tree(&tree, &copy).map_err(StoreError::from)?;
+                        copy_tree_mapped(&tree, &copy, &sandbox::userns::host_to_tree)
+                            .map_err(StoreError::from)?;
                         tree = copy;
                     }
                     strata_inputs::prepare_tree(name, &tree, id)
@@ -1199,8 +1218,20 @@ impl Builder<'_> {
                         })
                         .collect();
                     fs::create_dir_all(run.join("inputs")).map_err(StoreError::from)?;
-                    strata_inputs::prepare_files(name, &run.join("inputs").join(name), &files)
-                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+                    let dir = run.join("inputs").join(name);
+                    let prepared = strata_inputs::prepare_files(name, &dir, &files)
+                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+                    // Source items belong to in-tree root, as the stage sees
+                    // them (they are links to the store's own copies, which
+                    // nobody else reaches).
+                    if !self.runs_in_incus(pi) {
+                        for entry in fs::read_dir(&dir).map_err(StoreError::from)? {
+                            let path = entry.map_err(StoreError::from)?.path();
+                            sandbox::userns::chown_for_tree(&path, 0, 0)
+                                .map_err(StoreError::from)?;
+                        }
+                    }
+                    prepared
                 }
             };
             mounts.push(Mount::RoBind(prepared.host_path.clone(), inside.clone()));
@@ -1234,6 +1265,14 @@ impl Builder<'_> {
                 for dir in ["upper", "work", "root"] {
                     fs::create_dir_all(layers.join(dir)).map_err(StoreError::from)?;
                 }
+                // The merged root shows the upper dir's owner and mode:
+                // the environment's, as the stage's namespace sees it.
+                let top = fs::metadata(&env).map_err(StoreError::from)?;
+                let upper = layers.join("upper");
+                std::os::unix::fs::lchown(&upper, Some(top.uid()), Some(top.gid()))
+                    .map_err(StoreError::from)?;
+                fs::set_permissions(&upper, std::fs::Permissions::from_mode(top.mode() & 0o7777))
+                    .map_err(StoreError::from)?;
                 let overlay = sandbox::Overlay {
                     lower: env,
                     upper: layers.join("upper"),
@@ -1335,7 +1374,10 @@ impl Builder<'_> {
             // Copy beside the destination, then rename: an export is whole or absent.
             let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
             let src = self.tree_of(pi)?;
-            let result = copy_tree(&src, &staging).and_then(|()| std::fs::rename(&staging, &dest));
+            // Stored owners are the stages' namespace's; as root, the export
+            // carries the in-tree owners (userns.rs).
+            let result = copy_tree_mapped(&src, &staging, &sandbox::userns::host_to_tree)
+                .and_then(|()| std::fs::rename(&staging, &dest));
             if let Err(e) = result {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(fail(e.to_string()));

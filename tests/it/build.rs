@@ -402,7 +402,9 @@ chmod 4755 $t/file
 ln $t/file $t/hardlink
 ln -s file $t/symlink
 mkfifo $t/fifo
-mknod $t/null c 1 3
+# A stage is root of a user namespace (issue 14): it cannot make a device
+# node, and says so.
+mknod $t/null c 1 3 2>/dev/null && echo made-a-device-node >&2 && exit 9
 touch -d @1000000000 $t/file
 "#;
     let lib = env.script_stage("special", script, Value::Null);
@@ -444,9 +446,10 @@ touch -d @1000000000 $t/file
             .file_type()
             .is_fifo()
     );
-    let null = std::fs::symlink_metadata(p.join("null")).unwrap();
-    assert!(null.file_type().is_char_device());
-    assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
+    assert!(
+        std::fs::symlink_metadata(p.join("null")).is_err(),
+        "a stage made a device node"
+    );
     assert!(p.join("later").is_dir());
 }
 

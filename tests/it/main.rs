@@ -8,6 +8,7 @@ mod build;
 mod debian;
 mod ids;
 mod incus_image;
+mod isolation;
 mod manifest_errors;
 mod package;
 mod progress;

@@ -13,7 +13,10 @@
 //! fresh. The environment is cleared and set to the allow-list in
 //! [`environment`].
 
+pub mod limits;
 pub mod process;
+pub mod seccomp;
+pub mod userns;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -252,12 +255,19 @@ impl BwrapSpec {
             }
             a.push(dest.into());
         }
+        // Isolation (issue 14): the stage starts behind `enter`, which puts
+        // it in its user namespace and under its limits (see userns.rs).
+        let entry = userns::sandbox_entry();
+        for (host, inside) in entry.iter().flat_map(|(binds, _)| binds) {
+            a.extend(["--ro-bind".into(), host.into(), inside.into()]);
+        }
         if matches!(self.root, Root::Host(_)) {
             // bwrap's own root is a tmpfs; writes there would vanish, but a
             // stage should learn at once that only its tree is writable.
             a.extend(["--remount-ro".into(), "/".into()]);
         }
         a.extend(["--chdir".into(), cwd.into(), "--".into()]);
+        a.extend(entry.iter().flat_map(|(_, prefix)| prefix).cloned());
         a.extend(self.argv.iter().cloned());
         a
     }
@@ -282,7 +292,7 @@ impl Overlay {
     /// `unshare` arguments that mount the overlay in a new mount namespace
     /// and then exec `bwrap bwrap_argv…` inside it.
     pub fn wrap(&self, bwrap_argv: Vec<OsString>) -> Vec<OsString> {
-        const SCRIPT: &str = "mount -t overlay overlay -o \"lowerdir=$1,upperdir=$2,workdir=$3\" \"$4\" && shift 4 && exec bwrap \"$@\"";
+        const SCRIPT: &str = "mount -t overlay overlay -o \"userxattr,lowerdir=$1,upperdir=$2,workdir=$3\" \"$4\" && shift 4 && exec bwrap \"$@\"";
         let mut a: Vec<OsString> = [
             "--mount",
             "--propagation",
@@ -309,22 +319,32 @@ impl Overlay {
 /// with the host's libraries they run in any build root, while the tools
 /// they spawn use the root's own libraries.
 pub fn elf_interpreter(program: &Path) -> Option<PathBuf> {
-    let data = std::fs::read(program).ok()?;
-    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 || data[5] != 1 {
+    use std::os::unix::fs::FileExt;
+    // Only the pieces the answer is in: a debug build of a program is a
+    // hundred megabytes, and this runs for every stage.
+    let file = std::fs::File::open(program).ok()?;
+    let read = |off: u64, len: usize| -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, off).ok()?;
+        Some(buf)
+    };
+    let header = read(0, 64)?;
+    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
         return None; // not a little-endian ELF64: a script, or a platform we do not decode
     }
-    let u16_at = |o: usize| Some(u16::from_le_bytes(data.get(o..o + 2)?.try_into().ok()?));
-    let u64_at = |o: usize| Some(u64::from_le_bytes(data.get(o..o + 8)?.try_into().ok()?));
-    let phoff = usize::try_from(u64_at(0x20)?).ok()?;
-    let phentsize = usize::from(u16_at(0x36)?);
-    let phnum = usize::from(u16_at(0x38)?);
+    let u16_at = |d: &[u8], o: usize| Some(u16::from_le_bytes(d.get(o..o + 2)?.try_into().ok()?));
+    let u64_at = |d: &[u8], o: usize| Some(u64::from_le_bytes(d.get(o..o + 8)?.try_into().ok()?));
+    let phoff = u64_at(&header, 0x20)?;
+    let phentsize = usize::from(u16_at(&header, 0x36)?);
+    let phnum = usize::from(u16_at(&header, 0x38)?);
+    let data = read(phoff, phentsize.checked_mul(phnum)?.min(1 << 16))?;
     for i in 0..phnum {
-        let ph = phoff + i * phentsize;
+        let ph = i * phentsize;
         let p_type = u32::from_le_bytes(data.get(ph..ph + 4)?.try_into().ok()?);
         if p_type == 3 {
-            let off = usize::try_from(u64_at(ph + 8)?).ok()?;
-            let len = usize::try_from(u64_at(ph + 32)?).ok()?;
-            let raw = data.get(off..off + len)?;
+            let off = u64_at(&data, ph + 8)?;
+            let len = usize::try_from(u64_at(&data, ph + 32)?).ok()?.min(4096);
+            let raw = read(off, len)?;
             let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
             return Some(PathBuf::from(
                 String::from_utf8_lossy(&raw[..end]).into_owned(),

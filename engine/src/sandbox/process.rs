@@ -7,7 +7,7 @@
 //! (which passes them on to the monitor).
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -134,12 +134,12 @@ pub fn run_logged(
     }
     // A watchdog ends the group at the deadline.
     let (timed_out, watchdog) = start_watchdog(pgid, true, timeout);
-    for line in BufReader::new(reader).split(b'\n') {
-        let Ok(line) = line else { break };
-        let _ = log_file.write_all(&line);
+    // Lines are cut at 64 KiB: a stage's output must not grow strata (limits.rs).
+    super::limits::for_each_line(reader, super::limits::MAX_LINE, |line| {
+        let _ = log_file.write_all(line);
         let _ = log_file.write_all(b"\n");
-        on_line(&line);
-    }
+        on_line(line);
+    });
     let status = child.wait();
     groups().retain(|&g| g != pgid);
     watchdog.stop();

@@ -1,8 +1,10 @@
 //! The content-addressed object store: trees kept as layers.
 //!
 //! ```text
-//! STORE/
-//!   format                  "strata-store 2": refuses stores of other versions
+//! STORE/                    mode 0700: only its owner reaches anything below (a
+//!                           setuid file or a device node in a stored tree gives
+//!                           no other user anything)
+//!   format                  "strata-store 3": refuses stores of other versions
 //!   lock                    flock: shared while building, exclusive to collect
 //!   config.json             {"max-size": bytes | null}, set by --cache-max-size
 //!   objects/<id>/layer/     what stage <id> changed over its parent's tree: an
@@ -19,6 +21,17 @@
 //!   tmp/<what>-<pid>-…      work dirs: uppers, views, commits in progress;
 //!                           same filesystem as objects/ so rename is atomic
 //! ```
+//!
+//! Owners on disk are as the stages' user namespace writes them
+//! (`sandbox/userns.rs`): shifted into the namespace's range, never the
+//! host's own ids. As an ordinary user U with subordinate ids S…, in-tree
+//! root is U and in-tree owner k > 0 is S+k−1 (mmdebstrap --mode=unshare's
+//! map); as root, in-tree owner k is R+k (R: STRATA_SUBUID, default
+//! 0x70000000). A stage sees the in-tree owners; `--export` of a tree as
+//! root shifts them back. Overlay bookkeeping (whiteouts are 0/0 character
+//! devices; `user.overlay.opaque`) is the `userxattr` kind, the one a mount
+//! made inside a user namespace can use — format 2's `trusted.overlay.*`
+//! layers, written by root, mean nothing to it, hence format 3.
 //!
 //! The tree of object C is the stack C.layer over B.layer over A.layer,
 //! following `parent` in info.json down to a layer with none:
@@ -79,7 +92,7 @@ use std::time::Duration;
 use strata_sources::SourceStore;
 
 /// The store format this strata reads and writes.
-pub const FORMAT: &str = "strata-store 2";
+pub const FORMAT: &str = "strata-store 3";
 
 /// How long a lock wait lasts unless told otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -173,6 +186,12 @@ impl Store {
     fn open_with(root: &Path, mode: Mode, timeout: Duration) -> Result<Store, StoreError> {
         fs::create_dir_all(root)?;
         let root = fs::canonicalize(root)?;
+        // Trees below hold setuid files and the like, owned by ids of the
+        // stages' namespace: nobody but the store's owner may reach them.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))?;
+        }
         let format = root.join("format");
         match fs::read_to_string(&format) {
             Ok(found) if found.trim() == FORMAT => {}
