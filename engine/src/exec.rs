@@ -1025,6 +1025,7 @@ impl Builder<'_> {
             Some(o) => ("unshare", o.wrap(spec.to_argv())),
             None => ("bwrap", spec.to_argv()),
         };
+        let (program, argv) = with_network(&spec, program, argv);
         if self.breaks.contains(&(pi, si)) {
             let shell = self.break_shell(pi, si, &spec, overlay.as_ref(), tree_inside);
             if !shell.success() {
@@ -1051,7 +1052,13 @@ impl Builder<'_> {
             self.run_in_incus(pi, def.needs.root, &spec, log, &on_line)
                 .map_err(|e| fail(e.to_string(), process::tail(log, 20)))?
         } else {
-            process::run_logged(program, &argv, log, &on_line, self.opts.stage_timeout)
+            process::run_logged(
+                &program.to_string_lossy(),
+                &argv,
+                log,
+                &on_line,
+                self.opts.stage_timeout,
+            )
         };
         let duration = started.elapsed();
         if matches!(outcome, Outcome::Interrupted) {
@@ -1325,7 +1332,8 @@ impl Builder<'_> {
             Some(o) => ("unshare", o.wrap(shell.to_argv())),
             None => ("bwrap", shell.to_argv()),
         };
-        process::run_interactive(program, &argv, tty)
+        let (program, argv) = with_network(&shell, program, argv);
+        process::run_interactive(&program.to_string_lossy(), &argv, tty)
     }
 
     /// `--keep-failed`: copies the failed stage's tree to
@@ -1393,6 +1401,16 @@ impl Builder<'_> {
                 .push((name.clone(), dest));
         }
         Ok(())
+    }
+}
+
+/// A sandbox whose stage declares network starts through the network
+/// wrapper when it gets a network of its own (sandbox/net.rs).
+fn with_network(spec: &BwrapSpec, program: &str, argv: Vec<OsString>) -> (OsString, Vec<OsString>) {
+    if spec.network && sandbox::net::private_network() {
+        sandbox::net::wrap(program, argv)
+    } else {
+        (program.into(), argv)
     }
 }
 

@@ -371,3 +371,57 @@ fn a_user_without_subordinate_ids_is_told_how_to_get_them() {
     assert!(err.contains("usermod --add-subuids"), "{err}");
     assert!(!env.store().exists(), "nothing was made");
 }
+
+#[test]
+fn a_network_stage_reaches_the_mirror_and_not_the_hosts_loopback_or_link_local() {
+    assert!(
+        Path::new("/usr/bin/pasta").exists(),
+        "pasta is missing: install passt (make deps)"
+    );
+    let env = Env::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let abstract_name = format!("strata-it-{}", std::process::id());
+    let unix = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&abstract_name).unwrap();
+        std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
+    };
+    unix.set_nonblocking(true).unwrap();
+    let script = format!(
+        r#"t=/run/strata/tree
+p() {{ n=$1; shift; if "$@" >/dev/null 2>&1; then r=escaped; else r=refused; fi; echo "$n $r" >> $t/probes; }}
+p host-loopback timeout 10 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}'
+p link-local timeout 10 bash -c 'exec 3<>/dev/tcp/169.254.169.254/80'
+p abstract-socket perl -MSocket -e 'socket(S, AF_UNIX, SOCK_STREAM, 0) or exit 0; connect(S, pack_sockaddr_un("\0{abstract_name}")) or exit 1'
+p route-change ip route del blackhole 169.254.0.0/16
+# What a network stage is for: the mirror apt is configured with.
+mirror=$(grep -rhoE 'https?://[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d 2>/dev/null | grep -E '/debian/?$' | head -n1)
+host=${{mirror#*://}}; path=/${{host#*/}}; host=${{host%%/*}}
+timeout 30 bash -c "exec 3<>/dev/tcp/$host/80; printf 'HEAD $path/dists/bookworm/Release HTTP/1.1\r\nHost: $host\r\nConnection: close\r\n\r\n' >&3; head -n1 <&3" > $t/mirror
+"#
+    );
+    let lib = env.script_stage("netprobe", &script, json!({"network": true}));
+    let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "netprobe"}]}]});
+    let out = env.out();
+    env.build(&m, &export_args(&lib, "p", &out)).success();
+    let probes = std::fs::read_to_string(out.join("p/probes")).unwrap();
+    for line in probes.lines() {
+        assert!(line.ends_with(" refused"), "escaped: {line}\n{probes}");
+    }
+    assert_eq!(probes.lines().count(), 4, "{probes}");
+    assert!(
+        listener.accept().is_err(),
+        "the host's loopback was reached"
+    );
+    assert!(
+        unix.accept().is_err(),
+        "the host's abstract socket was reached"
+    );
+    let mirror = std::fs::read_to_string(out.join("p/mirror")).unwrap();
+    assert!(
+        mirror.contains(" 200") || mirror.contains(" 30"),
+        "the mirror said: {mirror}"
+    );
+}

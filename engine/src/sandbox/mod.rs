@@ -14,6 +14,7 @@
 //! [`environment`].
 
 pub mod limits;
+pub mod net;
 pub mod process;
 pub mod seccomp;
 pub mod userns;
@@ -182,6 +183,9 @@ impl BwrapSpec {
         ]);
         if !self.network {
             push(&["--unshare-net"]);
+        } else if net::private_network() {
+            // A network of its own, set up by the wrapper (net.rs).
+            push(net::BWRAP_ARGS);
         }
         push(&["--clearenv"]);
         for (k, v) in &self.env {
