@@ -113,6 +113,9 @@ pub struct ManifestArgs {
     /// Extra stage and runner search path (DIR/stages, DIR/schemas/stages, DIR/runners); repeatable.
     #[arg(long = "libdir", value_name = "DIR")]
     pub libdirs: Vec<PathBuf>,
+    /// Let a --libdir stage or runner shadow the built-in one of its name.
+    #[arg(long)]
+    pub allow_shadow: bool,
 }
 
 /// `strata build`.
@@ -220,7 +223,8 @@ fn read_manifest(args: &ManifestArgs, catalog: &Catalog) -> Result<Manifest, (i3
 }
 
 fn inspect(args: InspectArgs) -> i32 {
-    let catalog = Catalog::new(args.manifest.libdirs.clone());
+    let catalog =
+        Catalog::new(args.manifest.libdirs.clone()).allowing_shadow(args.manifest.allow_shadow);
     let m = match read_manifest(&args.manifest, &catalog) {
         Ok(m) => m,
         Err((code, _)) => return code,
@@ -280,7 +284,8 @@ fn build(args: BuildArgs) -> i32 {
             return 2;
         }
     };
-    let catalog = Catalog::new(args.manifest.libdirs.clone());
+    let catalog =
+        Catalog::new(args.manifest.libdirs.clone()).allowing_shadow(args.manifest.allow_shadow);
     let m = match read_manifest(&args.manifest, &catalog) {
         Ok(m) => m,
         Err((code, message)) => {

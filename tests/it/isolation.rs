@@ -425,3 +425,43 @@ timeout 30 bash -c "exec 3<>/dev/tcp/$host/80; printf 'HEAD $path/dists/bookworm
         "the mirror said: {mirror}"
     );
 }
+
+#[test]
+fn a_libdir_stage_shadowing_write_is_refused_without_the_flag_and_gets_its_own_id() {
+    let env = Env::new();
+    // A `write` of its own that writes something else.
+    let lib = env.script_stage(
+        "write",
+        "echo not-the-built-in > /run/strata/tree/x",
+        Value::Null,
+    );
+    let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [
+        {"type": "write", "options": {"files": [{"path": "/x", "content": "built-in\n"}]}}]}]});
+    let inspect = |extra: &[&str]| {
+        let mut args = vec!["inspect", "-", "--libdir", lib.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        env.strata(&args, Some(&m.to_string()))
+    };
+    let refused = inspect(&[]);
+    assert_eq!(refused.code(), 2, "{}", refused.describe());
+    assert!(
+        refused.stderr().contains("shadow") && refused.stderr().contains("--allow-shadow"),
+        "{}",
+        refused.stderr()
+    );
+    let built_in = env.strata(&["inspect", "-"], Some(&m.to_string()));
+    let shadowed = inspect(&["--allow-shadow"]);
+    let id = |run: &Run| -> String {
+        let doc: Value = serde_json::from_str(&run.success().stdout()).unwrap();
+        doc["pipelines"][0]["id"].as_str().unwrap().to_owned()
+    };
+    let (builtin_id, shadow_id) = (id(&built_in), id(&shadowed));
+    assert_ne!(builtin_id, shadow_id, "the shadowing program feeds the id");
+    // And another program under the same name gets another id again.
+    std::fs::write(
+        lib.join("stages/write"),
+        "#!/bin/sh\necho yet-another > /run/strata/tree/x\n",
+    )
+    .unwrap();
+    assert_ne!(id(&inspect(&["--allow-shadow"])), shadow_id);
+}

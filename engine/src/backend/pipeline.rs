@@ -81,6 +81,11 @@ pub fn expand(m: &mut Manifest) {
                         }],
                     },
                 )]),
+                // A built-in stage under the built-in runner.
+                program: Some(serde_json::json!({
+                    "stage": crate::catalog::STAGE_SET,
+                    "runner": crate::catalog::STAGE_SET,
+                })),
             };
             m.pipelines.push(Pipeline {
                 name: name.clone(),

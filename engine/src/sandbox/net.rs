@@ -52,8 +52,21 @@ pub fn pasta() -> Option<&'static Path> {
 
 /// Whether network stages get a network of their own (pasta is there and
 /// the stages' user namespace is in use).
+///
+/// pasta also needs to open /dev/net/tun, which udev makes 0666 on Debian;
+/// where it is 0600 (no udev), only root gets a private network and an
+/// ordinary user's network stages share the host's network, as before
+/// issue 14 (strata's own namespace still holds them: they are the user).
 pub fn private_network() -> bool {
-    super::userns::mode().is_some() && pasta().is_some()
+    static TUN: OnceLock<bool> = OnceLock::new();
+    let tun = *TUN.get_or_init(|| {
+        rustix::fs::access(
+            "/dev/net/tun",
+            rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+        )
+        .is_ok()
+    });
+    super::userns::mode().is_some() && pasta().is_some() && tun
 }
 
 /// The bwrap arguments of a sandbox with a private network; the command
@@ -183,6 +196,18 @@ fn net_main_inner(args: &[OsString]) -> Result<i32, String> {
         None => return Ok(exit_code(child.wait())),
     };
     if let Err(e) = connect(pid, &ports) {
+        // Fail closed: the sandbox must not start on the host's network,
+        // or with none while it expects one. Everything of this stage is
+        // in our process group (strata made it for the stage).
+        eprintln!("strata: sandbox network: {e}");
+        if rustix::process::getpgrp() == rustix::process::getpid() {
+            // SAFETY: kill(0, …) signals our own process group.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(0, libc::SIGKILL);
+            }
+        }
+        // (A --break shell shares strata's group: end bwrap alone.)
         let _ = child.kill();
         let _ = child.wait();
         return Err(e);

@@ -288,10 +288,12 @@ pub fn chown_for_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 }
 
 /// The `enter` step of a sandbox: read-only binds (host path, path inside)
-/// and the command that goes before the stage's own argv. `None` before
-/// [`enter`] chose a mode.
-pub fn sandbox_entry() -> Option<&'static (Vec<(PathBuf, String)>, Vec<OsString>)> {
-    static ENTRY: OnceLock<Option<(Vec<(PathBuf, String)>, Vec<OsString>)>> = OnceLock::new();
+/// and the command that goes before the stage's own argv.
+pub type Entry = (Vec<(PathBuf, String)>, Vec<OsString>);
+
+/// The [`Entry`] of this process's sandboxes; `None` without a [`mode`].
+pub fn sandbox_entry() -> Option<&'static Entry> {
+    static ENTRY: OnceLock<Option<Entry>> = OnceLock::new();
     let mode = mode()?;
     ENTRY
         .get_or_init(|| {
@@ -301,11 +303,7 @@ pub fn sandbox_entry() -> Option<&'static (Vec<(PathBuf, String)>, Vec<OsString>
         .as_ref()
 }
 
-fn entry_for(
-    mode: Mode,
-    exe: &Path,
-    interp: Option<PathBuf>,
-) -> (Vec<(PathBuf, String)>, Vec<OsString>) {
+fn entry_for(mode: Mode, exe: &Path, interp: Option<PathBuf>) -> Entry {
     let mut binds = vec![(exe.to_path_buf(), format!("{ENTER_DIR}/strata"))];
     let mut argv: Vec<OsString> = Vec::new();
     // Through the host's loader and libraries, like built-in stages: the
