@@ -465,3 +465,23 @@ fn a_libdir_stage_shadowing_write_is_refused_without_the_flag_and_gets_its_own_i
     .unwrap();
     assert_ne!(id(&inspect(&["--allow-shadow"])), shadow_id);
 }
+
+#[test]
+fn an_ordinary_user_bootstraps_minbase_to_the_same_ids_and_tarball_as_root() {
+    let Some(user) = test_user() else { return };
+    let as_root = Env::new();
+    let (run, root_doc) = build_example(None, &as_root, "debian-bookworm-minbase.json", "tarball");
+    run.success();
+    let as_user = user.env();
+    let (run, user_doc) = build_example(
+        Some(&user),
+        &as_user,
+        "debian-bookworm-minbase.json",
+        "tarball",
+    );
+    run.success();
+    assert_eq!(ids(&root_doc), ids(&user_doc));
+    let tarball = |env: &Env| std::fs::read(env.out().join("tarball/system.tar.zst")).unwrap();
+    let (a, b) = (tarball(&as_root), tarball(&as_user));
+    assert!(a.len() > 1 << 20 && a == b, "the tarballs differ");
+}

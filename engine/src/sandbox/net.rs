@@ -83,7 +83,7 @@ pub const BWRAP_ARGS: &[&str] = &[
 
 /// `program argv…` started through the network wrapper.
 pub fn wrap(program: &str, argv: Vec<OsString>) -> (OsString, Vec<OsString>) {
-    let exe = std::env::current_exe().unwrap_or_else(|_| "strata".into());
+    let exe = super::userns::helper_program().unwrap_or_else(|| "strata".into());
     let ports = loopback_ports()
         .iter()
         .map(u16::to_string)

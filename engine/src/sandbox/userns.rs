@@ -297,10 +297,18 @@ pub fn sandbox_entry() -> Option<&'static Entry> {
     let mode = mode()?;
     ENTRY
         .get_or_init(|| {
-            let exe = std::env::current_exe().ok()?;
+            let exe = helper_program()?;
             Some(entry_for(mode, &exe, super::elf_interpreter(&exe)))
         })
         .as_ref()
+}
+
+/// The program that runs `enter` and the network wrapper: `strata-sandbox`
+/// beside strata (small: it starts once per stage), else strata itself.
+pub fn helper_program() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let small = exe.with_file_name("strata-sandbox");
+    Some(if small.is_file() { small } else { exe })
 }
 
 fn entry_for(mode: Mode, exe: &Path, interp: Option<PathBuf>) -> Entry {
@@ -396,6 +404,10 @@ fn enter_main_inner(args: &[OsString]) -> Result<i32, String> {
         return Err(format!("fork: {}", std::io::Error::last_os_error()));
     }
     if pid == 0 {
+        // The parent's ends: kept open here, they would hide its exit
+        // (no EOF on `go`) and the child would wait forever.
+        close(ready_r);
+        close(go_w);
         child(ready_w, go_r, nproc, &filter, &cptrs);
     }
     close(ready_w);
