@@ -348,6 +348,13 @@ fn store_command(cmd: StoreCommand) -> i32 {
     };
     let root = args.store.clone().unwrap_or_else(default_store);
     let timeout = std::time::Duration::from_secs(args.lock_timeout);
+    // Stored trees belong to the stages' namespace's ids: as a user, only
+    // inside it can strata remove them (sandbox/userns.rs); first, before
+    // any thread.
+    if exclusive && let Err(e) = crate::sandbox::userns::enter() {
+        eprintln!("error: {e}");
+        return 1;
+    }
     let opened = if exclusive {
         Store::open_exclusive(&root, timeout)
     } else {

@@ -338,6 +338,11 @@ fn an_ordinary_user_builds_hello_with_the_same_ids_and_the_same_tarball() {
     // The user's store is the user's, and 0700.
     let store = std::fs::metadata(as_user.store()).unwrap();
     assert_eq!((store.uid(), store.mode() & 0o777), (user.uid, 0o700));
+    // Its trees hold the namespace's ids, and the user can still collect them.
+    assert!(!as_user.objects().is_empty());
+    user.strata(&as_user, &["store", "gc", "--max-size", "0"], None)
+        .success();
+    assert!(as_user.objects().is_empty(), "{:?}", as_user.objects());
 }
 
 #[test]
