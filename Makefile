@@ -19,8 +19,10 @@ DEB = $(OUT)/strata_$(VERSION)_$(DEB_ARCH).deb
 # drive the live view and --break in a pseudo-terminal), xfsprogs and attr
 # (the store's flatten tests on an XFS loop image with reflinks), lintian
 # (`make deb` checks the package it builds) and man-db (`man -w` finds the
-# installed man pages), binutils (`make deb` strips the binaries).
-DEB_PACKAGES = bubblewrap curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr lintian man-db binutils
+# installed man pages), binutils (`make deb` strips the binaries); uidmap
+# (newuidmap for rootless builds) and passt (pasta: network stages' own
+# network).
+DEB_PACKAGES = bubblewrap uidmap passt curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr lintian man-db binutils
 
 .PHONY: deps incus build demo test bench lint install deb
 

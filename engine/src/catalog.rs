@@ -6,6 +6,14 @@
 //! program is `strata-stage-NAME` beside the `strata` binary (or
 //! `../lib/strata/stages/NAME` from it, as installed). Runners are
 //! `DIR/runners/NAME`, then the built-in ones compiled into strata.
+//!
+//! A libdir stage or runner named like a built-in one shadows it only with
+//! `--allow-shadow`: otherwise the catalog refuses it. What a stage's id is
+//! made of names its program ([`StageDef::program`], `id.rs`): a libdir
+//! program (and a libdir runner) by the blake3 digest of its file, so that
+//! a store never serves a tree another program made under the same id; a
+//! built-in one by [`STAGE_SET`], so that upgrading strata keeps the cache
+//! unless the built-in stages changed.
 
 use crate::schema;
 use serde_json::Value;
@@ -35,6 +43,11 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
         include_str!("../../schemas/stages/tarball-to-incus.json"),
     ),
 ];
+
+/// The version of the built-in stages and runners as a set: bump it when
+/// one of them changes what it makes (then every id changes, and stores
+/// rebuild).
+pub const STAGE_SET: &str = "strata-stages 1";
 
 /// Built-in runners, by name.
 const BUILTIN_RUNNERS: &[(&str, &str)] = &[
@@ -139,6 +152,9 @@ pub struct StageDef {
     pub validator: jsonschema::Validator,
     /// Its needs.
     pub needs: Needs,
+    /// What feeds the ids of the stages that use it: [`STAGE_SET`] for a
+    /// built-in stage, `blake3:HEX` of the file for a libdir one.
+    pub program: String,
 }
 
 /// A runner: a script run first inside the build root, which then execs the stage.
@@ -169,6 +185,18 @@ pub enum CatalogError {
         /// What is missing or wrong.
         detail: String,
     },
+    /// A libdir stage or runner has a built-in one's name, without --allow-shadow.
+    #[error(
+        "{path} has the name of the built-in {what} `{name}` and would shadow it\n    hint: rename it, or pass --allow-shadow (its program's digest then feeds the ids of the stages that use it)"
+    )]
+    Shadow {
+        /// stage or runner.
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// The libdir file.
+        path: PathBuf,
+    },
     /// No runner of that name.
     #[error("unknown runner `{name}` (known: {known})")]
     UnknownRunner {
@@ -184,6 +212,7 @@ pub enum CatalogError {
 pub struct Catalog {
     libdirs: Vec<PathBuf>,
     builtin_dirs: Vec<PathBuf>,
+    allow_shadow: bool,
     cache: Mutex<HashMap<String, Arc<StageDef>>>,
 }
 
@@ -201,8 +230,15 @@ impl Catalog {
         Catalog {
             libdirs,
             builtin_dirs,
+            allow_shadow: false,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Lets libdir stages and runners shadow built-in ones (`--allow-shadow`).
+    pub fn allowing_shadow(mut self, allow: bool) -> Catalog {
+        self.allow_shadow = allow;
+        self
     }
 
     /// Also looks for built-in stage programs in `dir` (first): for
@@ -235,12 +271,20 @@ impl Catalog {
             if !exe.exists() {
                 continue;
             }
+            if !self.allow_shadow && BUILTIN_SCHEMAS.iter().any(|(n, _)| *n == name) {
+                return Err(CatalogError::Shadow {
+                    what: "stage",
+                    name: name.to_owned(),
+                    path: exe,
+                });
+            }
             let schema_path = dir.join("schemas/stages").join(format!("{name}.json"));
             let text = fs_err::read_to_string(&schema_path)
                 .map_err(|e| broken(format!("{e} (every stage needs an options schema)")))?;
             let schema: Value = serde_json::from_str(&text)
                 .map_err(|e| broken(format!("{}: {e}", schema_path.display())))?;
-            return compile(name, exe, &schema).map_err(broken);
+            let program = file_digest(&exe).map_err(broken)?;
+            return compile(name, exe, &schema, program).map_err(broken);
         }
         if let Some((_, text)) = BUILTIN_SCHEMAS.iter().find(|(n, _)| *n == name) {
             let schema: Value = serde_json::from_str(text).expect("built-in schemas are JSON");
@@ -255,7 +299,7 @@ impl Catalog {
                          (build the workspace: cargo build --workspace)"
                     ))
                 })?;
-            return compile(name, exe, &schema).map_err(broken);
+            return compile(name, exe, &schema, STAGE_SET.to_owned()).map_err(broken);
         }
         Err(CatalogError::UnknownStage {
             name: name.to_owned(),
@@ -285,6 +329,13 @@ impl Catalog {
         for dir in &self.libdirs {
             let path = dir.join("runners").join(name);
             if path.is_file() {
+                if !self.allow_shadow && BUILTIN_RUNNERS.iter().any(|(n, _)| *n == name) {
+                    return Err(CatalogError::Shadow {
+                        what: "runner",
+                        name: name.to_owned(),
+                        path,
+                    });
+                }
                 return Ok(Runner::File(path));
             }
         }
@@ -303,7 +354,7 @@ impl Catalog {
     }
 }
 
-fn compile(name: &str, exe: PathBuf, schema: &Value) -> Result<StageDef, String> {
+fn compile(name: &str, exe: PathBuf, schema: &Value, program: String) -> Result<StageDef, String> {
     let needs = Needs::parse(schema.get("x-strata"))?;
     let validator = schema::compile(schema).map_err(|e| format!("bad options schema: {e}"))?;
     Ok(StageDef {
@@ -311,7 +362,29 @@ fn compile(name: &str, exe: PathBuf, schema: &Value) -> Result<StageDef, String>
         exe,
         validator,
         needs,
+        program,
     })
+}
+
+/// `blake3:HEX` of the file at `path`.
+pub fn file_digest(path: &Path) -> Result<String, String> {
+    let mut hasher = blake3::Hasher::new();
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    hasher
+        .update_reader(file)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!("blake3:{}", hasher.finalize().to_hex()))
+}
+
+impl Runner {
+    /// What feeds the ids of the stages it starts: [`STAGE_SET`] for a
+    /// built-in runner, the digest of a libdir one.
+    pub fn program(&self) -> Result<String, String> {
+        match self {
+            Runner::Builtin(_) => Ok(STAGE_SET.to_owned()),
+            Runner::File(path) => file_digest(path),
+        }
+    }
 }
 
 /// The known name closest to `name`, if it is close enough to be a likely typo.

@@ -79,6 +79,11 @@ pub fn image_pipeline(
                     }],
                 },
             )]),
+            // A built-in stage under the built-in runner.
+            program: Some(json!({
+                "stage": crate::catalog::STAGE_SET,
+                "runner": crate::catalog::STAGE_SET,
+            })),
         }],
     }
 }

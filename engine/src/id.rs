@@ -11,12 +11,13 @@
 //! | `build`        | the id of the build pipeline, `null` when the host is the root  |
 //! | `source-epoch` | the pipeline's `source-epoch`, `null` when unset                |
 //! | `inputs`       | input name → `{type, origin, references: [{id, options}]}`, where a pipeline reference's id is that pipeline's id and a source reference's id is the item's checksum |
+//! | `program`      | `{stage, runner}`: `"strata-stages N"` (catalog's `STAGE_SET`) for built-in ones, `"blake3:HEX"` of the file for a `--libdir` stage or runner; so a store never serves a tree another program made, and upgrading strata keeps the cache unless the built-in stages changed |
 //!
 //! Not in the id, on purpose:
 //!
 //! | not fed        | why                                                              |
 //! |----------------|------------------------------------------------------------------|
-//! | `runner`       | it prepares the build root; the build root itself (`build`) is fed |
+//! | `runner` name  | what it is (its program, above) is fed, not what it is called |
 //! | `backend`      | where a stage runs (bwrap or an incus container over the same build tree) must not change what it makes; tests/it/backend_lint.rs checks that lintian's analysis is the same |
 //!
 //! A pipeline's id is its last stage's id (a pipeline without stages has
@@ -31,7 +32,7 @@ use serde_json::{Value, json};
 use std::fmt;
 
 /// The blake3 derive-key context: names the id format version.
-pub const ID_CONTEXT: &str = "strata 2026-11 stage id v1";
+pub const ID_CONTEXT: &str = "strata 2026-11 stage id v2";
 
 /// A stage or pipeline content id: 64 lowercase hex digits.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,6 +97,8 @@ pub struct StageKey<'a> {
     pub source_epoch: Option<u64>,
     /// Input name → resolved input.
     pub inputs: Vec<(&'a str, InputKey)>,
+    /// The stage's program and runner (`null` when not known).
+    pub program: Option<&'a Value>,
 }
 
 impl StageKey<'_> {
@@ -123,6 +126,7 @@ impl StageKey<'_> {
             "build": self.build.map(Id::as_str),
             "source-epoch": self.source_epoch,
             "inputs": inputs,
+            "program": self.program,
         })
     }
 
@@ -144,7 +148,20 @@ mod tests {
             build: None,
             source_epoch: Some(1),
             inputs: vec![],
+            program: None,
         }
+    }
+
+    #[test]
+    fn the_program_feeds_the_id() {
+        let opts = json!({});
+        let builtin = json!({"stage": "strata-stages 1", "runner": "strata-stages 1"});
+        let other = json!({"stage": "blake3:00", "runner": "strata-stages 1"});
+        let mut a = key(&opts, None);
+        a.program = Some(&builtin);
+        let mut b = key(&opts, None);
+        b.program = Some(&other);
+        assert_ne!(a.id(), b.id());
     }
 
     #[test]

@@ -920,8 +920,13 @@ fn cli_env_create_from_a_system_tarball() {
     let tarball = dir.path().join("system.tar");
     let store = open(&sh.store);
     let system = system::build_system(&store, &catalog(), &source(), false, true).unwrap();
+    // A stored tree holds the owners of the stages' namespace (store
+    // format 4); the tarball carries the in-tree ones, as `--export` does.
+    let maps = in_tree_owner_maps(&system.tree, dir.path());
     let tar = Command::new("tar")
-        .args(["--numeric-owner", "-C"])
+        .args(["--numeric-owner"])
+        .args(&maps)
+        .arg("-C")
         .arg(&system.tree)
         .arg("-cf")
         .arg(&tarball)
@@ -1082,4 +1087,38 @@ fn pipeline_backends_are_checked_and_incus_adds_the_image_pipeline() {
     let run = env.strata(&["inspect", "-"], Some(&plain.to_string()));
     let plain_doc: Value = serde_json::from_str(&run.success().stdout()).unwrap();
     assert_eq!(plain_doc["pipelines"][1]["id"], doc["pipelines"][1]["id"]);
+}
+
+/// GNU tar `--owner-map` and `--group-map` files (in `dir`) that give the
+/// ids strata's namespace wrote in the stored tree at `tree` (in-tree id k
+/// is 0x70000000 + k when strata runs as root without STRATA_SUBUID) back
+/// as the in-tree ids.
+fn in_tree_owner_maps(tree: &Path, dir: &Path) -> Vec<String> {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::MetadataExt;
+    const BASE: u32 = 0x7000_0000;
+    let (mut uids, mut gids) = (BTreeSet::new(), BTreeSet::new());
+    let mut walk = vec![tree.to_path_buf()];
+    while let Some(path) = walk.pop() {
+        let md = std::fs::symlink_metadata(&path).unwrap();
+        uids.insert(md.uid());
+        gids.insert(md.gid());
+        if md.is_dir() {
+            walk.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    let write = |name: &str, ids: &BTreeSet<u32>| -> String {
+        let text: String = ids
+            .iter()
+            .filter(|id| **id >= BASE)
+            .map(|id| format!("+{id} +{}\n", id - BASE))
+            .collect();
+        let file = dir.join(name);
+        std::fs::write(&file, text).unwrap();
+        file.display().to_string()
+    };
+    vec![
+        format!("--owner-map={}", write("owner-map", &uids)),
+        format!("--group-map={}", write("group-map", &gids)),
+    ]
 }

@@ -9,6 +9,7 @@ mod cli;
 mod debian;
 mod ids;
 mod incus_image;
+mod isolation;
 mod layout;
 mod library;
 mod manifest_errors;

@@ -95,6 +95,44 @@ fn listing(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// A listing of a stored layer as the stages' namespace sees it: owners on
+/// disk are shifted into the namespace's range when strata runs as root
+/// (store format 3, `sandbox/userns.rs`; the tests leave STRATA_SUBUID
+/// unset, so the range starts at 0x70000000), and a file capability is the
+/// namespace's (revision 3, naming that root), so it is left out here (the
+/// export, compared whole above, carries it as a plain one).
+fn in_tree(listing: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    const BASE: u64 = 0x7000_0000;
+    listing
+        .into_iter()
+        .map(|(path, line)| {
+            let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+            if let Some((u, g)) = words[1].split_once(':') {
+                let back = |id: &str| {
+                    let id: u64 = id.parse().unwrap();
+                    if id >= BASE { id - BASE } else { id }
+                };
+                words[1] = format!("{}:{}", back(u), back(g));
+            }
+            let mut out: Vec<String> = Vec::new();
+            let mut i = 0;
+            while i < words.len() {
+                let cap = words[i] == "xattr"
+                    && words
+                        .get(i + 1)
+                        .is_some_and(|w| w.starts_with("security.capability="));
+                if cap {
+                    i += 2;
+                    continue;
+                }
+                out.push(words[i].clone());
+                i += 1;
+            }
+            (path, out.join(" "))
+        })
+        .collect()
+}
+
 fn xattrs(path: &Path) -> Vec<(String, String)> {
     let out = Command::new("getfattr")
         .args(["-h", "-d", "-m", "-", "--absolute-names"])
@@ -114,7 +152,9 @@ fn xattrs(path: &Path) -> Vec<(String, String)> {
 /// Stage scripts that exercise every kind of entry and every overlayfs
 /// case: copy-up of owner/mode/content changes, whiteouts for removed
 /// files and directories, an opaque directory (removed and made again),
-/// hardlinks, symlinks, device nodes, fifos, xattrs.
+/// hardlinks, symlinks, fifos, xattrs. (No device nodes: a stage is root of
+/// a user namespace and cannot make them; whiteouts, which are, come from
+/// overlayfs itself.)
 const SPECIAL: &[&str] = &[
     r#"mkdir -p $t/etc/sub $t/var/lib/gone $t/opaque/inner $t/usr/share/doc
 echo data > $t/etc/file
@@ -123,8 +163,7 @@ chmod 4755 $t/etc/file
 ln $t/etc/file $t/etc/sub/hardlink
 ln -s ../file $t/etc/sub/symlink
 mkfifo $t/fifo
-mknod $t/null c 1 3
-mknod $t/loopish b 7 200
+mkfifo $t/loopish
 echo x > $t/var/lib/gone/a
 echo y > $t/opaque/inner/b
 echo z > $t/opaque/keep-not
@@ -142,6 +181,9 @@ chmod 0600 $t/usr/share/doc/readme
 chown 42:42 $t/usr
 echo more >> $t/etc/doc-link
 echo through-one-name >> $t/etc/sub/hardlink
+# The kernel drops setuid on a write by anyone without CAP_FSETID in the
+# host's namespace, root of a stage's namespace too: set it again.
+chmod 4755 $t/etc/sub/hardlink
 setfattr -n user.second -v two $t/etc"#,
 ];
 
@@ -186,8 +228,10 @@ fn flatten_equals_reference(env: &Env) {
     let partial = env.path("reference-17");
     reference_tree(&partial, &scripts[..17]);
     assert_eq!(
-        listing(&env.store().join("objects").join(flat).join("layer")),
-        listing(&partial),
+        in_tree(listing(
+            &env.store().join("objects").join(flat).join("layer")
+        )),
+        in_tree(listing(&partial)),
         "flattened layer"
     );
     // The second stage's layer holds its whiteouts and opaque dir: only diffs.
@@ -200,7 +244,7 @@ fn flatten_equals_reference(env: &Env) {
     assert!(
         xattrs(&second.join("opaque"))
             .iter()
-            .any(|(k, v)| k == "trusted.overlay.opaque" && v == "\"y\""),
+            .any(|(k, v)| k == "user.overlay.opaque" && v == "\"y\""),
         "{:?}",
         xattrs(&second.join("opaque"))
     );

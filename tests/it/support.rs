@@ -414,3 +414,95 @@ pub fn tar_listing(path: &Path) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The unprivileged user the isolation tests run strata as, created on
+/// first use (idempotent): `strata-it`, no password, with a subordinate
+/// id range of its own in /etc/subuid and /etc/subgid. None unless the
+/// tests run as root (they cannot make users otherwise).
+pub fn test_user() -> Option<TestUser> {
+    static USER: std::sync::OnceLock<Option<TestUser>> = std::sync::OnceLock::new();
+    USER.get_or_init(|| {
+        if !rustix::process::geteuid().is_root() {
+            return None;
+        }
+        const NAME: &str = "strata-it";
+        // A range apart from root's own and from strata's default for root
+        // (0x70000000): 1_200_000_000…+65535.
+        const SUB: &str = "1200000000:65536";
+        let exists = Command::new("id")
+            .args(["-u", NAME])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if !exists {
+            let made = Command::new("useradd")
+                .args(["--create-home", "--shell", "/bin/sh", NAME])
+                .status()
+                .unwrap();
+            assert!(made.success(), "useradd {NAME} failed");
+        }
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            let text = std::fs::read_to_string(file).unwrap_or_default();
+            if !text.lines().any(|l| l.starts_with(&format!("{NAME}:"))) {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(file)
+                    .unwrap();
+                writeln!(f, "{NAME}:{SUB}").unwrap();
+            }
+        }
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, NAME]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        };
+        Some(TestUser {
+            name: NAME.into(),
+            uid: id("-u"),
+            gid: id("-g"),
+        })
+    })
+    .clone()
+}
+
+/// An ordinary user for the tests (see [`test_user`]).
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// A scratch folder the user owns (the Env's folder, handed over).
+    pub fn env(&self) -> Env {
+        let env = Env::new();
+        std::os::unix::fs::chown(env.dir.path(), Some(self.uid), Some(self.gid)).unwrap();
+        env
+    }
+
+    /// `strata ARGS` as this user (through runuser, which drops every
+    /// group of root's), with the store of `env` and stdin `input`.
+    pub fn strata(&self, env: &Env, args: &[&str], input: Option<&str>) -> Run {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", &self.name, "--", "env"])
+            .arg(format!("STRATA_STORE={}", env.store().display()))
+            .arg(format!("HOME=/home/{}", self.name))
+            .arg(bin_dir().join("strata"))
+            .args(args)
+            .current_dir("/")
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = input {
+            let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
+        }
+        Run(child.wait_with_output().unwrap())
+    }
+}

@@ -13,7 +13,7 @@
 //! and go through [`settle`].
 
 use super::{BackendError, Owner, basename};
-use crate::store::copy::copy_tree;
+use crate::store::copy::copy_tree_mapped;
 use fs_err as fs;
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::io;
@@ -148,7 +148,8 @@ pub fn pull_dir(root: &Path, source: &str, folder: &Path) -> Result<PathBuf, Bac
     let land = landing(folder)?;
     let landed = land.path().join("dir");
     // copy_tree never follows the symlinks it meets: they are copied as links.
-    copy_tree(&real, &landed)?;
+    // Owners come out as in the tree (the store's are the stages' namespace's).
+    copy_tree_mapped(&real, &landed, &crate::sandbox::userns::host_to_tree)?;
     settle(&landed, source, folder, true)
 }
 
@@ -171,10 +172,12 @@ pub fn push_file(
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| io_at(&root.join(target.trim_start_matches('/')), e))?;
+    // `owner` is in-tree; on disk it is the stages' namespace's (userns.rs).
+    let (uid, gid) = crate::sandbox::userns::tree_to_host(owner.uid, owner.gid);
     rustix::fs::fchown(
         &fd,
-        Some(rustix::fs::Uid::from_raw(owner.uid)),
-        Some(rustix::fs::Gid::from_raw(owner.gid)),
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
     )
     .map_err(|e| io_at(Path::new(target), e))?;
     rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| io_at(Path::new(target), e))?;
@@ -198,7 +201,7 @@ pub fn push_dir(root: &Path, host: &Path, target: &str) -> Result<(), BackendErr
     if !fs::metadata(host)?.is_dir() {
         return Err(BackendError::NotFound(host.display().to_string()));
     }
-    copy_tree(host, &dest)?;
+    copy_tree_mapped(host, &dest, &crate::sandbox::userns::tree_to_host)?;
     Ok(())
 }
 

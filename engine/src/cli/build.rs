@@ -99,7 +99,7 @@ pub fn inspect(args: InspectArgs) -> i32 {
         Ok(source) => source,
         Err(code) => return code,
     };
-    let catalog = Catalog::new(args.manifest.libdirs.clone());
+    let catalog = args.manifest.catalog();
     let mut m = match read_manifest(&source, &catalog) {
         Ok(m) => m,
         Err((code, _)) => return code,
@@ -156,7 +156,7 @@ pub fn build(args: BuildArgs) -> i32 {
         Ok(m) => m,
         Err(e) => return fail(&Usage(e)),
     };
-    let catalog = Catalog::new(args.manifest.libdirs.clone());
+    let catalog = args.manifest.catalog();
     let m = match read_manifest(&source, &catalog) {
         Ok(m) => m,
         Err((code, message)) => {

@@ -21,8 +21,10 @@ pub mod store;
 pub mod task;
 
 use crate::backend::BackendError;
+use crate::catalog::Catalog;
 use crate::exec::BuildError;
 use crate::manifest::ManifestError;
+use crate::sandbox::userns::UsernsError;
 use crate::store::StoreError;
 use crate::task::TaskError;
 use build::{BuildArgs, InspectArgs};
@@ -101,6 +103,16 @@ pub struct ManifestArgs {
     /// Extra stage and runner search path (DIR/stages, DIR/schemas/stages, DIR/runners); repeatable.
     #[arg(long = "libdir", value_name = "DIR")]
     pub libdirs: Vec<PathBuf>,
+    /// Let a --libdir stage or runner shadow the built-in one of its name.
+    #[arg(long)]
+    pub allow_shadow: bool,
+}
+
+impl ManifestArgs {
+    /// The stages and runners these arguments name.
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(self.libdirs.clone()).allowing_shadow(self.allow_shadow)
+    }
 }
 
 /// What every command that builds or opens stored trees does first: a
@@ -132,6 +144,12 @@ impl Failure for BuildError {
 impl Failure for TaskError {
     fn exit_code(&self) -> i32 {
         TaskError::exit_code(self)
+    }
+}
+
+impl Failure for UsernsError {
+    fn exit_code(&self) -> i32 {
+        1
     }
 }
 

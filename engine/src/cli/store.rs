@@ -67,6 +67,12 @@ pub fn main(cmd: StoreCommand) -> i32 {
         .clone()
         .unwrap_or_else(crate::store::default_root);
     let timeout = std::time::Duration::from_secs(args.lock_timeout);
+    // Stored trees belong to the stages' namespace's ids: as a user, only
+    // inside it can strata remove them (sandbox/userns.rs); first, before
+    // any thread.
+    if exclusive && let Err(e) = crate::sandbox::userns::enter() {
+        return fail(&e);
+    }
     let opened = if exclusive {
         Store::open_exclusive(&root, timeout)
     } else {

@@ -49,6 +49,11 @@ impl Builder<'_> {
         let w = ws.as_mut().expect("the stage ran in a workspace");
         // A flat workspace holds the whole tree: it stands on nothing.
         let parent = parent.filter(|_| !w.is_flat());
+        if w.is_flat() {
+            // incus wrote in-tree owners; the store keeps the namespace's.
+            crate::store::copy::map_owners(&w.upper(), &crate::sandbox::userns::tree_to_host)
+                .map_err(crate::store::StoreError::from)?;
+        }
         let mut stack = match parent {
             Some(parent) => self.store().stack(parent)?,
             None => Vec::new(),

@@ -2,7 +2,7 @@
 
 use super::{BuildError, Builder};
 use crate::monitor::Event;
-use crate::store::copy::copy_tree;
+use crate::store::copy::copy_tree_mapped;
 use fs_err as fs;
 
 impl Builder<'_> {
@@ -55,9 +55,12 @@ impl Builder<'_> {
             // Copy beside the destination, then rename: an export is whole or absent.
             let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
             let src = self.tree_of(pi)?;
-            let result = copy_tree(&src, &staging).and_then(|()| {
-                super::replace::put_in_place(&staging, &dest, self.opts.replace_exports)
-            });
+            // Stored owners are the stages' namespace's; as root, the export
+            // carries the in-tree owners (userns.rs).
+            let result = copy_tree_mapped(&src, &staging, &crate::sandbox::userns::host_to_tree)
+                .and_then(|()| {
+                    super::replace::put_in_place(&staging, &dest, self.opts.replace_exports)
+                });
             if let Err(e) = result {
                 let _ = std::fs::remove_dir_all(&staging);
                 return Err(fail(e.to_string()));

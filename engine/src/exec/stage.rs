@@ -9,13 +9,13 @@ use crate::sandbox::process::{self, Outcome};
 use crate::sandbox::runner::{StageLog, StageRunner};
 use crate::sandbox::{self, Limits, Mount, Overlay, Root, StageSpec};
 use crate::store::StoreError;
-use crate::store::copy::copy_tree;
+use crate::store::copy::{copy_tree, copy_tree_mapped};
 use fs_err as fs;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use strata_protocol as protocol;
@@ -40,6 +40,17 @@ impl Builder<'_> {
         let run = self.store().work_dir("stage")?;
         let bound = run.path().join("run");
         fs::create_dir(&bound).map_err(StoreError::from)?;
+        if runner.sees_our_mounts() {
+            // The stage (root of its namespace) writes meta.json here.
+            sandbox::userns::chown_for_tree(&bound, 0, 0).map_err(StoreError::from)?;
+        }
+        // bwrap would make these mount points' folders 0700 and the host's:
+        // closed to the stage's namespace.
+        for dir in ["host", "inputs"] {
+            fs::create_dir(bound.join(dir)).map_err(StoreError::from)?;
+            fs::set_permissions(bound.join(dir), std::fs::Permissions::from_mode(0o755))
+                .map_err(StoreError::from)?;
+        }
 
         let (mut mounts, argv) = self.stage_program(st, &def, run.path())?;
         mounts.insert(0, Mount::Bind(bound.clone(), protocol::RUN_DIR.into()));
@@ -208,10 +219,12 @@ impl Builder<'_> {
                     let id = self.plan.pipeline_id(di).map(|id| id.as_str());
                     let mut tree = self.tree_of(di)?;
                     if !runner.sees_our_mounts() {
-                        // The runner cannot see our mounts: a plain copy, gone with `run`.
+                        // The runner cannot see our mounts: a plain copy, gone
+                        // with `run`, with in-tree owners (it shifts them itself).
                         let copy = run.join("trees").join(name);
                         fs::create_dir_all(run.join("trees")).map_err(StoreError::from)?;
-                        copy_tree(&tree, &copy).map_err(StoreError::from)?;
+                        copy_tree_mapped(&tree, &copy, &sandbox::userns::host_to_tree)
+                            .map_err(StoreError::from)?;
                         tree = copy;
                     }
                     strata_inputs::prepare_tree(name, &tree, id)
@@ -227,8 +240,20 @@ impl Builder<'_> {
                         })
                         .collect();
                     fs::create_dir_all(run.join("inputs")).map_err(StoreError::from)?;
-                    strata_inputs::prepare_files(name, &run.join("inputs").join(name), &files)
-                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
+                    let dir = run.join("inputs").join(name);
+                    let prepared = strata_inputs::prepare_files(name, &dir, &files)
+                        .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+                    // Source items belong to in-tree root, as the stage sees
+                    // them (they are links to the store's own copies, which
+                    // nobody else reaches).
+                    if runner.sees_our_mounts() {
+                        for entry in fs::read_dir(&dir).map_err(StoreError::from)? {
+                            let path = entry.map_err(StoreError::from)?.path();
+                            sandbox::userns::chown_for_tree(&path, 0, 0)
+                                .map_err(StoreError::from)?;
+                        }
+                    }
+                    prepared
                 }
             };
             mounts.push(Mount::RoBind(prepared.host_path.clone(), inside.clone()));
@@ -265,6 +290,14 @@ impl Builder<'_> {
                 for dir in ["upper", "work", "root"] {
                     fs::create_dir_all(layers.join(dir)).map_err(StoreError::from)?;
                 }
+                // The merged root shows the upper dir's owner and mode:
+                // the environment's, as the stage's namespace sees it.
+                let top = fs::metadata(&env).map_err(StoreError::from)?;
+                let upper = layers.join("upper");
+                std::os::unix::fs::lchown(&upper, Some(top.uid()), Some(top.gid()))
+                    .map_err(StoreError::from)?;
+                fs::set_permissions(&upper, std::fs::Permissions::from_mode(top.mode() & 0o7777))
+                    .map_err(StoreError::from)?;
                 Root::Copy(Overlay {
                     lower: env,
                     upper: layers.join("upper"),

@@ -242,6 +242,7 @@ impl Stage {
             ty: ty.into(),
             options,
             inputs: Default::default(),
+            program: None,
         }
     }
 

@@ -77,11 +77,29 @@ pub fn load_value(doc: &Value, origin: &str, catalog: &Catalog) -> Result<Manife
         .get("sources")
         .cloned()
         .unwrap_or_else(|| serde_json::json!({}));
+    let mut pipelines = pipelines;
+    name_programs(&mut pipelines, catalog);
     Ok(Manifest {
         pipelines,
         sources,
         raw_sources,
     })
+}
+
+/// Each stage's program and runner, as they feed its id (catalog.rs).
+/// check_stages found them all; one that cannot be read now is named
+/// by an error of the build that runs it.
+fn name_programs(pipelines: &mut [Pipeline], catalog: &Catalog) {
+    for p in pipelines {
+        let runner = catalog
+            .runner(p.runner_name())
+            .ok()
+            .and_then(|r| r.program().ok());
+        for stage in &mut p.stages {
+            let program = catalog.stage(&stage.ty).ok().map(|d| d.program.clone());
+            stage.program = Some(serde_json::json!({"stage": program, "runner": runner}));
+        }
+    }
 }
 
 /// Where a pipeline's stages may run: incus needs a build pipeline (its

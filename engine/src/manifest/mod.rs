@@ -129,6 +129,10 @@ pub struct Stage {
     /// Inputs by name, in name order.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, Input>,
+    /// Its program and runner as they feed its id (`{"stage", "runner"}`,
+    /// see catalog.rs), named by the loader; not part of the manifest.
+    #[serde(skip)]
+    pub program: Option<Value>,
 }
 
 fn empty_object() -> Value {

@@ -75,6 +75,7 @@ impl Plan {
                     build: build.as_ref(),
                     source_epoch: p.source_epoch,
                     inputs,
+                    program: stage.program.as_ref(),
                 }
                 .id();
                 ids.push(id);

@@ -16,8 +16,12 @@
 //! fresh. The environment is cleared and set to the allow-list in
 //! [`environment`].
 
+pub mod limits;
+pub mod net;
 pub mod process;
 pub mod runner;
+pub mod seccomp;
+pub mod userns;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -198,6 +202,9 @@ impl StageSpec {
         ]);
         if !self.network {
             push(&["--unshare-net"]);
+        } else if net::private_network() {
+            // A network of its own, set up by the wrapper (net.rs).
+            push(net::BWRAP_ARGS);
         }
         push(&["--clearenv"]);
         for (k, v) in &self.env {
@@ -271,12 +278,19 @@ impl StageSpec {
             }
             a.push(dest.into());
         }
+        // Isolation (issue 14): the stage starts behind `enter`, which puts
+        // it in its user namespace and under its limits (see userns.rs).
+        let entry = userns::sandbox_entry();
+        for (host, inside) in entry.iter().flat_map(|(binds, _)| binds) {
+            a.extend(["--ro-bind".into(), host.into(), inside.into()]);
+        }
         if matches!(self.root, Root::Host(_)) {
             // bwrap's own root is a tmpfs; writes there would vanish, but a
             // stage should learn at once that only its tree is writable.
             a.extend(["--remount-ro".into(), "/".into()]);
         }
         a.extend(["--chdir".into(), cwd.into(), "--".into()]);
+        a.extend(entry.iter().flat_map(|(_, prefix)| prefix).cloned());
         a.extend(self.argv.iter().cloned());
         a
     }
@@ -301,7 +315,7 @@ impl Overlay {
     /// `unshare` arguments that mount the overlay in a new mount namespace
     /// and then exec `bwrap bwrap_argv…` inside it.
     pub fn wrap(&self, bwrap_argv: Vec<OsString>) -> Vec<OsString> {
-        const SCRIPT: &str = "mount -t overlay overlay -o \"lowerdir=$1,upperdir=$2,workdir=$3\" \"$4\" && shift 4 && exec bwrap \"$@\"";
+        const SCRIPT: &str = "mount -t overlay overlay -o \"userxattr,lowerdir=$1,upperdir=$2,workdir=$3\" \"$4\" && shift 4 && exec bwrap \"$@\"";
         let mut a: Vec<OsString> = [
             "--mount",
             "--propagation",
@@ -346,7 +360,7 @@ pub fn elf_interpreter(program: &Path) -> Option<PathBuf> {
     let phoff = u64_at(&head, 0x20)?;
     let phentsize = usize::from(u16_at(&head, 0x36)?);
     let phnum = usize::from(u16_at(&head, 0x38)?);
-    let table = read(phoff, phentsize.checked_mul(phnum)?)?;
+    let table = read(phoff, phentsize.checked_mul(phnum)?.min(1 << 16))?;
     for i in 0..phnum {
         let ph = i * phentsize;
         let p_type = u32::from_le_bytes(table.get(ph..ph + 4)?.try_into().ok()?);

@@ -6,8 +6,8 @@
 //! pipe, read line by line into the stage log and handed to the caller
 //! (which passes them on to the monitor).
 
-use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -90,7 +90,7 @@ fn kill_group(pgid: i32) {
 /// Runs `program argv…`, writing its output to `log` and handing each line
 /// to `on_line`; ends its process group after `timeout`.
 pub fn run_logged(
-    program: &str,
+    program: &OsStr,
     argv: &[OsString],
     log: &Path,
     on_line: &dyn Fn(&[u8]),
@@ -120,7 +120,10 @@ pub fn run_logged(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            return Outcome::SpawnFailed(std::io::Error::new(e.kind(), format!("{program}: {e}")));
+            return Outcome::SpawnFailed(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", program.to_string_lossy()),
+            ));
         }
     };
     // The Command still holds the pipe's write ends; drop them so that the
@@ -134,12 +137,12 @@ pub fn run_logged(
     }
     // A watchdog ends the group at the deadline.
     let (timed_out, watchdog) = start_watchdog(pgid, true, timeout);
-    for line in BufReader::new(reader).split(b'\n') {
-        let Ok(line) = line else { break };
-        let _ = log_file.write_all(&line);
+    // Lines are cut at 64 KiB: a stage's output must not grow strata (limits.rs).
+    super::limits::for_each_line(reader, super::limits::MAX_LINE, |line| {
+        let _ = log_file.write_all(line);
         let _ = log_file.write_all(b"\n");
-        on_line(&line);
-    }
+        on_line(line);
+    });
     let status = child.wait();
     groups().retain(|&g| g != pgid);
     watchdog.stop();
@@ -158,7 +161,7 @@ pub fn run_logged(
 /// Runs `program argv…` on the terminal `tty` (its stdin, stdout and
 /// stderr) and waits: the `--break` shell. It stays in strata's process
 /// group, so the build's Ctrl-C handling covers it as it covers strata.
-pub fn run_interactive(program: &str, argv: &[OsString], tty: &std::fs::File) -> Outcome {
+pub fn run_interactive(program: &OsStr, argv: &[OsString], tty: &std::fs::File) -> Outcome {
     let stdio = || tty.try_clone().map(Stdio::from);
     let (stdin, stdout, stderr) = match (stdio(), stdio(), stdio()) {
         (Ok(i), Ok(o), Ok(e)) => (i, o, e),
@@ -176,7 +179,10 @@ pub fn run_interactive(program: &str, argv: &[OsString], tty: &std::fs::File) ->
             (None, Some(sig)) => Outcome::Killed(sig),
             (None, None) => Outcome::Finished(-1),
         },
-        Err(e) => Outcome::SpawnFailed(std::io::Error::new(e.kind(), format!("{program}: {e}"))),
+        Err(e) => Outcome::SpawnFailed(std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", program.to_string_lossy()),
+        )),
     }
 }
 
@@ -280,8 +286,7 @@ pub fn run(inv: &Invocation) -> Ran {
         };
     }
     if let Output::Log { path, on_line } = inv.output {
-        let program = inv.program.to_string_lossy();
-        let outcome = run_logged(&program, &inv.args, path, on_line, inv.timeout);
+        let outcome = run_logged(inv.program.as_ref(), &inv.args, path, on_line, inv.timeout);
         return Ran {
             outcome,
             stdout: Vec::new(),

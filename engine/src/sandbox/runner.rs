@@ -42,9 +42,10 @@ pub trait StageRunner: std::fmt::Debug + Send + Sync {
     /// (`--break`).
     fn shell(&self, spec: &StageSpec, tty: &std::fs::File) -> Result<Outcome, RunnerError>;
 
-    /// Whether the runner sees strata's mounts. One that does not (a
-    /// container started by a daemon) needs the tree and inputs as plain
-    /// directories.
+    /// Whether the runner sees strata's mounts and starts stages in the
+    /// stages' user namespace (userns.rs). One that does not (a container
+    /// started by a daemon, which shifts owners itself) needs the tree and
+    /// inputs as plain directories with in-tree owners.
     fn sees_our_mounts(&self) -> bool {
         true
     }
@@ -55,20 +56,31 @@ pub trait StageRunner: std::fmt::Debug + Send + Sync {
 pub struct Bwrap;
 
 impl Bwrap {
-    /// The program and its arguments for `spec`.
-    fn command(spec: &StageSpec) -> (&'static str, Vec<OsString>) {
-        match &spec.root {
+    /// The program and its arguments for `spec`: bwrap, behind `unshare`
+    /// when an overlay is mounted first, behind the network wrapper when
+    /// the stage gets a network of its own (net.rs). Inside, bwrap starts
+    /// the stage through `enter` (userns.rs), which bwrap_argv adds.
+    fn command(spec: &StageSpec) -> Result<(OsString, Vec<OsString>), RunnerError> {
+        if super::userns::mode().is_some() && super::userns::sandbox_entry().is_none() {
+            return Err(super::userns::missing_helper().into());
+        }
+        let (program, argv) = match &spec.root {
             super::Root::Copy(overlay) => ("unshare", overlay.wrap(spec.bwrap_argv())),
             _ => ("bwrap", spec.bwrap_argv()),
-        }
+        };
+        Ok(if spec.network && super::net::private_network() {
+            super::net::wrap(program, argv)
+        } else {
+            (program.into(), argv)
+        })
     }
 }
 
 impl StageRunner for Bwrap {
     fn run(&self, spec: &StageSpec, log: &StageLog<'_>) -> Result<Outcome, RunnerError> {
-        let (program, argv) = Bwrap::command(spec);
+        let (program, argv) = Bwrap::command(spec)?;
         Ok(process::run_logged(
-            program,
+            &program,
             &argv,
             log.path,
             log.on_line,
@@ -77,7 +89,7 @@ impl StageRunner for Bwrap {
     }
 
     fn shell(&self, spec: &StageSpec, tty: &std::fs::File) -> Result<Outcome, RunnerError> {
-        let (program, argv) = Bwrap::command(spec);
-        Ok(process::run_interactive(program, &argv, tty))
+        let (program, argv) = Bwrap::command(spec)?;
+        Ok(process::run_interactive(&program, &argv, tty))
     }
 }

@@ -16,6 +16,40 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
     copy_tree_with(src, dst, &|_, from| from.to_path_buf())
 }
 
+/// How a copy changes owners: (uid, gid) → (uid, gid).
+pub type OwnerMap<'a> = &'a dyn Fn(u32, u32) -> (u32, u32);
+
+/// Like [`copy_tree`], with every owner passed through `owners`: a stored
+/// tree's owners, shifted into the stages' namespace on disk, given back as
+/// the in-tree owners (`--export` as root), or the other way.
+pub fn copy_tree_mapped(src: &Path, dst: &Path, owners: OwnerMap<'_>) -> io::Result<()> {
+    copy_tree_inner(src, dst, &|_, from| from.to_path_buf(), owners)
+}
+
+/// Gives every entry of the tree at `root` (the root too) the owner
+/// `owners` makes of its own, in place.
+pub fn map_owners(root: &Path, owners: OwnerMap<'_>) -> io::Result<()> {
+    for entry in WalkDir::new(root).follow_links(false) {
+        let entry = entry.map_err(io::Error::other)?;
+        let md = entry.metadata().map_err(io::Error::other)?;
+        let (uid, gid) = owners(md.uid(), md.gid());
+        if (uid, gid) == (md.uid(), md.gid()) {
+            continue;
+        }
+        std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid))
+            .map_err(|e| annotate(e, entry.path()))?;
+        if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
+            // chown cleared setuid/setgid: put them back.
+            std::fs::set_permissions(
+                entry.path(),
+                std::fs::Permissions::from_mode(md.mode() & 0o7777),
+            )
+            .map_err(|e| annotate(e, entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Like [`copy_tree`], but file data is read from `data(rel, path)`: the
 /// same file elsewhere (an overlay's merged view is read for the tree, its
 /// layers for the data, so that reflinks work: they never cross filesystems).
@@ -23,6 +57,15 @@ pub fn copy_tree_with(
     src: &Path,
     dst: &Path,
     data: &dyn Fn(&Path, &Path) -> PathBuf,
+) -> io::Result<()> {
+    copy_tree_inner(src, dst, data, &|u, g| (u, g))
+}
+
+fn copy_tree_inner(
+    src: &Path,
+    dst: &Path,
+    data: &dyn Fn(&Path, &Path) -> PathBuf,
+    owners: OwnerMap<'_>,
 ) -> io::Result<()> {
     let mut first_link: HashMap<(u64, u64), PathBuf> = HashMap::new();
     // Directory metadata is applied after their contents, or the writes
@@ -69,24 +112,30 @@ pub fn copy_tree_with(
             )
             .map_err(|e| annotate(e.into(), &to))?;
         }
-        apply_metadata(from, &to, &md)?;
+        apply_metadata(from, &to, &md, owners)?;
     }
     for (from, to, md) in dirs.iter().rev() {
-        apply_metadata(from, to, md)?;
+        apply_metadata(from, to, md, owners)?;
     }
     Ok(())
 }
 
 /// Owner, mode, xattrs and times of `from` onto `to` (never following a final symlink).
-fn apply_metadata(from: &Path, to: &Path, md: &std::fs::Metadata) -> io::Result<()> {
+fn apply_metadata(
+    from: &Path,
+    to: &Path,
+    md: &std::fs::Metadata,
+    owners: OwnerMap<'_>,
+) -> io::Result<()> {
     let is_link = md.file_type().is_symlink();
-    std::os::unix::fs::lchown(to, Some(md.uid()), Some(md.gid())).map_err(|e| annotate(e, to))?;
+    let (uid, gid) = owners(md.uid(), md.gid());
+    std::os::unix::fs::lchown(to, Some(uid), Some(gid)).map_err(|e| annotate(e, to))?;
     if !is_link {
         // After chown: changing the owner clears setuid/setgid bits.
         std::fs::set_permissions(to, std::fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(|e| annotate(e, to))?;
     }
-    copy_xattrs(from, to, is_link)?;
+    copy_xattrs(from, to, is_link, owners)?;
     let times = Timestamps {
         last_access: Timespec {
             tv_sec: md.atime(),
@@ -101,7 +150,7 @@ fn apply_metadata(from: &Path, to: &Path, md: &std::fs::Metadata) -> io::Result<
         .map_err(|e| annotate(e.into(), to))
 }
 
-fn copy_xattrs(from: &Path, to: &Path, is_link: bool) -> io::Result<()> {
+fn copy_xattrs(from: &Path, to: &Path, is_link: bool, owners: OwnerMap<'_>) -> io::Result<()> {
     let names = match list_xattrs(from) {
         Ok(names) => names,
         // A filesystem without xattrs has none to copy.
@@ -111,7 +160,10 @@ fn copy_xattrs(from: &Path, to: &Path, is_link: bool) -> io::Result<()> {
         Err(e) => return Err(annotate(e, from)),
     };
     for name in names {
-        let value = get_xattr(from, &name).map_err(|e| annotate(e, from))?;
+        let mut value = get_xattr(from, &name).map_err(|e| annotate(e, from))?;
+        if name == b"security.capability" {
+            value = map_capability(value, owners);
+        }
         match rustix::fs::lsetxattr(to, name.as_slice(), &value, rustix::fs::XattrFlags::empty()) {
             Ok(()) => {}
             // Symlinks cannot carry user.* xattrs on Linux; the source could
@@ -127,6 +179,27 @@ fn copy_xattrs(from: &Path, to: &Path, is_link: bool) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A file capability set by root of a user namespace is stored as revision
+/// 3, naming the host uid of that root (`rootid`); where `owners` makes
+/// that uid in-tree root again (an export of a stored tree as root), it is
+/// the plain revision 2 a root-made file carries.
+fn map_capability(value: Vec<u8>, owners: OwnerMap<'_>) -> Vec<u8> {
+    const REVISION_MASK: u32 = 0xFF00_0000;
+    const REVISION_2: u32 = 0x0200_0000;
+    const REVISION_3: u32 = 0x0300_0000;
+    if value.len() != 24 {
+        return value;
+    }
+    let word = |at: usize| u32::from_le_bytes(value[at..at + 4].try_into().expect("4 bytes"));
+    let (magic, rootid) = (word(0), word(20));
+    if magic & REVISION_MASK != REVISION_3 || owners(rootid, 0).0 != 0 || rootid == 0 {
+        return value;
+    }
+    let mut v2 = value[..20].to_vec();
+    v2[..4].copy_from_slice(&((magic & !REVISION_MASK) | REVISION_2).to_le_bytes());
+    v2
 }
 
 /// The names of `path`'s xattrs (never following a final symlink).
@@ -236,6 +309,21 @@ mod tests {
             b"v"
         );
         assert_eq!(std::fs::metadata(dst.join("etc")).unwrap().mtime(), 2000);
+    }
+
+    #[test]
+    fn a_namespace_root_capability_is_exported_as_a_plain_one() {
+        let mut v3 = vec![0u8; 24];
+        v3[..4].copy_from_slice(&0x0300_0001u32.to_le_bytes());
+        v3[4] = 0x20; // cap_net_raw
+        v3[20..].copy_from_slice(&0x7000_0000u32.to_le_bytes());
+        let back = |u: u32, g: u32| (u.wrapping_sub(0x7000_0000), g);
+        let v2 = map_capability(v3.clone(), &back);
+        assert_eq!(v2.len(), 20);
+        assert_eq!(u32::from_le_bytes(v2[..4].try_into().unwrap()), 0x0200_0001);
+        assert_eq!(v2[4], 0x20);
+        // Another namespace's capability is kept as it is.
+        assert_eq!(map_capability(v3.clone(), &|u, g| (u, g)), v3);
     }
 
     trait IsFifo {

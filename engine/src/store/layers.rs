@@ -13,13 +13,18 @@
 //!
 //! A layer is an overlayfs upper directory: what one stage (or a run of
 //! unkept stages) changed, with whiteouts (0/0 character devices) for what
-//! it removed and `trusted.overlay.opaque` on directories it replaced. A
+//! it removed and `user.overlay.opaque` on directories it replaced. A
 //! stack is listed top first, as overlayfs's `lowerdir` wants it. A stack of
 //! one layer is a plain directory and needs no mount.
 //!
 //! Every mount is made in strata's own mount namespace
 //! ([`enter_private_namespace`]), so whatever happens to the process — an
 //! error, Ctrl-C, kill -9 — the kernel drops its mounts with it.
+//!
+//! Overlays are mounted with `userxattr` (overlayfs keeps its bookkeeping in
+//! `user.overlay.*`): that is what a mount made inside a user namespace must
+//! use (strata as an ordinary user), and root uses it too so that a layer is
+//! the same on disk whoever wrote it (store format 3).
 
 use super::StoreError;
 use super::copy::copy_tree_with;
@@ -48,6 +53,9 @@ pub const MAX_LOWERDIR: usize = 3500;
 /// run before any thread starts: a namespace is per thread, and threads
 /// started later inherit it.
 pub fn enter_private_namespace() -> Result<(), StoreError> {
+    // Isolation (issue 14): as an ordinary user, first the user namespace
+    // that makes strata root over its store (see sandbox/userns.rs).
+    crate::sandbox::userns::enter().map_err(|e| StoreError::Io(io::Error::other(e.to_string())))?;
     // SAFETY: unshare_unsafe is unsafe only for CLONE_FILES (fds made on
     // other threads becoming unusable). We pass CLONE_NEWNS alone, which
     // touches no fd table, and this runs before strata starts any thread.
@@ -63,7 +71,7 @@ pub fn enter_private_namespace() -> Result<(), StoreError> {
 
 fn mount_error(what: &str, e: rustix::io::Errno) -> StoreError {
     let hint = if e == rustix::io::Errno::PERM {
-        "\n    hint: strata build mounts the store's layers with overlayfs: run it as root"
+        "\n    hint: strata mounts the store's layers with overlayfs inside its user namespace; check that user namespaces are enabled"
     } else {
         ""
     };
@@ -73,7 +81,9 @@ fn mount_error(what: &str, e: rustix::io::Errno) -> StoreError {
 /// The overlayfs options strata always mounts with, so that a layer means
 /// the same on every kernel whatever its defaults: no redirects, no
 /// metacopy (a layer must hold whole files to stand on its own).
-const OPTIONS: &str = "redirect_dir=off,metacopy=off,xino=off";
+/// (`redirect_dir=nofollow`: with `userxattr` overlayfs takes no other value;
+/// it makes no redirects either.)
+const OPTIONS: &str = "userxattr,redirect_dir=nofollow,metacopy=off,xino=off";
 
 /// Read-only views need no index; workspaces want one: with it, a copy-up
 /// keeps a file's hardlinks whole for the stage, and [`Workspace::finish`]
@@ -195,7 +205,8 @@ impl Workspace {
             fs::create_dir(d.join(sub))?;
         }
         // The merged root shows the upper root's owner and mode: start it
-        // as the tree's root is, not as mkdir made it.
+        // as the tree's root is (an empty tree's root is in-tree root's),
+        // not as mkdir made it.
         let upper = d.join("upper");
         match stack.first() {
             Some(top) => {
@@ -203,7 +214,10 @@ impl Workspace {
                 std::os::unix::fs::lchown(&upper, Some(md.uid()), Some(md.gid()))?;
                 fs::set_permissions(&upper, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
             }
-            None => fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))?,
+            None => {
+                crate::sandbox::userns::chown_for_tree(&upper, 0, 0)?;
+                fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))?
+            }
         }
         let lower = if stack.is_empty() {
             let empty = d.join("empty");
@@ -239,7 +253,10 @@ impl Workspace {
     pub fn flat(from: Option<&Path>, dir: tempfile::TempDir) -> Result<Workspace, StoreError> {
         let upper = dir.path().join("upper");
         match from {
-            Some(from) => super::copy::copy_tree(from, &upper)?,
+            // For incus, which shifts owners itself: in-tree owners.
+            Some(from) => {
+                super::copy::copy_tree_mapped(from, &upper, &crate::sandbox::userns::host_to_tree)?
+            }
             None => {
                 fs::create_dir(&upper)?;
                 fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))?;
@@ -325,7 +342,7 @@ struct SplitLink {
 }
 
 /// The names a copy-up split off their file (see [`Workspace::finish`]).
-/// Only files copied up (they carry `trusted.overlay.origin`) whose lower
+/// Only files copied up (they carry `user.overlay.origin`) whose lower
 /// file had other names count: a file the stage replaced (rename over, as
 /// dpkg does) leaves the other names with the old file, rightly.
 fn split_links(
@@ -346,7 +363,7 @@ fn split_links(
         if md.nlink() < 2
             || !list_xattrs(entry.path())?
                 .iter()
-                .any(|n| n == b"trusted.overlay.origin")
+                .any(|n| n == b"user.overlay.origin")
         {
             continue;
         }
@@ -423,16 +440,15 @@ pub fn flatten(from: &Path, stack: &[PathBuf], to: &Path) -> Result<(), StoreErr
 /// which has nothing below to hide.
 pub fn clean_upper(dir: &Path, bottom: bool) -> Result<(), StoreError> {
     const KEEP: &[&[u8]] = &[
-        b"trusted.overlay.opaque",
-        b"trusted.overlay.whiteout",
-        b"trusted.overlay.whiteouts",
+        b"user.overlay.opaque",
+        b"user.overlay.whiteout",
+        b"user.overlay.whiteouts",
     ];
     for entry in walkdir::WalkDir::new(dir).follow_links(false) {
         let entry = entry.map_err(io::Error::other)?;
         let path = entry.path();
         for name in list_xattrs(path)? {
-            if name.starts_with(b"trusted.overlay.") && (bottom || !KEEP.contains(&name.as_slice()))
-            {
+            if name.starts_with(b"user.overlay.") && (bottom || !KEEP.contains(&name.as_slice())) {
                 rustix::fs::lremovexattr(path, name.as_slice())
                     .map_err(|e| io::Error::other(format!("cleaning {}: {e}", path.display())))?;
             }

@@ -108,14 +108,6 @@ impl Layout {
     pub(crate) fn made_on_open(&self) -> [PathBuf; 4] {
         [self.objects(), self.sources(), self.tmp(), self.locks()]
     }
-
-    /// The folders format 2 called by other names: (then, now).
-    pub(crate) fn renamed_since_format_2(&self) -> [(PathBuf, PathBuf); 2] {
-        [
-            (self.root.join("envs"), self.instances()),
-            (self.root.join("environments"), self.systems()),
-        ]
-    }
 }
 
 /// The paths of one object: `objects/<id>/`, or the folder under `tmp/`
@@ -208,9 +200,5 @@ mod tests {
             Path::new("/s/objects/abc/meta/used")
         );
         assert_eq!(l.failed_stage("abc", 7), Path::new("/s/failed/abc-7"));
-        for (then, now) in l.renamed_since_format_2() {
-            assert_eq!(then.parent(), now.parent());
-            assert_ne!(then, now);
-        }
     }
 }

@@ -1,9 +1,10 @@
 //! The content-addressed object store: trees kept as layers.
 //!
 //! ```text
-//! STORE/
-//!   format                  "strata-store 3": refuses stores of other versions,
-//!                           brings a "strata-store 2" one to 3 (see below)
+//! STORE/                    mode 0700: only its owner reaches anything below (a
+//!                           setuid file or a device node in a stored tree gives
+//!                           no other user anything)
+//!   format                  "strata-store 4": refuses stores of other versions
 //!   lock                    flock: shared while building, exclusive to collect
 //!   config.json             {"max-size": bytes | null}, set by --cache-max-size
 //!   objects/<id>/layer/     what stage <id> changed over its parent's tree: an
@@ -25,6 +26,17 @@
 //!   tmp/<what>-<pid>-…      work dirs: uppers, views, commits in progress;
 //!                           same filesystem as objects/ so rename is atomic
 //! ```
+//!
+//! Owners on disk are as the stages' user namespace writes them
+//! (`sandbox/userns.rs`): shifted into the namespace's range, never the
+//! host's own ids. As an ordinary user U with subordinate ids S…, in-tree
+//! root is U and in-tree owner k > 0 is S+k−1 (mmdebstrap --mode=unshare's
+//! map); as root, in-tree owner k is R+k (R: STRATA_SUBUID, default
+//! 0x70000000). A stage sees the in-tree owners; `--export` of a tree as
+//! root shifts them back. Overlay bookkeeping (whiteouts are 0/0 character
+//! devices; `user.overlay.opaque`) is the `userxattr` kind, the one a mount
+//! made inside a user namespace can use — format 2's `trusted.overlay.*`
+//! layers, written by root, mean nothing to it, hence format 3.
 //!
 //! The tree of object C is the stack C.layer over B.layer over A.layer,
 //! following `parent` in info.json down to a layer with none:
@@ -113,11 +125,7 @@ pub fn default_root() -> PathBuf {
 }
 
 /// The store format this strata reads and writes.
-pub const FORMAT: &str = "strata-store 3";
-
-/// The format before: the same objects, `systems/` and `instances/` under
-/// other names. Brought to [`FORMAT`] on open.
-pub const FORMAT_2: &str = "strata-store 2";
+pub const FORMAT: &str = "strata-store 4";
 
 /// How long a lock wait lasts unless told otherwise.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -137,18 +145,6 @@ pub enum StoreError {
         found: String,
         /// What to do about it.
         hint: &'static str,
-    },
-    /// A format-2 store could not be brought to this format.
-    #[error(
-        "cannot bring store {path} from `{FORMAT_2}` to `{FORMAT}`: both {old} and {new} exist\n    hint: move what {old} holds into {new} (or remove one of them), then run strata again"
-    )]
-    Migrate {
-        /// The store root.
-        path: PathBuf,
-        /// The folder under its format-2 name.
-        old: PathBuf,
-        /// The same folder under its name now.
-        new: PathBuf,
     },
     /// A lock could not be taken.
     #[error("cannot lock {path}: {detail}")]
@@ -236,9 +232,14 @@ impl Store {
     fn open_with(root: &Path, mode: Mode, timeout: Duration) -> Result<Store, StoreError> {
         fs::create_dir_all(root)?;
         let layout = Layout::new(fs::canonicalize(root)?);
-        let older = match read_format(&layout)? {
-            Some(found) if found == FORMAT => false,
-            Some(found) if found == FORMAT_2 => true,
+        // Trees below hold setuid files and the like, owned by ids of the
+        // stages' namespace: nobody but the store's owner may reach them.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(layout.root(), std::fs::Permissions::from_mode(0o700))?;
+        }
+        match read_format(&layout)? {
+            Some(found) if found == FORMAT => {}
             Some(found) => {
                 let newer = version(&found) > version(FORMAT);
                 return Err(StoreError::Format {
@@ -247,7 +248,7 @@ impl Store {
                     hint: if newer {
                         "a newer strata made it: use that one (or point --store elsewhere)"
                     } else {
-                        "remove it (or point --store elsewhere); its objects cannot be read as layers"
+                        "remove it (or point --store elsewhere): an older strata made it, and its trees hold owners from before stages ran in user namespaces"
                     },
                 });
             }
@@ -260,14 +261,10 @@ impl Store {
                     });
                 }
                 write_format(&layout)?;
-                false
             }
-        };
+        }
         for dir in layout.made_on_open() {
             fs::create_dir_all(dir)?;
-        }
-        if older {
-            migrate(&layout, timeout)?;
         }
         let lock_path = layout.lock();
         let what = match mode {
@@ -645,47 +642,6 @@ fn write_format(layout: &Layout) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Brings a format-2 store to [`FORMAT`]: its folders get their new names.
-/// Under the exclusive lock, so that no strata (of either format) writes
-/// under the old names meanwhile; once the format file says 3, a format-2
-/// strata refuses the store instead of making `envs/` again.
-fn migrate(layout: &Layout, timeout: Duration) -> Result<(), StoreError> {
-    let lock_path = layout.lock();
-    let _lock = lock::lock(&lock_path, Mode::Exclusive, timeout, || {
-        eprintln!(
-            "waiting for running builds to end to bring the store to `{FORMAT}`: {} is held",
-            lock_path.display()
-        );
-    })?;
-    // Another strata may have done it while we waited.
-    if read_format(layout)?.as_deref() != Some(FORMAT_2) {
-        return Ok(());
-    }
-    for (old, new) in layout.renamed_since_format_2() {
-        match std::fs::rename(&old, &new) {
-            // Also when `new` was an empty folder: rename replaces it.
-            Ok(()) => {}
-            // Never made, or renamed by a run that crashed before the format.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if is_exists(&e) => {
-                return Err(StoreError::Migrate {
-                    path: layout.root().to_path_buf(),
-                    old,
-                    new,
-                });
-            }
-            Err(e) => {
-                return Err(io::Error::new(
-                    e.kind(),
-                    format!("renaming {} to {}: {e}", old.display(), new.display()),
-                )
-                .into());
-            }
-        }
-    }
-    write_format(layout)
-}
-
 /// Where a new object's layer comes from.
 #[derive(Debug)]
 pub enum Layer<'a> {
@@ -753,69 +709,8 @@ fn stamp(path: &Path, modified: bool) -> rustix::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// A format-2 store with an environment of `strata env` and a task's
-    /// system record, as a strata before format 3 left them.
-    fn format_2_store() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for sub in ["objects", "envs/dev/tree", "environments"] {
-            std::fs::create_dir_all(root.join(sub)).unwrap();
-        }
-        std::fs::write(root.join("format"), format!("{FORMAT_2}\n")).unwrap();
-        std::fs::write(root.join("envs/dev/state.json"), "{}").unwrap();
-        std::fs::write(root.join("environments/abc.json"), "{}").unwrap();
-        dir
-    }
-
     fn open(root: &Path) -> Result<Store, StoreError> {
         Store::open(root, Duration::from_secs(5))
-    }
-
-    #[test]
-    fn a_format_2_store_is_renamed_on_open() {
-        let dir = format_2_store();
-        let store = open(dir.path()).unwrap();
-        let layout = store.layout();
-        assert_eq!(read_format(layout).unwrap().as_deref(), Some(FORMAT));
-        assert!(layout.instance("dev").state().is_file());
-        assert!(layout.instance("dev").tree().is_dir());
-        assert!(layout.system("abc").is_file());
-        for (old, _) in layout.renamed_since_format_2() {
-            assert!(!old.exists(), "{} is left", old.display());
-        }
-        drop(store);
-        // Open again: nothing more to do.
-        open(dir.path()).unwrap();
-        assert!(Layout::new(dir.path()).system("abc").is_file());
-    }
-
-    #[test]
-    fn a_migration_cut_short_is_finished_by_the_next_open() {
-        let dir = format_2_store();
-        let layout = Layout::new(dir.path());
-        // As a crash after the first rename leaves it: format still 2.
-        std::fs::rename(dir.path().join("envs"), layout.instances()).unwrap();
-        let store = open(dir.path()).unwrap();
-        assert_eq!(
-            read_format(store.layout()).unwrap().as_deref(),
-            Some(FORMAT)
-        );
-        assert!(layout.instance("dev").state().is_file());
-        assert!(layout.system("abc").is_file());
-    }
-
-    #[test]
-    fn a_migration_that_would_merge_two_folders_is_refused_with_a_hint() {
-        let dir = format_2_store();
-        let layout = Layout::new(dir.path());
-        std::fs::create_dir_all(layout.instance("other").dir()).unwrap();
-        let err = open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("envs"), "{err}");
-        assert!(err.contains("instances"), "{err}");
-        assert!(err.contains("hint: move what"), "{err}");
-        // Nothing was lost, and the store still says what it is.
-        assert!(dir.path().join("envs/dev/state.json").is_file());
-        assert_eq!(read_format(&layout).unwrap().as_deref(), Some(FORMAT_2));
     }
 
     #[test]
@@ -824,7 +719,7 @@ mod tests {
         let layout = Layout::new(dir.path());
         std::fs::write(layout.format(), "strata-store 1\n").unwrap();
         let err = open(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("cannot be read as layers"), "{err}");
+        assert!(err.contains("an older strata made it"), "{err}");
         std::fs::write(layout.format(), "strata-store 9\n").unwrap();
         let err = open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("a newer strata made it"), "{err}");

@@ -1,0 +1,340 @@
+//! Private networks for stages that declare `network`.
+//!
+//! ```text
+//!   strata ── run_logged ──> strata-sandbox --strata-sandbox-net PORTS -- bwrap … --unshare-net
+//!                              │      --cap-drop CAP_NET_ADMIN --info-fd 3 --block-fd 4 …
+//!                              │
+//!                              ├─ reads bwrap's {"child-pid": N} from fd 3
+//!                              ├─ pasta --config-net --no-map-gw -T PORTS … N
+//!                              │    (user-mode networking into N's network namespace:
+//!                              │     the namespace's default route leads out through
+//!                              │     pasta's sockets on the host)
+//!                              ├─ blackhole route for 169.254.0.0/16 in N's namespace
+//!                              └─ one byte on fd 4: bwrap starts the stage
+//! ```
+//!
+//! The stage reaches the mirror and the internet, and not: the host's
+//! loopback services (`--no-map-gw`: the gateway address is not the host;
+//! 127.0.0.1 is the namespace's own), its abstract unix sockets (they are
+//! per network namespace), link-local addresses such as a cloud's metadata
+//! service (the blackhole route; the stage cannot remove it: it has no
+//! CAP_NET_ADMIN over its network namespace). A mirror or proxy that is on
+//! the host's loopback (an apt-cacher-ng on 127.0.0.1:3142) keeps working:
+//! exactly its port is forwarded (`-T`), from the namespace's loopback to
+//! the host's.
+//!
+//! Without pasta (package `passt`) a network stage shares the host's
+//! network, as before: [`private_network`] says which.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// The hidden first argument of the strata binary that makes it the
+/// network wrapper around a sandbox.
+pub const NET_FLAG: &str = "--strata-sandbox-net";
+
+/// pasta, if installed.
+pub fn pasta() -> Option<&'static Path> {
+    static PASTA: OnceLock<Option<PathBuf>> = OnceLock::new();
+    PASTA
+        .get_or_init(|| {
+            let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+            std::env::split_paths(&path)
+                .map(|d| d.join("pasta"))
+                .find(|p| p.is_file())
+        })
+        .as_deref()
+}
+
+/// Whether network stages get a network of their own (pasta is there and
+/// the stages' user namespace is in use).
+///
+/// pasta also needs to open /dev/net/tun, which udev makes 0666 on Debian;
+/// where it is 0600 (no udev), only root gets a private network and an
+/// ordinary user's network stages share the host's network, as before
+/// issue 14 (strata's own namespace still holds them: they are the user).
+pub fn private_network() -> bool {
+    static TUN: OnceLock<bool> = OnceLock::new();
+    let tun = *TUN.get_or_init(|| {
+        rustix::fs::access(
+            "/dev/net/tun",
+            rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+        )
+        .is_ok()
+    });
+    super::userns::mode().is_some() && pasta().is_some() && tun
+}
+
+/// The bwrap arguments of a sandbox with a private network; the command
+/// must then be started through [`wrap`].
+pub const BWRAP_ARGS: &[&str] = &[
+    "--unshare-net",
+    "--cap-drop",
+    "CAP_NET_ADMIN",
+    "--info-fd",
+    "3",
+    "--block-fd",
+    "4",
+];
+
+/// `program argv…` started through the network wrapper.
+pub fn wrap(program: &str, argv: Vec<OsString>) -> (OsString, Vec<OsString>) {
+    let exe = super::userns::helper_program().unwrap_or_else(|| "strata-sandbox".into());
+    let ports = loopback_ports()
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut args: Vec<OsString> = vec![NET_FLAG.into(), ports.into(), "--".into(), program.into()];
+    args.extend(argv);
+    (exe.into_os_string(), args)
+}
+
+/// The ports on the host's loopback that stages must still reach: apt's
+/// mirrors and the proxies given in the environment that are on
+/// 127.0.0.1, ::1 or localhost.
+pub fn loopback_ports() -> Vec<u16> {
+    let mut urls: Vec<String> = Vec::new();
+    for key in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+        if let Ok(v) = std::env::var(key) {
+            urls.push(v);
+        }
+    }
+    let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+    if let Ok(dir) = std::fs::read_dir("/etc/apt/sources.list.d") {
+        files.extend(dir.flatten().map(|e| e.path()));
+    }
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        urls.extend(
+            text.split_whitespace()
+                .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+                .map(str::to_owned),
+        );
+    }
+    let mut ports: Vec<u16> = urls.iter().filter_map(|u| loopback_port(u)).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The port of `url` when its host is the loopback.
+fn loopback_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit('@').next()?;
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let loopback = host == "localhost" || host == "::1" || host.starts_with("127.");
+    if !loopback {
+        return None;
+    }
+    match port {
+        Some(p) => p.parse().ok(),
+        None if scheme == "https" => Some(443),
+        None => Some(80),
+    }
+}
+
+/// `strata-sandbox --strata-sandbox-net PORTS -- PROGRAM ARGS…`: starts PROGRAM
+/// (bwrap, or `unshare … bwrap`) with bwrap's info pipe on fd 3 and its
+/// block pipe on fd 4, gives the sandbox's network namespace its network,
+/// lets the sandbox go on, and exits as PROGRAM did.
+pub fn net_main(args: &[OsString]) -> i32 {
+    match net_main_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("strata: sandbox network: {e}");
+            126
+        }
+    }
+}
+
+fn net_main_inner(args: &[OsString]) -> Result<i32, String> {
+    let [ports, dash, program, rest @ ..] = args else {
+        return Err("usage: --strata-sandbox-net PORTS -- PROGRAM ARGS…".into());
+    };
+    if dash != "--" {
+        return Err("usage: --strata-sandbox-net PORTS -- PROGRAM ARGS…".into());
+    }
+    let ports = ports.to_string_lossy().into_owned();
+    let (mut info_r, info_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (block_r, mut block_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (info_fd, block_fd) = (fd(&info_w), fd(&block_r));
+    let mut cmd = Command::new(program);
+    cmd.args(rest).stdin(Stdio::inherit());
+    // SAFETY: dup2 is async-signal-safe; it only puts the two pipe ends on
+    // the descriptors bwrap is told about (dup2 clears close-on-exec).
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(info_fd, 3) < 0 || libc::dup2(block_fd, 4) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("{}: {e}", program.to_string_lossy()))?;
+    drop((info_w, block_r));
+    let pid = match sandbox_pid(&mut info_r) {
+        Some(pid) => pid,
+        // bwrap failed before its sandbox was up: it said why on stderr.
+        None => return Ok(exit_code(child.wait())),
+    };
+    if let Err(e) = connect(pid, &ports) {
+        // Fail closed: the sandbox must not start on the host's network,
+        // or with none while it expects one. Everything of this stage is
+        // in our process group (strata made it for the stage).
+        eprintln!("strata: sandbox network: {e}");
+        if rustix::process::getpgrp() == rustix::process::getpid() {
+            // SAFETY: kill(0, …) signals our own process group.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(0, libc::SIGKILL);
+            }
+        }
+        // (A --break shell shares strata's group: end bwrap alone.)
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    let _ = block_w.write_all(b"g");
+    drop(block_w);
+    // bwrap writes more to its info pipe (the exit status, when asked); drain it.
+    let drain = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = info_r.read_to_end(&mut sink);
+    });
+    let code = exit_code(child.wait());
+    let _ = drain.join();
+    Ok(code)
+}
+
+fn fd(f: &impl std::os::fd::AsRawFd) -> libc::c_int {
+    f.as_raw_fd()
+}
+
+fn exit_code(status: std::io::Result<std::process::ExitStatus>) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        Err(_) => 126,
+    }
+}
+
+/// The sandbox's pid from bwrap's `--info-fd` JSON.
+fn sandbox_pid(info: &mut impl Read) -> Option<i32> {
+    let mut text = Vec::new();
+    let mut byte = [0u8; 1];
+    // bwrap writes one JSON object, then keeps the pipe open: read to its `}`.
+    while info.read(&mut byte).ok()? == 1 {
+        text.push(byte[0]);
+        if byte[0] == b'}' {
+            break;
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    doc["child-pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
+}
+
+/// pasta into `pid`'s network namespace, and the link-local blackhole.
+fn connect(pid: i32, ports: &str) -> Result<(), String> {
+    let pasta = pasta().ok_or("pasta is not installed (package passt)")?;
+    let tcp_ns = if ports.is_empty() { "none" } else { ports };
+    // pasta forks into the background once the namespace is configured,
+    // and ends when the namespace does; its exit is the signal to go on.
+    // (Its output goes to a file: the daemon could hold a pipe open.)
+    let errors = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
+    // pasta drops its capabilities before it opens the namespace, and
+    // bwrap's first process is not dumpable: open it here, hand it over.
+    let netns_path = format!("/proc/{pid}/ns/net");
+    let netns = std::fs::File::open(&netns_path).map_err(|e| format!("{netns_path}: {e}"))?;
+    let netns_fd = fd(&netns);
+    let mut cmd = Command::new(pasta);
+    cmd.args(["--config-net", "--no-map-gw", "--quiet"])
+        .args(["-t", "none", "-u", "none", "-U", "none", "-T", tcp_ns])
+        .args(["--netns", "/proc/self/fd/3"])
+        // Dropping to `nobody` (pasta's default for root, and strata is
+        // root of its namespace even as a user) loses the right to join the
+        // namespace; pasta drops its capabilities all the same.
+        .args(["--runas", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(errors.try_clone().map_err(|e| e.to_string())?);
+    // SAFETY: dup2 is async-signal-safe and only places the namespace's fd.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(netns_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status().map_err(|e| format!("starting pasta: {e}"))?;
+    drop(netns);
+    if !status.success() {
+        let mut text = String::new();
+        let mut errors = errors;
+        use std::io::Seek;
+        let _ = errors.seek(std::io::SeekFrom::Start(0));
+        let _ = errors.read_to_string(&mut text);
+        return Err(format!(
+            "pasta could not give the sandbox a network ({status}): {}",
+            text.trim()
+        ));
+    }
+    // Link-local addresses (a cloud's metadata service) are the host's business.
+    let out = Command::new("nsenter")
+        .args(["--net=".to_owned() + &format!("/proc/{pid}/ns/net")])
+        .args(["ip", "route", "add", "blackhole", "169.254.0.0/16"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("starting nsenter: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "could not close 169.254.0.0/16 in the sandbox's network: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_urls_give_ports() {
+        assert_eq!(loopback_port("http://127.0.0.1:3142/debian"), Some(3142));
+        assert_eq!(loopback_port("http://localhost/debian"), Some(80));
+        assert_eq!(loopback_port("https://[::1]/x"), Some(443));
+        assert_eq!(loopback_port("http://user:pw@127.0.0.1:8080"), Some(8080));
+        assert_eq!(loopback_port("http://deb.example.org/debian"), None);
+        assert_eq!(loopback_port("http://10.0.0.1:3142/"), None);
+    }
+
+    #[test]
+    fn bwraps_info_json_gives_the_pid() {
+        let mut info: &[u8] = b"{\n    \"child-pid\": 4242,\n    \"cgroup-namespace\": 1\n}";
+        assert_eq!(sandbox_pid(&mut info), Some(4242));
+        let mut nothing: &[u8] = b"";
+        assert_eq!(sandbox_pid(&mut nothing), None);
+    }
+}
