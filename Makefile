@@ -79,7 +79,7 @@ install:
 	  $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/strata \
 	  $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
 	  $(DESTDIR)$(ZSH_COMPLETIONS) $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
-	install -m 0755 $(BIN)/strata $(DESTDIR)$(PREFIX)/bin/strata
+	install -m 0755 $(BIN)/strata $(BIN)/strata-sandbox $(DESTDIR)$(PREFIX)/bin/
 	for f in $(BIN)/strata-stage-*; do \
 	  case $$f in *.d) continue ;; esac; \
 	  install -m 0755 $$f $(DESTDIR)$(PREFIX)/lib/strata/stages/$${f##*/strata-stage-}; \
@@ -104,14 +104,14 @@ deb: deps
 	rm -rf $(OUT)/deb
 	$(MAKE) install PREFIX=/usr DESTDIR=$(abspath $(OUT)/deb/root)
 	cd $(OUT)/deb/root && strip --remove-section=.comment --remove-section=.note --strip-unneeded \
-	  usr/bin/strata usr/lib/strata/stages/*
+	  usr/bin/strata usr/bin/strata-sandbox usr/lib/strata/stages/*
 	gzip -9n $(OUT)/deb/root/usr/share/man/man1/*.1
 	install -D -m 0644 debian/copyright $(OUT)/deb/root/usr/share/doc/strata/copyright
 	gzip -9nc debian/changelog > $(OUT)/deb/root/usr/share/doc/strata/changelog.gz
 	chmod 0644 $(OUT)/deb/root/usr/share/doc/strata/changelog.gz
 	install -D -m 0644 debian/strata.lintian-overrides $(OUT)/deb/root/usr/share/lintian/overrides/strata
 	mkdir -p $(OUT)/deb/root/DEBIAN
-	dpkg-shlibdeps -T$(OUT)/deb/substvars $(OUT)/deb/root/usr/bin/strata $(OUT)/deb/root/usr/lib/strata/stages/*
+	dpkg-shlibdeps -T$(OUT)/deb/substvars $(OUT)/deb/root/usr/bin/strata $(OUT)/deb/root/usr/bin/strata-sandbox $(OUT)/deb/root/usr/lib/strata/stages/*
 	dpkg-gencontrol -pstrata -P$(OUT)/deb/root -T$(OUT)/deb/substvars -f$(OUT)/deb/files
 	cd $(OUT)/deb/root && find usr -type f -exec md5sum {} + | sort -k2 > DEBIAN/md5sums
 	chmod 0644 $(OUT)/deb/root/DEBIAN/md5sums

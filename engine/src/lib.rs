@@ -63,11 +63,12 @@
 //! | room     | may import                                                                                   |
 //! |----------|----------------------------------------------------------------------------------------------|
 //! | main     | cli                                                                                          |
+//! | bin      | sandbox (`strata-sandbox`: the per-stage enter and network steps)                            |
 //! | cli      | task system exec derive manifest backend catalog store sandbox monitor clock id kind         |
 //! | task     | system exec derive manifest backend catalog store sandbox monitor clock id kind              |
 //! | system   | exec derive manifest backend catalog store monitor id kind                                   |
 //! | exec     | derive manifest backend catalog store sandbox monitor id kind                                |
-//! | derive   | manifest id kind                                                                             |
+//! | derive   | manifest catalog id kind                                                                     |
 //! | manifest | catalog schema id kind                                                                       |
 //! | backend  | store sandbox clock id kind                                                                  |
 //! | catalog  | schema                                                                                       |

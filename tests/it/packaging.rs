@@ -106,6 +106,7 @@ fn the_installed_layout_builds_hello() {
     let usr = dest.path().join("usr");
     for file in [
         "bin/strata",
+        "bin/strata-sandbox",
         "lib/strata/stages/mkdir",
         "lib/strata/stages/tar",
         "lib/strata/stages/bootstrap",
