@@ -4,7 +4,12 @@
 //! alternately in the same invocation; medians. Then a warm re-run, and the
 //! size of the system tarball.
 //!
+//! Then the same as an ordinary user (`strata-bench`, made with a
+//! subordinate id range when missing): strata's bootstrap stage, rootless,
+//! against a bare `mmdebstrap --mode=unshare` run by the same user.
+//!
 //! Targets (issue 3): strata ≤ 1.10 × bare mmdebstrap cold; warm ≤ 50 ms.
+//! (issue 14): rootless, strata ≤ 1.10 × bare `mmdebstrap --mode=unshare`.
 //! `STRATA_BENCH_RUNS` sets the number of alternations (default 3).
 
 mod common;
@@ -43,11 +48,19 @@ fn main() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let bare = |target: &Path| {
-        let out = Command::new("mmdebstrap")
+    let bare = |target: &Path, mode: &str, user: Option<&str>| {
+        let mut cmd = match user {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--", "mmdebstrap"]);
+                c
+            }
+            None => Command::new("mmdebstrap"),
+        };
+        let out = cmd
             .args([
                 "--quiet",
-                "--mode=root",
+                mode,
                 "--variant=minbase",
                 "--architectures=amd64",
                 "--components=main",
@@ -69,7 +82,7 @@ fn main() {
     for i in 0..runs {
         let target = scratch.path().join(format!("bare-{i}"));
         let t = Instant::now();
-        bare(&target);
+        bare(&target, "--mode=root", None);
         theirs.push(t.elapsed());
         std::fs::remove_dir_all(&target).unwrap();
 
@@ -109,6 +122,44 @@ fn main() {
         .unwrap()
         .len();
 
+    // Rootless: the same user runs both, each into a folder it owns.
+    let user = "strata-bench";
+    let (uid, gid) = strata_tests::ordinary_user(user, "1200200000:65536");
+    // A folder of its own (the scratch folder is root's, 0700).
+    let home_dir = tempfile::tempdir().unwrap();
+    let home = home_dir.path();
+    std::os::unix::fs::chown(home, Some(uid), Some(gid)).unwrap();
+    let user_manifest = home.join("system.json");
+    std::fs::copy(&system_path, &user_manifest).unwrap();
+    let (mut ours_user, mut theirs_user) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let target = home.join(format!("bare-{i}"));
+        let t = Instant::now();
+        bare(&target, "--mode=unshare", Some(user));
+        theirs_user.push(t.elapsed());
+        std::fs::remove_dir_all(&target).unwrap();
+
+        let store = home.join(format!("store-{i}"));
+        let t = Instant::now();
+        let out = Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("HOME={}", home.display()))
+            .arg(&strata)
+            .args(["build", "-q", "--checkpoint", "*", "--store"])
+            .arg(&store)
+            .arg(&user_manifest)
+            .current_dir(home)
+            .output()
+            .unwrap();
+        ours_user.push(t.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_dir_all(&store).unwrap();
+    }
+
     let (o, t, w) = (
         common::median(&mut ours),
         common::median(&mut theirs),
@@ -131,6 +182,20 @@ fn main() {
     println!(
         "  system tarball (zstd):         {:>8.1} MB",
         size as f64 / 1e6
+    );
+    let (ou, tu) = (
+        common::median(&mut ours_user),
+        common::median(&mut theirs_user),
+    );
+    println!("  as the ordinary user {user}:");
+    println!(
+        "  bare mmdebstrap --mode=unshare: {:>8.2} s",
+        tu.as_secs_f64()
+    );
+    println!(
+        "  strata bootstrap stage (cold):  {:>8.2} s   ({:.3}x bare; target <= 1.10x)",
+        ou.as_secs_f64(),
+        ou.as_secs_f64() / tu.as_secs_f64()
     );
 }
 

@@ -4,7 +4,12 @@
 //! where the time goes: each `--monitor-fd` event is stamped as it arrives,
 //! so the gaps between them are the engine's phases.
 //!
-//! Target (issue 13): cold ≤ 60 ms on a 2-core machine.
+//! Beside it, the same bare bwrap with strata's per-stage user namespace
+//! (the `enter` step of engine/src/sandbox/userns.rs): what isolation
+//! costs a stage.
+//!
+//! Targets: cold ≤ 60 ms on a 2-core machine (issue 13); the user namespace
+//! ≤ 5 ms a stage (issue 14).
 
 mod common;
 
@@ -93,25 +98,32 @@ fn main() {
     let manifest = scratch.path().join("overhead.json");
     std::fs::write(&manifest, manifest_text()).unwrap();
     let runs = common::runs(15);
-    let reference = || {
+    let time = |f: fn()| {
         let t = Instant::now();
-        common::bare_bwrap();
+        f();
         t.elapsed()
     };
-    let (mut walls, mut refs) = (Vec::new(), Vec::new());
+    let (mut walls, mut refs, mut entered) = (Vec::new(), Vec::new(), Vec::new());
     let mut phases: Vec<Vec<(String, Duration)>> = Vec::new();
     for i in 0..runs {
-        refs.push(reference());
+        refs.push(time(common::bare_bwrap));
+        entered.push(time(common::bare_bwrap_entered));
         let (wall, p) = cold_build(&strata, &manifest, &scratch.path().join(format!("s{i}")));
         walls.push(wall);
         phases.push(p);
     }
     let wall = common::median(&mut walls);
     let r = common::median(&mut refs);
+    let e = common::median(&mut entered);
     println!(
         "strata bench (engine overhead): {runs} cold builds of 3 stages in 2 pipelines, alternating with one bare bwrap, medians"
     );
     println!("  reference (one bare bwrap):  {:>8.2} ms", ms(r));
+    println!(
+        "  bare bwrap + the stage's user namespace: {:>8.2} ms   (+{:.2} ms a stage; target <= 5 ms)",
+        ms(e),
+        ms(e.saturating_sub(r))
+    );
     println!(
         "  cold build:                  {:>8.2} ms   ({:.1}x reference; target <= 60 ms)",
         ms(wall),

@@ -428,39 +428,11 @@ pub fn test_user() -> Option<TestUser> {
         const NAME: &str = "strata-it";
         // A range apart from root's own and from strata's default for root
         // (0x70000000): 1_200_000_000…+65535.
-        const SUB: &str = "1200000000:65536";
-        let exists = Command::new("id")
-            .args(["-u", NAME])
-            .output()
-            .unwrap()
-            .status
-            .success();
-        if !exists {
-            let made = Command::new("useradd")
-                .args(["--create-home", "--shell", "/bin/sh", NAME])
-                .status()
-                .unwrap();
-            assert!(made.success(), "useradd {NAME} failed");
-        }
-        for file in ["/etc/subuid", "/etc/subgid"] {
-            let text = std::fs::read_to_string(file).unwrap_or_default();
-            if !text.lines().any(|l| l.starts_with(&format!("{NAME}:"))) {
-                let mut f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(file)
-                    .unwrap();
-                writeln!(f, "{NAME}:{SUB}").unwrap();
-            }
-        }
-        let id = |flag: &str| -> u32 {
-            let out = Command::new("id").args([flag, NAME]).output().unwrap();
-            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-        };
+        let (uid, gid) = strata_tests::ordinary_user(NAME, "1200000000:65536");
         Some(TestUser {
             name: NAME.into(),
-            uid: id("-u"),
-            gid: id("-g"),
+            uid,
+            gid,
         })
     })
     .clone()

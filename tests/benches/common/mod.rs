@@ -35,25 +35,43 @@ pub fn median(v: &mut [Duration]) -> Duration {
 
 /// The floor of one sandboxed stage: one bare `bwrap … true`.
 pub fn bare_bwrap() {
-    let ok = std::process::Command::new("bwrap")
-        .args([
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-        ])
-        .args([
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--unshare-all",
-            "--die-with-parent",
-        ])
-        .arg("/usr/bin/true")
-        .status()
-        .unwrap()
-        .success();
+    bwrap_true(false);
+}
+
+/// [`bare_bwrap`] with strata's per-stage user namespace: `true` started
+/// through the same `enter` step strata puts before every stage
+/// (engine/src/sandbox/userns.rs): a new user namespace mapped to the
+/// stages' range, RLIMIT_NPROC and the seccomp filter. The difference to
+/// [`bare_bwrap`] is what the namespace costs a stage.
+pub fn bare_bwrap_entered() {
+    bwrap_true(true);
+}
+
+fn bwrap_true(entered: bool) {
+    let mut cmd = std::process::Command::new("bwrap");
+    cmd.args([
+        "--ro-bind",
+        "/usr",
+        "/usr",
+        "--symlink",
+        "usr/lib64",
+        "/lib64",
+    ])
+    .args([
+        "--symlink",
+        "usr/lib",
+        "/lib",
+        "--unshare-all",
+        "--die-with-parent",
+    ]);
+    if entered {
+        let (binds, prefix) = strata::sandbox::userns::sandbox_entry()
+            .expect("strata-sandbox beside the release strata (make bench builds it)");
+        for (host, inside) in binds {
+            cmd.arg("--ro-bind").arg(host).arg(inside);
+        }
+        cmd.args(prefix);
+    }
+    let ok = cmd.arg("/usr/bin/true").status().unwrap().success();
     assert!(ok, "bwrap failed");
 }
