@@ -902,60 +902,33 @@ fn an_older_store_format_is_refused_clearly() {
     }
 }
 
-/// A store an older strata left (format 2: `envs/` and `environments/`) is
-/// brought to this format by the first command that opens it, and what it
-/// held is found under the new names: `strata env` environments (whose
-/// state still names the tree under envs/) and the systems tasks recorded.
+/// A store an older strata left (format 2 or 3: owners from before stages
+/// ran in user namespaces) is refused by every command with a hint, and
+/// nothing in it changes.
 #[test]
-fn a_format_2_store_is_migrated_on_open() {
+fn an_older_store_is_refused_and_left_alone() {
     let env = Env::new();
     let store = env.store();
-    let id = "ab".repeat(32);
-    for dir in ["objects", "envs/dev/tree", "environments"] {
-        std::fs::create_dir_all(store.join(dir)).unwrap();
+    for old in ["strata-store 2", "strata-store 3"] {
+        std::fs::create_dir_all(store.join("envs/dev/tree")).unwrap();
+        std::fs::write(store.join("format"), format!("{old}\n")).unwrap();
+        for args in [&["env", "list", "--json"][..], &["store", "ls"]] {
+            let run = env.strata(args, None);
+            assert_eq!(run.code(), 1, "{}", run.describe());
+            assert!(
+                run.stderr().contains(&format!("has format `{old}`"))
+                    && run.stderr().contains("hint: remove it"),
+                "{}",
+                run.stderr()
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(store.join("format")).unwrap(),
+            format!("{old}\n")
+        );
+        assert!(store.join("envs/dev/tree").is_dir());
+        assert!(!store.join("instances").exists());
     }
-    std::fs::create_dir_all(store.join(format!("objects/{id}/layer"))).unwrap();
-    std::fs::write(store.join("format"), "strata-store 2\n").unwrap();
-    let old_tree = store.join("envs/dev/tree");
-    let state = json!({"name": "dev", "backend": "unshare", "origin": "a test", "artifact_id": "",
-        "image": old_tree, "instance": null, "running": false, "stop_timeout": 30});
-    std::fs::write(store.join("envs/dev/state.json"), state.to_string()).unwrap();
-    let record = json!({"id": id, "vendor": "debian", "codename": "bookworm", "variant": "buildd",
-        "architecture": "amd64", "backends": ["unshare"], "packages": [], "created": 1,
-        "pipeline": {"stages": []}});
-    std::fs::write(
-        store.join(format!("environments/{id}.json")),
-        record.to_string(),
-    )
-    .unwrap();
-
-    let list = env.strata(&["env", "list", "--json"], None);
-    assert_eq!(list.code(), 0, "{}", list.describe());
-    let listed: Value = serde_json::from_str(&list.stdout()).unwrap();
-    assert_eq!(listed[0]["name"], "dev", "{listed}");
-    assert_eq!(
-        std::fs::read_to_string(store.join("format"))
-            .unwrap()
-            .trim(),
-        strata::store::FORMAT
-    );
-    assert!(!store.join("envs").exists());
-    assert!(!store.join("environments").exists());
-    assert!(store.join("instances/dev/tree").is_dir());
-    assert!(store.join(format!("systems/{id}.json")).is_file());
-
-    let ls = env.strata(&["env", "ls", "--json"], None);
-    assert_eq!(ls.code(), 0, "{}", ls.describe());
-    assert!(ls.stdout().contains(&id), "{}", ls.stdout());
-
-    // The environment's tree is where the layout puts it now.
-    let start = env.strata(&["env", "start", "dev"], None);
-    assert_eq!(start.code(), 0, "{}", start.describe());
-    let list = env.strata(&["env", "list", "--json"], None);
-    let listed: Value = serde_json::from_str(&list.stdout()).unwrap();
-    let tree = store.canonicalize().unwrap().join("instances/dev/tree");
-    assert_eq!(listed[0]["image"], json!(tree), "{listed}");
-    assert_eq!(listed[0]["running"], true, "{listed}");
 }
 
 /// The number on a real system: five kept stages over a bookworm

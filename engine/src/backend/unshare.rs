@@ -90,8 +90,7 @@ impl Unshare {
     /// The environment `state` describes, kept in `dir`.
     pub fn open(mut state: EnvState, dir: InstancePaths) -> Unshare {
         // The tree is where the store's layout puts it: a state written
-        // before the store was moved, or before format 3 renamed envs/ to
-        // instances/, names it where it was.
+        // before the store was moved names it where it was.
         state.image = dir.tree().display().to_string();
         Unshare { state, dir }
     }

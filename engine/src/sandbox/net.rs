@@ -253,9 +253,35 @@ fn sandbox_pid(info: &mut impl Read) -> Option<i32> {
         .and_then(|p| i32::try_from(p).ok())
 }
 
+/// bwrap brings the sandbox's loopback up after it has told its pid, and
+/// fails (`loopback: Failed RTM_NEWADDR`) when it finds it up already;
+/// pasta brings it up too. So pasta starts once bwrap's is done: its
+/// 127.0.0.1 is in the namespace's local table, which nothing else fills.
+fn wait_for_loopback(pid: i32) -> Result<(), String> {
+    let path = format!("/proc/{pid}/net/fib_trie");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match std::fs::read_to_string(&path) {
+            Ok(table) if table.contains("127.0.0.1") => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(format!(
+                    "{path}: {e}: the sandbox ended before its loopback was up"
+                ));
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            // Not seen (an odd kernel): go on, bwrap says so if it fails.
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// pasta into `pid`'s network namespace, and the link-local blackhole.
 fn connect(pid: i32, ports: &str) -> Result<(), String> {
     let pasta = pasta().ok_or("pasta is not installed (package passt)")?;
+    wait_for_loopback(pid)?;
     let tcp_ns = if ports.is_empty() { "none" } else { ports };
     // pasta forks into the background once the namespace is configured,
     // and ends when the namespace does; its exit is the signal to go on.

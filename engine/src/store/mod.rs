@@ -36,7 +36,9 @@
 //! root shifts them back. Overlay bookkeeping (whiteouts are 0/0 character
 //! devices; `user.overlay.opaque`) is the `userxattr` kind, the one a mount
 //! made inside a user namespace can use — format 2's `trusted.overlay.*`
-//! layers, written by root, mean nothing to it, hence format 3.
+//! layers, written by root, mean nothing to it. Hence format 4, and a store
+//! of an older format is refused with a hint rather than migrated: its
+//! owners and whiteouts would have to be rewritten file by file.
 //!
 //! The tree of object C is the stack C.layer over B.layer over A.layer,
 //! following `parent` in info.json down to a layer with none:
@@ -84,11 +86,8 @@
 //! - Names: both `systems/` and `instances/` hold what people call
 //!   environments, so neither is called that. A system is a stored tree (by
 //!   content id) a task reuses; an instance is a named, stateful thing made
-//!   from a system, like an incus instance. Format 2 called them
-//!   `environments/` and `envs/`; opening such a store renames both under the
-//!   exclusive lock (waiting for running builds), then writes format 3. Each
-//!   step can be redone, and the format file is written last, so a crash
-//!   midway leaves a store the next open finishes.
+//!   from a system, like an incus instance (format 2 called them
+//!   `environments/` and `envs/`).
 //! - Paths: [`Layout`] joins every name onto the store root; nothing else does.
 
 pub mod copy;
@@ -230,14 +229,10 @@ impl Store {
     }
 
     fn open_with(root: &Path, mode: Mode, timeout: Duration) -> Result<Store, StoreError> {
-        fs::create_dir_all(root)?;
+        // A new store is closed from its first moment (see below).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(root)?;
         let layout = Layout::new(fs::canonicalize(root)?);
-        // Trees below hold setuid files and the like, owned by ids of the
-        // stages' namespace: nobody but the store's owner may reach them.
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(layout.root(), std::fs::Permissions::from_mode(0o700))?;
-        }
         match read_format(&layout)? {
             Some(found) if found == FORMAT => {}
             Some(found) => {
@@ -262,6 +257,13 @@ impl Store {
                 }
                 write_format(&layout)?;
             }
+        }
+        // Trees below hold setuid files and the like, owned by ids of the
+        // stages' namespace: nobody but the store's owner may reach them
+        // (a store made by an older strata, or by hand, is closed here).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(layout.root(), std::fs::Permissions::from_mode(0o700))?;
         }
         for dir in layout.made_on_open() {
             fs::create_dir_all(dir)?;
