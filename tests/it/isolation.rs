@@ -5,11 +5,13 @@
 //! write back the value already there, read rather than write devices, and
 //! signal only a process the test started.
 
-use crate::support::{Env, Run, TestUser, bin_dir, export_args, repo, test_user};
+use crate::package;
+use crate::support::{Env, Run, TestUser, base64, bin_dir, export_args, repo, test_user};
 use serde_json::{Value, json};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A mode-0600 file of the host's root under /usr, which stages see
@@ -61,10 +63,16 @@ impl Drop for Victim {
     }
 }
 
-/// The probes a hostile stage runs, each recorded in $t/probes as
-/// `NAME refused` or `NAME escaped`, then the legitimate work it must still
-/// be able to do in its tree.
-fn hostile_script(secret: &Path, victim: u32) -> String {
+/// The probes a hostile stage runs, each appended to the file `record` (a
+/// shell word) as `NAME refused` or `NAME escaped` — or `NAME missing` when
+/// the tool it needs is not there, which must fail a test rather than pass
+/// for a refusal.
+///
+/// `remount-read-only-rw` makes the sandbox's first read-only mount (its
+/// root, or a bind of the store's) writable: that changes only the
+/// sandbox's own mount namespace, but a stage that can do it can write
+/// into its build root and its inputs, which are stored objects.
+fn probe_script(secret: &Path, victim: u32, record: &str) -> String {
     let keyctl = if cfg!(target_arch = "x86_64") {
         // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0): works
         // in any namespace unless the seccomp filter refuses it.
@@ -73,35 +81,53 @@ fn hostile_script(secret: &Path, victim: u32) -> String {
         ""
     };
     format!(
-        r#"t=/run/strata/tree
-p() {{ n=$1; shift; if "$@" >/dev/null 2>&1; then r=escaped; else r=refused; fi; echo "$n $r" >> $t/probes; }}
+        r#"p() {{ n=$1; shift; if ! command -v "$1" >/dev/null 2>&1; then r=missing; elif "$@" >/dev/null 2>&1; then r=escaped; else r=refused; fi; echo "$n $r" >> {record}; }}
 mkdir -p /tmp/m
 p mount-devtmpfs mount -t devtmpfs devtmpfs /tmp/m
+p remount-read-only-rw sh -c 'while read -r a b c d m o rest; do case $o in ro*) exec mount -o remount,bind,rw "$m";; esac; done < /proc/self/mountinfo; exit 1'
 p mknod-block-and-read sh -c 'mknod /tmp/blk b 7 0 && head -c 512 /tmp/blk >/dev/null'
 p write-core-pattern sh -c 'v=$(cat /proc/sys/kernel/core_pattern) && printf "%s\n" "$v" > /proc/sys/kernel/core_pattern'
 p read-host-secret cat {secret}
 p shadow-through-proc-1 sh -c 'grep -q "^root:" /proc/1/root/etc/shadow'
 p signal-host-process kill -0 {victim}
 {keyctl}
-# What a stage is for: root over its own tree.
-echo data > $t/owned
-chown 1234:5678 $t/owned
-chmod 4755 $t/owned
-id -u > $t/uid
 "#,
         secret = secret.display(),
     )
 }
 
-fn check_probes(tree: &Path) {
-    let probes = std::fs::read_to_string(tree.join("probes")).unwrap();
-    let mut names = Vec::new();
+/// What a stage is for: root over its own tree, whose root is the shell
+/// word `t` ("" when the tree is `/`).
+fn root_work(t: &str) -> String {
+    format!(
+        "echo data > {t}/owned\nchown 1234:5678 {t}/owned\nchmod 4755 {t}/owned\nid -u > {t}/uid\n"
+    )
+}
+
+/// A `--libdir` stage's script: the probes, recorded in $t/probes, then
+/// the legitimate work.
+fn hostile_script(secret: &Path, victim: u32) -> String {
+    format!(
+        "t=/run/strata/tree\n{}{}",
+        probe_script(secret, victim, "$t/probes"),
+        root_work("$t")
+    )
+}
+
+/// Every probe in `probes` (the record [`probe_script`] writes) ran and
+/// was refused.
+fn check_probe_record(probes: &str) {
     for line in probes.lines() {
         let (name, result) = line.split_once(' ').unwrap();
-        assert_eq!(result, "refused", "probe {name} escaped:\n{probes}");
-        names.push(name);
+        assert_eq!(result, "refused", "probe {name} {result}:\n{probes}");
     }
-    assert!(names.len() >= 6, "{probes}");
+    let all = if cfg!(target_arch = "x86_64") { 8 } else { 7 };
+    assert_eq!(probes.lines().count(), all, "{probes}");
+}
+
+/// The probes refused and the legitimate work done in `tree`.
+fn check_probes(tree: &Path) {
+    check_probe_record(&std::fs::read_to_string(tree.join("probes")).unwrap());
     let owned = std::fs::metadata(tree.join("owned")).unwrap();
     assert_eq!(owned.mode() & 0o7777, 0o4755);
     assert_eq!(
@@ -287,6 +313,14 @@ fn nothing_under_a_store_is_readable_by_another_user() {
     }
 }
 
+/// `strata ARGS` as root, or as `user` (in their own `env`).
+fn strata_as(user: Option<&TestUser>, env: &Env, args: &[&str], input: Option<&str>) -> Run {
+    match user {
+        Some(u) => u.strata(env, args, input),
+        None => env.strata(args, input),
+    }
+}
+
 /// `strata build --json` of example manifest `name` (as root, or as `user`
 /// in their own env), exporting `export`.
 fn build_example(user: Option<&TestUser>, env: &Env, name: &str, export: &str) -> (Run, Value) {
@@ -301,10 +335,7 @@ fn build_example(user: Option<&TestUser>, env: &Env, name: &str, export: &str) -
         "--output-directory",
         out.to_str().unwrap(),
     ];
-    let run = match user {
-        Some(u) => u.strata(env, &args, None),
-        None => env.strata(&args, None),
-    };
+    let run = strata_as(user, env, &args, None);
     let doc: Value = serde_json::from_slice(&run.0.stdout)
         .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}", run.describe()));
     (run, doc)
@@ -489,4 +520,254 @@ fn an_ordinary_user_bootstraps_minbase_to_the_same_ids_and_tarball_as_root() {
     let tarball = |env: &Env| std::fs::read(env.out().join("tarball/system.tar.zst")).unwrap();
     let (a, b) = (tarball(&as_root), tarball(&as_user));
     assert!(a.len() > 1 << 20 && a == b, "the tarballs differ");
+}
+
+/// The buildd system of the package tests, bootstrapped once into a store
+/// under cargo's target tmp dir (which later runs reuse): root's, or — a
+/// store is written one way only — `user`'s own. Stages over it start from
+/// the stored bootstrap.
+fn system_store(user: Option<&TestUser>) -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    static USER: OnceLock<PathBuf> = OnceLock::new();
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let manifest = json!({"version": "2", "pipelines": [package::env_pipeline()]}).to_string();
+    let bootstrap = |env: &Env, store: &Path| {
+        let args = ["build", "-", "--store", store.to_str().unwrap()];
+        strata_as(user, env, &args, Some(&manifest)).success();
+    };
+    match user {
+        None => ROOT.get_or_init(|| {
+            let store = tmp.join("isolation-store");
+            bootstrap(&Env::new(), &store);
+            store
+        }),
+        Some(u) => USER.get_or_init(|| {
+            // The user's own folder: the store in it must be theirs.
+            let dir = tmp.join("isolation-user");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid)).unwrap();
+            let store = dir.join("store");
+            bootstrap(&u.env(), &store);
+            store
+        }),
+    }
+    .clone()
+}
+
+/// A package of the test's own for a customize script to `dpkg -i`.
+fn probe_deb(env: &Env) -> Vec<u8> {
+    let root = env.path("strata-probe");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/share/strata-probe")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: strata-probe\nVersion: 1.0\nArchitecture: all\nMaintainer: strata <strata@localhost>\nDescription: strata test: a package a customize script installs\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("usr/share/strata-probe/installed"), "yes\n").unwrap();
+    let deb = env.path("strata-probe.deb");
+    let built = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "-b"])
+        .arg(&root)
+        .arg(&deb)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(built.success());
+    std::fs::read(deb).unwrap()
+}
+
+/// The buildd system, then a customize stage that installs `hello` from
+/// the mirror, writes the probe package into the tree and runs the probes
+/// and the legitimate work as its script. The tree is `/` there: the
+/// probes are recorded in /probes, and the secret under the host's /usr is
+/// not even in sight (its probe stays, and must be refused all the same).
+fn hostile_customize_manifest(secret: &Path, victim: u32, deb: &[u8]) -> Value {
+    let script = format!(
+        "{}{}dpkg -i /root/strata-probe.deb\nrm /root/strata-probe.deb\n",
+        probe_script(secret, victim, "/probes"),
+        root_work("")
+    );
+    let mut system = package::env_pipeline();
+    system["name"] = json!("system");
+    system["stages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "customize", "options": {
+        "packages": ["hello"],
+        "files": [{"path": "/root/strata-probe.deb", "base64": base64(deb)}],
+        "script": script}}));
+    json!({"version": "2", "pipelines": [system]})
+}
+
+/// The package `name` is installed in `tree`, per its dpkg status.
+fn assert_installed(tree: &Path, name: &str) {
+    let status = std::fs::read_to_string(tree.join("var/lib/dpkg/status")).unwrap();
+    let entry = status
+        .split("\n\n")
+        .find(|p| p.lines().any(|l| l == format!("Package: {name}")))
+        .unwrap_or_else(|| panic!("{name} is not in the dpkg status"));
+    assert!(
+        entry.lines().any(|l| l == "Status: install ok installed"),
+        "{entry}"
+    );
+}
+
+/// Builds the hostile customize as root or as `user` and checks its tree;
+/// returns the exported tree (kept with `env`).
+fn run_hostile_customize(user: Option<&TestUser>, env: &Env) -> PathBuf {
+    let secret = Secret::new();
+    let mut victim = Victim::new();
+    let store = system_store(user);
+    let m = hostile_customize_manifest(&secret.0, victim.0.id(), &probe_deb(env)).to_string();
+    let out = env.out();
+    let args = [
+        "build",
+        "-",
+        "--store",
+        store.to_str().unwrap(),
+        // The shared store keeps the bootstrap and nothing of these runs
+        // (their ids change with the secret's name and the victim's pid).
+        "--no-checkpoint",
+        "--export",
+        "system",
+        "--output-directory",
+        out.to_str().unwrap(),
+    ];
+    strata_as(user, env, &args, Some(&m)).success();
+    let tree = out.join("system");
+    check_probes(&tree);
+    assert_installed(&tree, "strata-probe");
+    assert!(tree.join("usr/share/strata-probe/installed").is_file());
+    assert_installed(&tree, "hello");
+    assert!(tree.join("usr/bin/hello").is_file());
+    assert!(victim.alive());
+    tree
+}
+
+#[test]
+fn a_hostile_customize_script_is_refused_and_still_installs_packages() {
+    if !rustix::process::geteuid().is_root() {
+        return; // the secret under /usr is root's to make
+    }
+    let env = Env::new();
+    let tree = run_hostile_customize(None, &env);
+    let owned = std::fs::metadata(tree.join("owned")).unwrap();
+    assert_eq!((owned.uid(), owned.gid()), (1234, 5678));
+}
+
+#[test]
+fn a_hostile_customize_script_run_by_an_ordinary_user_is_refused_the_same() {
+    let Some(user) = test_user() else { return };
+    let env = user.env();
+    let tree = run_hostile_customize(Some(&user), &env);
+    let owned = std::fs::metadata(tree.join("owned")).unwrap();
+    assert_eq!(owned.uid(), first_subuid(&user.name) + 1233);
+}
+
+/// A native source package whose debian/rules runs the probes in its
+/// build target and ships their record in /usr/share/hostile-strata/probes;
+/// its .dsc and .tar.xz, made with the host's dpkg-source under `dir`.
+fn hostile_source(dir: &Path, probes: &str) -> (Vec<u8>, Vec<u8>) {
+    let src = dir.join("hostile-strata-1.0");
+    std::fs::create_dir_all(src.join("debian/source")).unwrap();
+    let files = [
+        ("debian/source/format", "3.0 (native)\n".to_owned()),
+        (
+            "debian/changelog",
+            "hostile-strata (1.0) unstable; urgency=low\n\n  * A build that tries to leave its sandbox.\n\n -- strata <strata@localhost>  Tue, 14 Nov 2023 22:13:20 +0000\n".to_owned(),
+        ),
+        (
+            "debian/control",
+            "Source: hostile-strata\nSection: misc\nPriority: optional\nMaintainer: strata <strata@localhost>\nStandards-Version: 4.6.2\nRules-Requires-Root: no\n\nPackage: hostile-strata\nArchitecture: all\nDescription: strata test: a build that probes its sandbox\n Its debian/rules tries to leave the build's sandbox and ships how each\n try went.\n".to_owned(),
+        ),
+        // Without debhelper: nothing but dpkg-dev and make between the
+        // rules and the kernel. `probes` is a file target, so the probes run
+        // once although dpkg-buildpackage calls the rules twice.
+        (
+            "debian/rules",
+            "#!/usr/bin/make -f\n\
+             .PHONY: build build-arch build-indep binary binary-arch binary-indep clean\n\
+             build build-arch build-indep: probes\n\
+             probes:\n\tsh debian/probes.sh $(CURDIR)/probes\n\
+             binary binary-arch binary-indep: probes\n\
+             \trm -rf debian/tmp\n\
+             \tmkdir -p debian/tmp/DEBIAN debian/tmp/usr/share/hostile-strata\n\
+             \tcp probes debian/tmp/usr/share/hostile-strata/probes\n\
+             \tdpkg-gencontrol -phostile-strata -Pdebian/tmp\n\
+             \tdpkg-deb --root-owner-group --build debian/tmp ..\n\
+             clean:\n\trm -rf debian/tmp debian/files probes\n"
+                .to_owned(),
+        ),
+        // The record's name first: p() has arguments of its own.
+        ("debian/probes.sh", format!("out=\"$1\"\n{probes}")),
+    ];
+    for (path, text) in files {
+        std::fs::write(src.join(path), text).unwrap();
+    }
+    std::fs::set_permissions(
+        src.join("debian/rules"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let made = Command::new("dpkg-source")
+        .args(["-b", "hostile-strata-1.0"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (
+        std::fs::read(dir.join("hostile-strata_1.0.dsc")).unwrap(),
+        std::fs::read(dir.join("hostile-strata_1.0.tar.xz")).unwrap(),
+    )
+}
+
+/// Builds the hostile source package as root or as `user`; its probes
+/// refused, its package made.
+fn run_hostile_build(user: Option<&TestUser>, env: &Env) {
+    let secret = Secret::new();
+    let mut victim = Victim::new();
+    let store = system_store(user);
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let probes = probe_script(&secret.0, victim.0.id(), "\"$out\"");
+    let (dsc, tar) = hostile_source(&src, &probes);
+    let m = package::source_manifest(&dsc, &tar, json!({"build_components": ["all"]}), None);
+    let out = env.out();
+    let args = [
+        "build",
+        "-",
+        "--store",
+        store.to_str().unwrap(),
+        // The shared store keeps the bootstrap and nothing of these runs
+        // (their ids change with the secret's name and the victim's pid).
+        "--no-checkpoint",
+        "--export",
+        "build",
+        "--output-directory",
+        out.to_str().unwrap(),
+    ];
+    strata_as(user, env, &args, Some(&m.to_string())).success();
+    let deb = out.join("build/hostile-strata_1.0_all.deb");
+    assert!(deb.is_file(), "the build did not make its package");
+    check_probe_record(&package::deb_file(&deb, "usr/share/hostile-strata/probes"));
+    assert!(victim.alive());
+}
+
+#[test]
+fn a_hostile_debian_rules_is_refused_and_the_package_still_builds() {
+    if !rustix::process::geteuid().is_root() {
+        return; // the secret under /usr is root's to make
+    }
+    run_hostile_build(None, &Env::new());
+}
+
+#[test]
+fn a_hostile_debian_rules_built_by_an_ordinary_user_is_refused_the_same() {
+    let Some(user) = test_user() else { return };
+    run_hostile_build(Some(&user), &user.env());
 }

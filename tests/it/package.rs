@@ -11,7 +11,8 @@ fn dist(file: &str) -> Vec<u8> {
     std::fs::read(repo().join("tests/fixtures/packages/dist").join(file)).unwrap()
 }
 
-fn env_pipeline() -> Value {
+/// The buildd environment builds run in.
+pub fn env_pipeline() -> Value {
     json!({"name": "env", "runner": "debian", "source-epoch": 1700000000, "stages": [{"type": "bootstrap", "options": {
         "bootstrap_options": {"architecture": "amd64", "variant": "buildd", "extra_packages": ["debhelper", "lintian"]},
         "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}]}}]})
@@ -21,12 +22,18 @@ fn env_pipeline() -> Value {
 pub fn manifest(name: &str, options: Value, lint: Option<Value>) -> Value {
     let dsc = dist(&format!("{name}_1.0.dsc"));
     let tar = dist(&format!("{name}_1.0.tar.xz"));
+    source_manifest(&dsc, &tar, options, lint)
+}
+
+/// env → build (the source package of `dsc` and its one `tar`, through a
+/// files input) [→ lint].
+pub fn source_manifest(dsc: &[u8], tar: &[u8], options: Value, lint: Option<Value>) -> Value {
     let mut options = options;
     options["host_architecture"] = json!("amd64");
     let mut pipelines = vec![
         env_pipeline(),
         json!({"name": "build", "build": "name:env", "runner": "debian", "source-epoch": 1700000000, "stages": [{"type": "build",
-            "inputs": {"source": {"type": "files", "origin": "source", "references": [checksum(&dsc), checksum(&tar)]}},
+            "inputs": {"source": {"type": "files", "origin": "source", "references": [checksum(dsc), checksum(tar)]}},
             "options": options}]}),
     ];
     if let Some(lint) = lint {
@@ -34,7 +41,7 @@ pub fn manifest(name: &str, options: Value, lint: Option<Value>) -> Value {
             "inputs": {"input": {"type": "tree", "origin": "pipeline", "references": ["name:build"]}},
             "options": lint}]}));
     }
-    json!({"version": "2", "pipelines": pipelines, "sources": inline_sources(&[&dsc, &tar])})
+    json!({"version": "2", "pipelines": pipelines, "sources": inline_sources(&[dsc, tar])})
 }
 
 fn statuses(doc: &Value) -> Vec<String> {
@@ -88,7 +95,8 @@ fn deb_field(deb: &Path, field: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn deb_file(deb: &Path, path: &str) -> String {
+/// The text of member `path` of the binary package `deb`.
+pub fn deb_file(deb: &Path, path: &str) -> String {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(

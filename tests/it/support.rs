@@ -322,7 +322,8 @@ pub fn inline_sources(blobs: &[&[u8]]) -> Value {
     json!({"inline": {"items": items}})
 }
 
-fn base64(data: &[u8]) -> String {
+/// Standard, padded base64 (as the manifest's base64 fields take it).
+pub fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {

@@ -13,8 +13,9 @@
 //!    mounts overlays (userxattr), writes              `enter` (this file, strata-sandbox
 //!    the store, runs bwrap                            bound into the sandbox) forks a child into
 //!                                                     a new user + mount namespace
-//!  bwrap → `enter` → the stage: root of               0…65535 → R…R+65535 and execs the stage
-//!    the same namespace
+//!  bwrap → `enter` → the stage, root of a             0…65535 → R…R+65535 and execs the stage
+//!    namespace nested in that one, 0…65535 →
+//!    0…65535 (the same ids on disk)
 //!
 //!  both: `enter` sets RLIMIT_NPROC and installs the seccomp filter
 //!        ([`super::seccomp`]) before it execs the stage
@@ -23,7 +24,17 @@
 //!    U (k = 0) or S+k−1
 //! ```
 //!
-//! Either way the stage's ids are a range no host account uses, the stage
+//! Either way the stage is root of a user namespace of its own, below the
+//! one that owns bwrap's mounts and bwrap's pid 1: the kernel locks the
+//! mounts it inherits (a read-only bind — its build root, an input, the
+//! host's /usr — cannot be remounted writable or unmounted to show what is
+//! beneath), and bwrap's processes, which run without the seccomp filter,
+//! are out of its reach (no ptrace, no /proc/1/root). As the user, without
+//! the nested namespace, a stage was root of strata's own namespace and
+//! could do both: `mount -o remount,bind,rw` an input and write into a
+//! stored object.
+//!
+//! The stage's ids are a range no host account uses, the stage
 //! has capabilities only over its own namespaces (it can chown, mknod fifos,
 //! mount a tmpfs of its own), and anything owned by the host's root — under
 //! the host's `/usr`, which stages see read-only — is `nobody` to it. The
@@ -69,7 +80,7 @@ pub enum Mode {
         gid: u32,
     },
     /// strata runs in a user namespace of its own (as an ordinary user);
-    /// stages are root of that same namespace.
+    /// each stage gets a namespace nested in it with the same ids.
     Inside,
 }
 
@@ -354,7 +365,9 @@ fn entry_for(mode: Mode, exe: &Path, interp: Option<PathBuf>) -> Entry {
             argv.push(uid.to_string().into());
             argv.push(gid.to_string().into());
         }
-        Mode::Inside => argv.extend(["-".into(), "-".into()]),
+        // The same ids as strata's namespace: only the nesting matters
+        // (see the module's docs).
+        Mode::Inside => argv.extend(["0".into(), "0".into()]),
     }
     argv.push(STAGE_PROCESSES.to_string().into());
     argv.push("--".into());
@@ -362,8 +375,9 @@ fn entry_for(mode: Mode, exe: &Path, interp: Option<PathBuf>) -> Entry {
 }
 
 /// `strata-sandbox --strata-sandbox-enter UID GID NPROC -- ARGV…`, run by bwrap
-/// inside the sandbox: (with UID and GID) fork a child into a new user and
-/// mount namespace whose 0…65535 are the host's UID…, GID…; set the process
+/// inside the sandbox: fork a child into a new user and mount namespace
+/// whose 0…65535 are UID…, GID… of the namespace bwrap runs in (the host's
+/// as root; strata's own, where they are 0, as a user); set the process
 /// limit and the seccomp filter; exec ARGV. The parent waits and exits as
 /// the child did. Returns only on error (an exit code).
 pub fn enter_main(args: &[OsString]) -> i32 {
@@ -385,9 +399,8 @@ fn enter_main_inner(args: &[OsString]) -> Result<i32, String> {
         return Err("usage: --strata-sandbox-enter UID GID NPROC -- ARGV…".into());
     };
     let num = |s: &OsStr| s.to_str().and_then(|s| s.parse::<u32>().ok());
-    let ids = match (num(uid), num(gid)) {
-        (Some(u), Some(g)) => Some((u, g)),
-        _ => None,
+    let (Some(uid), Some(gid)) = (num(uid), num(gid)) else {
+        return Err("UID and GID must be numbers".into());
     };
     let nproc: u64 = num(nproc).map_or(STAGE_PROCESSES, u64::from);
     if argv.is_empty() {
@@ -402,16 +415,6 @@ fn enter_main_inner(args: &[OsString]) -> Result<i32, String> {
         .collect::<Result<_, _>>()?;
     let mut cptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     cptrs.push(std::ptr::null());
-    let Some((uid, gid)) = ids else {
-        // strata's own namespace already holds the stage: limit and exec.
-        confine(nproc, &filter).map_err(|e| format!("confining the stage: {e}"))?;
-        exec(&cptrs);
-        return Err(format!(
-            "{}: {}",
-            argv[0].to_string_lossy(),
-            std::io::Error::last_os_error()
-        ));
-    };
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
     // SAFETY: this process is single-threaded (it is the sandbox's first
@@ -435,10 +438,13 @@ fn enter_main_inner(args: &[OsString]) -> Result<i32, String> {
     if read(ready_r, &mut byte) != 1 {
         return Ok(wait(pid));
     }
+    // Two extents, 0 and 1…: as the user, strata's own namespace maps its 0
+    // and its 1… from two places (the user, the subordinate range), and the
+    // kernel wants each extent of a child's map inside one of the parent's.
     let map = |file: &str, base: u32| {
         std::fs::write(
             format!("/proc/{pid}/{file}"),
-            format!("0 {base} {TREE_IDS}\n"),
+            format!("0 {base} 1\n1 {} {}\n", base + 1, TREE_IDS - 1),
         )
         .map_err(|e| format!("writing /proc/{pid}/{file}: {e}"))
     };
@@ -620,6 +626,6 @@ mod tests {
         );
         let (_, inside) = entry_for(Mode::Inside, Path::new("/x/strata"), None);
         let inside: Vec<String> = inside.iter().map(|a| a.to_string_lossy().into()).collect();
-        assert_eq!(inside[2..5], ["-", "-", "4096"]);
+        assert_eq!(inside[2..5], ["0", "0", "4096"]);
     }
 }
