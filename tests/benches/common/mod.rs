@@ -63,6 +63,9 @@ fn bwrap_true(entered: bool) {
         "/lib",
         "--unshare-all",
         "--die-with-parent",
+        // A stage's /proc (and `enter` maps its namespace through it).
+        "--proc",
+        "/proc",
     ]);
     if entered {
         let (binds, prefix) = strata::sandbox::userns::sandbox_entry()
