@@ -16,8 +16,9 @@
 //!  bwrap → `enter` → the stage: root of               0…65535 → R…R+65535 and execs the stage
 //!    the same namespace
 //!
-//!  both: `enter` sets RLIMIT_NPROC and installs the seccomp filter
-//!        ([`super::seccomp`]) before it execs the stage
+//!  both: `enter` drops every supplementary group, sets RLIMIT_NPROC and
+//!        installs the seccomp filter ([`super::seccomp`]) before it execs
+//!        the stage
 //!
 //!  on disk, in-tree owner k is                       on disk, in-tree owner k is R+k
 //!    U (k = 0) or S+k−1
@@ -403,7 +404,20 @@ fn enter_main_inner(args: &[OsString]) -> Result<i32, String> {
     let mut cptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
     cptrs.push(std::ptr::null());
     let Some((uid, gid)) = ids else {
-        // strata's own namespace already holds the stage: limit and exec.
+        // strata's own namespace already holds the stage: drop the groups,
+        // limit and exec. The groups are the user's supplementary ones
+        // (incus-admin, say), which a user namespace keeps — shown as
+        // `nogroup`, yet still granting what they grant on the host. A stage
+        // is nobody on the host, so it holds none; newgidmap leaves
+        // setgroups allowed, and in-tree root may call it.
+        // SAFETY: setgroups reads no memory with a count of 0.
+        #[allow(unsafe_code)]
+        if unsafe { libc::setgroups(0, std::ptr::null()) } != 0 {
+            return Err(format!(
+                "dropping the user's groups: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
         confine(nproc, &filter).map_err(|e| format!("confining the stage: {e}"))?;
         exec(&cptrs);
         return Err(format!(
