@@ -289,7 +289,12 @@ fn nothing_under_a_store_is_readable_by_another_user() {
 
 /// `strata build --json` of example manifest `name` (as root, or as `user`
 /// in their own env), exporting `export`.
-fn build_example(user: Option<&TestUser>, env: &Env, name: &str, export: &str) -> (Run, Value) {
+pub(crate) fn build_example(
+    user: Option<&TestUser>,
+    env: &Env,
+    name: &str,
+    export: &str,
+) -> (Run, Value) {
     let manifest = repo().join("manifests").join(name);
     let out = env.out();
     let args = [
@@ -310,7 +315,7 @@ fn build_example(user: Option<&TestUser>, env: &Env, name: &str, export: &str) -
     (run, doc)
 }
 
-fn ids(doc: &Value) -> Vec<String> {
+pub(crate) fn ids(doc: &Value) -> Vec<String> {
     doc["pipelines"]
         .as_array()
         .unwrap()
