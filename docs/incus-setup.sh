@@ -58,13 +58,23 @@ else
     done
   fi
   # A live incusd (not a zombie left by a killed one) answers on its socket.
+  # The socket's group is who may use incus besides root: incus-admin, as
+  # the packaged incus.socket has it (an ordinary user in that group runs
+  # the incus backends); root where the packages made no such group.
+  group=root
+  getent group incus-admin >/dev/null && group=incus-admin
   if ! incus admin waitready --timeout 2 >/dev/null 2>&1; then
     # incusd looks for its helpers on PATH.
-    PATH=/usr/libexec/incus:$PATH nohup /usr/libexec/incus/incusd --group root \
+    PATH=/usr/libexec/incus:$PATH nohup /usr/libexec/incus/incusd --group "$group" \
       >/var/log/strata-incusd.log 2>&1 &
   fi
 fi
 /usr/libexec/incus/incusd waitready --timeout 60 2>/dev/null || incus admin waitready --timeout 60
+# An incusd this script started before it knew of incus-admin keeps a
+# root-only socket: give it the group, as a restart would.
+if [ "${group:-root}" != root ]; then
+  chgrp "$group" /var/lib/incus/unix.socket
+fi
 
 # 3. Network, storage pool and profile: a preseed, which creates what is
 # missing and updates what exists, so running it again changes nothing.

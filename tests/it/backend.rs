@@ -780,12 +780,28 @@ fn cli_round_trip(b: Backend) {
     let name = format!("test-cli-{}", suffix(b));
     scrub(&sh.store, &name);
     let _cleanup = Scrub(sh.store.clone(), name.clone());
-    let manifest = scratch();
-    let mpath = manifest.path().join("system.json");
-    std::fs::write(&mpath, &sh.manifest).unwrap();
     if b != Backend::Unshare {
         incus_alias(); // imported once, for the whole module
     }
+    let dir = scratch();
+    cli_contract(b, &name, &sh.manifest, dir.path(), &strata_env);
+}
+
+/// `strata env` on the command line, from create to delete, of environment
+/// `name` on backend `b` made from pipeline `system` of `manifest`.
+/// `strata_env(ARGS, STDIN)` runs `strata env ARGS` with some store (as root
+/// or as an ordinary user: the same story either way); `dir` is a folder
+/// the one it runs as may read and write.
+pub(crate) fn cli_contract(
+    b: Backend,
+    name: &str,
+    manifest: &str,
+    dir: &Path,
+    strata_env: &dyn Fn(&[&str], Option<&str>) -> Run,
+) {
+    let name = name.to_owned();
+    let mpath = dir.join("system.json");
+    std::fs::write(&mpath, manifest).unwrap();
     strata_env(
         &[
             "create",
@@ -833,13 +849,13 @@ fn cli_round_trip(b: Backend) {
         run.stderr()
     );
 
-    let host = scratch();
-    std::fs::write(host.path().join("in.txt"), "cli push\n").unwrap();
+    let host = dir;
+    std::fs::write(host.join("in.txt"), "cli push\n").unwrap();
     strata_env(
         &[
             "push",
             &name,
-            host.path().join("in.txt").to_str().unwrap(),
+            host.join("in.txt").to_str().unwrap(),
             "/srv/in.txt",
             "--mode",
             "600",
@@ -860,20 +876,20 @@ fn cli_round_trip(b: Backend) {
     )
     .success();
     let pull = strata_env(
-        &["pull", &name, "/srv/out.txt", host.path().to_str().unwrap()],
+        &["pull", &name, "/srv/out.txt", host.to_str().unwrap()],
         None,
     );
     pull.success();
     assert_eq!(
         pull.stdout().trim(),
-        host.path().join("out.txt").display().to_string()
+        host.join("out.txt").display().to_string()
     );
     assert_eq!(
-        std::fs::read_to_string(host.path().join("out.txt")).unwrap(),
+        std::fs::read_to_string(host.join("out.txt")).unwrap(),
         "cli push\n"
     );
     let pull = strata_env(
-        &["pull", &name, "srv/out.txt", host.path().to_str().unwrap()],
+        &["pull", &name, "srv/out.txt", host.to_str().unwrap()],
         None,
     );
     assert_eq!(pull.code(), 2, "{}", pull.describe());

@@ -323,7 +323,12 @@ fn strata_as(user: Option<&TestUser>, env: &Env, args: &[&str], input: Option<&s
 
 /// `strata build --json` of example manifest `name` (as root, or as `user`
 /// in their own env), exporting `export`.
-fn build_example(user: Option<&TestUser>, env: &Env, name: &str, export: &str) -> (Run, Value) {
+pub(crate) fn build_example(
+    user: Option<&TestUser>,
+    env: &Env,
+    name: &str,
+    export: &str,
+) -> (Run, Value) {
     let manifest = repo().join("manifests").join(name);
     let out = env.out();
     let args = [
@@ -341,7 +346,7 @@ fn build_example(user: Option<&TestUser>, env: &Env, name: &str, export: &str) -
     (run, doc)
 }
 
-fn ids(doc: &Value) -> Vec<String> {
+pub(crate) fn ids(doc: &Value) -> Vec<String> {
     doc["pipelines"]
         .as_array()
         .unwrap()

@@ -17,6 +17,7 @@ mod package;
 mod packaging;
 mod progress;
 mod protocol;
+mod rootless;
 mod store;
 mod support;
 mod task;

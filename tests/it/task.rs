@@ -25,7 +25,7 @@ fn system_bootstrap() -> Value {
         "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}]}})
 }
 
-fn package_build(name: &str) -> Value {
+pub(crate) fn package_build(name: &str) -> Value {
     json!({"task": "PackageBuild", "task_data": {
         "input": {"source_artifact": dsc(name)},
         "environment": "debian/match:codename=bookworm:variant=buildd",
@@ -56,7 +56,7 @@ fn run_task(env: &Env, task: &Value, out: &Path, extra: &[&str]) -> Run {
 
 /// artifacts.json of `out`, checked against schemas/artifacts.json, and
 /// every file it lists present.
-fn artifacts(out: &Path) -> Value {
+pub(crate) fn artifacts(out: &Path) -> Value {
     let schema: Value =
         serde_json::from_slice(&std::fs::read(repo().join("schemas/artifacts.json")).unwrap())
             .unwrap();
@@ -76,7 +76,7 @@ fn artifacts(out: &Path) -> Value {
     doc
 }
 
-fn of<'a>(doc: &'a Value, category: &str) -> Vec<&'a Value> {
+pub(crate) fn of<'a>(doc: &'a Value, category: &str) -> Vec<&'a Value> {
     doc["artifacts"]
         .as_array()
         .unwrap()
@@ -86,7 +86,7 @@ fn of<'a>(doc: &'a Value, category: &str) -> Vec<&'a Value> {
 }
 
 /// Bootstrap stages the store holds.
-fn bootstraps(env: &Env) -> usize {
+pub(crate) fn bootstraps(env: &Env) -> usize {
     env.objects()
         .iter()
         .filter(|id| {

@@ -33,6 +33,7 @@ use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
 use crate::id::Id;
 use crate::sandbox::process::{Invocation, Outcome, Output};
 use crate::sandbox::runner::{Bwrap, RunnerError, StageLog, StageRunner};
+use crate::sandbox::userns::Mode;
 use crate::sandbox::{Mount, Root, StageSpec};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -58,6 +59,18 @@ pub fn stage_runner(
 ) -> Result<Box<dyn StageRunner>, BackendError> {
     match backend {
         None | Some(Backend::Unshare) => Ok(Box::new(Bwrap)),
+        // incusd mounts a stage's tree with shift=true, which reads the
+        // owners on disk as the host's. An ordinary user's store holds the
+        // ids of strata's own namespace (in-tree root is the user, the rest
+        // the user's subordinate ids): the container would see the tree
+        // under the wrong owners, and what it writes would land as the
+        // host's root, in a store the user could no longer clean. Refused
+        // before any instance starts, rather than build a wrong tree.
+        Some(Backend::IncusLxc) if crate::sandbox::userns::mode() == Some(Mode::Inside) => {
+            Err(BackendError::Invalid(
+                "stages on incus-lxc need strata to run as root: incusd would map the tree's owners as the host's, and as an ordinary user strata's store holds the ids of its own user namespace\n    hint: drop \"backend\" to run the stages with bwrap, or run as root; `strata env` on incus-lxc works as a member of incus-admin".into(),
+            ))
+        }
         Some(Backend::IncusLxc) => match image {
             Some(image) => Ok(Box::new(IncusStage {
                 image,

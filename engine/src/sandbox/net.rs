@@ -195,7 +195,8 @@ fn net_main_inner(args: &[OsString]) -> Result<i32, String> {
         // bwrap failed before its sandbox was up: it said why on stderr.
         None => return Ok(exit_code(child.wait())),
     };
-    if let Err(e) = connect(pid, &ports) {
+    let pasta = connect(pid, &ports);
+    if let Err(e) = &pasta {
         // Fail closed: the sandbox must not start on the host's network,
         // or with none while it expects one. Everything of this stage is
         // in our process group (strata made it for the stage).
@@ -210,7 +211,7 @@ fn net_main_inner(args: &[OsString]) -> Result<i32, String> {
         // (A --break shell shares strata's group: end bwrap alone.)
         let _ = child.kill();
         let _ = child.wait();
-        return Err(e);
+        return Err(e.clone());
     }
     let _ = block_w.write_all(b"g");
     drop(block_w);
@@ -221,6 +222,10 @@ fn net_main_inner(args: &[OsString]) -> Result<i32, String> {
     });
     let code = exit_code(child.wait());
     let _ = drain.join();
+    if let Ok(Some(pasta)) = pasta {
+        // Already gone when it saw the namespace end; otherwise ended here.
+        let _ = rustix::process::pidfd_send_signal(&pasta, rustix::process::Signal::TERM);
+    }
     Ok(code)
 }
 
@@ -279,14 +284,22 @@ fn wait_for_loopback(pid: i32) -> Result<(), String> {
 }
 
 /// pasta into `pid`'s network namespace, and the link-local blackhole.
-fn connect(pid: i32, ports: &str) -> Result<(), String> {
+/// Returns a pidfd of the pasta daemon, for the caller to end it when the
+/// sandbox has ended.
+fn connect(pid: i32, ports: &str) -> Result<Option<rustix::fd::OwnedFd>, String> {
     let pasta = pasta().ok_or("pasta is not installed (package passt)")?;
     wait_for_loopback(pid)?;
     let tcp_ns = if ports.is_empty() { "none" } else { ports };
-    // pasta forks into the background once the namespace is configured,
-    // and ends when the namespace does; its exit is the signal to go on.
-    // (Its output goes to a file: the daemon could hold a pipe open.)
+    // pasta forks into the background once the namespace is configured;
+    // its exit is the signal to go on. (Its output goes to a file: the
+    // daemon could hold a pipe open.) It is meant to end when the namespace
+    // does, but it watches the namespace's path with inotify, which says
+    // nothing for /proc/self/fd/3: run by root, bookworm's pasta outlives
+    // every sandbox, each holding one of root's inotify instances (128 by
+    // default, which containers' systemd needs too). So it writes its pid,
+    // and the caller ends it.
     let errors = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
+    let pid_file = tempfile::NamedTempFile::new().map_err(|e| format!("a temporary file: {e}"))?;
     // pasta drops its capabilities before it opens the namespace, and
     // bwrap's first process is not dumpable: open it here, hand it over.
     let netns_path = format!("/proc/{pid}/ns/net");
@@ -300,6 +313,8 @@ fn connect(pid: i32, ports: &str) -> Result<(), String> {
         // root of its namespace even as a user) loses the right to join the
         // namespace; pasta drops its capabilities all the same.
         .args(["--runas", "0"])
+        .arg("--pid")
+        .arg(pid_file.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(errors.try_clone().map_err(|e| e.to_string())?);
@@ -326,20 +341,35 @@ fn connect(pid: i32, ports: &str) -> Result<(), String> {
             text.trim()
         ));
     }
+    // While the namespace lives, so does the daemon: its pid is its own.
+    let daemon = std::fs::read_to_string(pid_file.path())
+        .ok()
+        .and_then(|text| text.trim().parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let end_daemon = || {
+        if let Some(fd) = &daemon {
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::TERM);
+        }
+    };
     // Link-local addresses (a cloud's metadata service) are the host's business.
     let out = Command::new("nsenter")
         .args(["--net=".to_owned() + &format!("/proc/{pid}/ns/net")])
         .args(["ip", "route", "add", "blackhole", "169.254.0.0/16"])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("starting nsenter: {e}"))?;
+        .map_err(|e| {
+            end_daemon();
+            format!("starting nsenter: {e}")
+        })?;
     if !out.status.success() {
+        end_daemon();
         return Err(format!(
             "could not close 169.254.0.0/16 in the sandbox's network: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(())
+    Ok(daemon)
 }
 
 #[cfg(test)]

@@ -17,8 +17,9 @@
 //!    namespace nested in that one, 0…65535 →
 //!    0…65535 (the same ids on disk)
 //!
-//!  both: `enter` sets RLIMIT_NPROC and installs the seccomp filter
-//!        ([`super::seccomp`]) before it execs the stage
+//!  both: `enter` drops every supplementary group, sets RLIMIT_NPROC and
+//!        installs the seccomp filter ([`super::seccomp`]) before it execs
+//!        the stage
 //!
 //!  on disk, in-tree owner k is                       on disk, in-tree owner k is R+k
 //!    U (k = 0) or S+k−1
