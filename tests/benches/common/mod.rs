@@ -61,7 +61,13 @@ fn bwrap_true(entered: bool) {
         "--symlink",
         "usr/lib",
         "/lib",
-        "--unshare-all",
+        // A stage's namespaces (sandbox/mod.rs); not --unshare-all, whose
+        // user namespace is strata's `enter` step's job.
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-net",
+        "--unshare-cgroup-try",
         "--die-with-parent",
         // A stage's /proc (and `enter` maps its namespace through it).
         "--proc",
