@@ -46,7 +46,7 @@ fn catalog() -> Catalog {
 fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
-        let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backend-store");
+        let store = crate::support::reused_store("backend");
         let manifest = system_manifest().to_string();
         let out = Command::new(bin_dir().join("strata"))
             .args(["build", "-", "--checkpoint", "*", "-q", "--store"])

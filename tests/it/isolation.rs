@@ -534,7 +534,6 @@ fn an_ordinary_user_bootstraps_minbase_to_the_same_ids_and_tarball_as_root() {
 fn system_store(user: Option<&TestUser>) -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     static USER: OnceLock<PathBuf> = OnceLock::new();
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     let manifest = json!({"version": "2", "pipelines": [package::env_pipeline()]}).to_string();
     let bootstrap = |env: &Env, store: &Path| {
         let args = ["build", "-", "--store", store.to_str().unwrap()];
@@ -542,16 +541,15 @@ fn system_store(user: Option<&TestUser>) -> PathBuf {
     };
     match user {
         None => ROOT.get_or_init(|| {
-            let store = tmp.join("isolation-store");
+            let store = crate::support::reused_store("isolation");
             bootstrap(&Env::new(), &store);
             store
         }),
         Some(u) => USER.get_or_init(|| {
             // The user's own folder: the store in it must be theirs.
-            let dir = tmp.join("isolation-user");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::os::unix::fs::chown(&dir, Some(u.uid), Some(u.gid)).unwrap();
-            let store = dir.join("store");
+            let store = crate::support::reused_store("isolation-user");
+            let dir = store.parent().unwrap();
+            std::os::unix::fs::chown(dir, Some(u.uid), Some(u.gid)).unwrap();
             bootstrap(&u.env(), &store);
             store
         }),

@@ -218,7 +218,8 @@ fn the_deb_installs_and_runs_in_a_bootstrapped_system() {
     }]);
     let m = json!({"version": "2", "pipelines": [pipeline],
         "sources": {"curl": {"items": {sum.clone(): {"url": format!("file://{}", deb.display())}}}}});
-    let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backend-store");
+    // The backend tests' store (its bootstrap is shared).
+    let store = crate::support::reused_store("backend");
     let store = store.to_str().unwrap();
     let env = Env::new();
     let (run, doc) = env.build_json(&m, &["--store", store]);

@@ -212,10 +212,9 @@ fn env_store(user: &TestUser) -> PathBuf {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
     STORE
         .get_or_init(|| {
-            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("rootless-env");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid)).unwrap();
-            let store = dir.join("store");
+            let store = crate::support::reused_store("rootless-env");
+            let dir = store.parent().unwrap();
+            std::os::unix::fs::chown(dir, Some(user.uid), Some(user.gid)).unwrap();
             let args = ["build", "-", "--store", store.to_str().unwrap(), "-q"];
             user.strata(&user.env(), &args, Some(&env_system()))
                 .success();

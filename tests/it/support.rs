@@ -416,6 +416,22 @@ pub fn tar_listing(path: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A store that later test runs reuse (a bootstrap costs minutes):
+/// `NAME/store` under cargo's target tmp dir, with `NAME/` made. A store
+/// an older strata left there (another format, which this one refuses) is
+/// removed first, so a format change does not fail the next run.
+pub fn reused_store(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let store = dir.join("store");
+    if let Ok(format) = std::fs::read_to_string(store.join("format"))
+        && format.trim() != strata::store::FORMAT
+    {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    store
+}
+
 /// The unprivileged user the isolation tests run strata as, created on
 /// first use (idempotent): `strata-it`, no password, with a subordinate
 /// id range of its own in /etc/subuid and /etc/subgid. None unless the
