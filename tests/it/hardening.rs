@@ -34,20 +34,39 @@ fn bounded(env: &Env, args: &[&str], input: &str, limit: Duration) -> (Run, Dura
         let mut stdin = child.stdin.take().unwrap();
         let _ = stdin.write_all(input.as_bytes());
     }
+    // Drained while it runs: a full pipe must not pass for a hang.
+    let drain = |mut from: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            from.read_to_end(&mut all).unwrap();
+            all
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
         if started.elapsed() > limit {
             // Our own child, by its id.
             child.kill().unwrap();
-            let run = Run(child.wait_with_output().unwrap());
+            child.wait().unwrap();
             panic!(
                 "strata {args:?} still ran after {limit:?}:\n{}",
-                run.describe()
+                String::from_utf8_lossy(&stderr.join().unwrap())
             );
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
-    (Run(child.wait_with_output().unwrap()), started.elapsed())
+    };
+    let took = started.elapsed();
+    let output = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    (Run(output), took)
 }
 
 fn build_json(env: &Env, m: &Value, lib: &Path) -> (Run, Duration) {
