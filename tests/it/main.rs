@@ -7,6 +7,7 @@ mod backend_lint;
 mod build;
 mod cli;
 mod debian;
+mod hardening;
 mod ids;
 mod incus_image;
 mod isolation;

@@ -52,19 +52,23 @@ impl Builder<'_> {
                 detail,
             };
             fs::create_dir_all(&out).map_err(|e| fail(e.to_string()))?;
-            // Copy beside the destination, then rename: an export is whole or absent.
-            let staging = out.join(format!(".{name}.strata-{}", std::process::id()));
+            // Copy beside the destination, then rename: an export is whole or
+            // absent. The copy goes into a folder made new here (a fresh name,
+            // mkdir: never one someone left, nor a link to elsewhere), which
+            // takes whatever is left with it on every path.
+            let holder = tempfile::Builder::new()
+                .prefix(&format!(".{name}.strata-"))
+                .tempdir_in(&out)
+                .map_err(|e| fail(e.to_string()))?;
+            let staging = holder.path().join(name);
             let src = self.tree_of(pi)?;
             // Stored owners are the stages' namespace's; as root, the export
             // carries the in-tree owners (userns.rs).
-            let result = copy_tree_mapped(&src, &staging, &crate::sandbox::userns::host_to_tree)
+            copy_tree_mapped(&src, &staging, &crate::sandbox::userns::host_to_tree)
                 .and_then(|()| {
                     super::replace::put_in_place(&staging, &dest, self.opts.replace_exports)
-                });
-            if let Err(e) = result {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(fail(e.to_string()));
-            }
+                })
+                .map_err(|e| fail(e.to_string()))?;
             self.monitor.emit(Event::Export {
                 pipeline: name.clone(),
                 path: dest.display().to_string(),

@@ -7,18 +7,34 @@ use std::path::Path;
 /// Moves `staging` to `dest`. When `dest` exists and `replace` is set, the
 /// two are swapped in one `renameat2(RENAME_EXCHANGE)`, so a reader sees
 /// the old export or the new one and never neither, and the old one (now
-/// at `staging`) is removed after. Without `replace`, a `dest` that exists
-/// is an error (`rename` would only refuse a non-empty directory).
+/// at `staging`) is removed after (a link is removed, never followed).
+/// Without `replace`, a `dest` that exists is an error: the rename is
+/// `RENAME_NOREPLACE`, so one that appears after any check still loses
+/// nothing (plain `rename` would replace a file or a link silently).
 pub fn put_in_place(staging: &Path, dest: &Path, replace: bool) -> io::Result<()> {
     let exists = dest.symlink_metadata().is_ok();
-    if !exists {
-        return std::fs::rename(staging, dest);
-    }
-    if !replace {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} exists already", dest.display()),
-        ));
+    if !exists || !replace {
+        return rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            staging,
+            rustix::fs::CWD,
+            dest,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::EXIST => io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists already", dest.display()),
+            ),
+            e => io::Error::new(
+                io::Error::from(e).kind(),
+                format!(
+                    "cannot rename {} to {}: {e}",
+                    staging.display(),
+                    dest.display()
+                ),
+            ),
+        });
     }
     rustix::fs::renameat_with(
         rustix::fs::CWD,
@@ -67,6 +83,24 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dest.join("shared")).unwrap(), "new");
         assert!(!dest.join("old-only").exists());
         assert!(!staging.exists(), "the old export is removed");
+
+        // A link at the destination is replaced, not followed, and what it
+        // points to is left alone.
+        std::fs::create_dir(&staging).unwrap();
+        std::fs::write(staging.join("shared"), "newer").unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let err = put_in_place(&staging, &link, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err}");
+        put_in_place(&staging, &link, true).unwrap();
+        assert!(!link.symlink_metadata().unwrap().is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(link.join("shared")).unwrap(),
+            "newer"
+        );
+        assert!(elsewhere.is_dir() && std::fs::read_dir(&elsewhere).unwrap().next().is_none());
 
         // A missing destination needs no --force.
         std::fs::create_dir(&staging).unwrap();

@@ -10,6 +10,7 @@ use crate::sandbox::runner::{StageLog, StageRunner};
 use crate::sandbox::{self, Limits, Mount, Overlay, Root, StageSpec};
 use crate::store::StoreError;
 use crate::store::copy::{copy_tree, copy_tree_mapped};
+use crate::store::untrusted;
 use fs_err as fs;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -137,18 +138,22 @@ impl Builder<'_> {
             }
             return Err(error);
         }
-        // META_PATH, seen from the host: the bound run dir.
-        let meta_path = bound.join("meta.json");
-        let meta = if meta_path.exists() {
-            let text = fs::read_to_string(&meta_path).map_err(StoreError::from)?;
-            serde_json::from_str(&text).map_err(|e| {
+        // META_PATH, seen from the host: the bound run dir, where the stage
+        // may have left a link to a host file, a FIFO or a huge file.
+        let meta = match untrusted::read_capped(&bound, "meta.json", untrusted::READ_CAP) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
                 st.failure(
-                    format!("it wrote /run/strata/meta.json that is not JSON: {e}"),
+                    format!("it wrote {} that is not JSON: {e}", protocol::META_PATH),
                     vec![],
                 )
-            })?
-        } else {
-            Value::Null
+            })?,
+            Ok(None) => Value::Null,
+            Err(e) => {
+                return Err(st.failure(
+                    format!("its {} was not read: {e}", protocol::META_PATH),
+                    vec![],
+                ));
+            }
         };
         Ok((meta, duration))
     }

@@ -95,6 +95,7 @@ pub mod gc;
 pub mod layers;
 pub mod layout;
 pub mod lock;
+pub mod untrusted;
 
 pub use layout::{InstancePaths, Layout, ObjectPaths};
 

@@ -13,7 +13,7 @@
 //! DIR/lintian/         Lintian          debian:lintian (analysis.json, lintian.txt)
 //! ```
 
-use fs_err as fs;
+use crate::store::untrusted::{self, UntrustedError};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,6 +28,33 @@ pub enum ArtifactError {
     /// A tool or a file said something unexpected.
     #[error("{0}")]
     Bad(String),
+    /// A file a stage left or named was refused.
+    #[error("{what}: {source}")]
+    Untrusted {
+        /// Which stage's output, and what it was.
+        what: String,
+        /// Why.
+        source: UntrustedError,
+    },
+}
+
+/// Metadata names and output files come from stages: a name must be a
+/// plain file name, and the file `DIR/sub/name` a regular file reached
+/// without following links. `what` says where the name came from.
+fn checked_file(out: &Path, sub: &str, name: &str, what: &str) -> Result<String, ArtifactError> {
+    let untrusted = |source| ArtifactError::Untrusted {
+        what: what.to_owned(),
+        source,
+    };
+    untrusted::plain_name(name).map_err(untrusted)?;
+    let rel = format!("{sub}/{name}");
+    match untrusted::open_regular(out, &rel).map_err(untrusted)? {
+        Some(_) => Ok(rel),
+        None => Err(ArtifactError::Bad(format!(
+            "{} is missing from {what}",
+            out.join(&rel).display()
+        ))),
+    }
 }
 
 /// One artifact.
@@ -135,13 +162,7 @@ pub fn system_tarball(
     let filename = tar_meta["filename"]
         .as_str()
         .ok_or_else(|| ArtifactError::Bad("the tar stage reported no filename".into()))?;
-    let file = format!("tarball/{filename}");
-    if !out.join(&file).is_file() {
-        return Err(ArtifactError::Bad(format!(
-            "{} is missing",
-            out.join(&file).display()
-        )));
-    }
+    let file = checked_file(out, "tarball", filename, "the tar stage's output")?;
     let os = &system_meta["os-release"];
     let pkglist: Map<String, Value> = system_meta["packages"]
         .as_array()
@@ -175,7 +196,6 @@ pub fn system_tarball(
 
 /// The artifacts of a build stage's export (`out/build`) and its metadata.
 pub fn package_build(out: &Path, meta: &Value) -> Result<Vec<Artifact>, ArtifactError> {
-    let dir = out.join("build");
     let bad = |m: String| ArtifactError::Bad(m);
     let source = meta["source"]
         .as_str()
@@ -188,7 +208,14 @@ pub fn package_build(out: &Path, meta: &Value) -> Result<Vec<Artifact>, Artifact
         let filename = pkg["filename"]
             .as_str()
             .ok_or_else(|| bad(format!("binary package without a filename: {pkg}")))?;
-        let deb = dir.join(filename);
+        // dpkg-deb opens it by path: checked first (the stage has ended, so
+        // nothing of it can swap the file afterwards).
+        let deb = out.join(checked_file(
+            out,
+            "build",
+            filename,
+            "the build stage's output",
+        )?);
         let fields = deb822(&run(Command::new("dpkg-deb").arg("-f").arg(&deb))?);
         let control_files = control_files(&deb)?;
         let arch = field(&fields, "Architecture").unwrap_or("").to_owned();
@@ -225,13 +252,32 @@ pub fn package_build(out: &Path, meta: &Value) -> Result<Vec<Artifact>, Artifact
         });
     }
     if let Some(changes) = meta["changes"].as_str() {
-        let text = fs::read_to_string(dir.join(changes))?;
-        let mut files = vec![format!("build/{changes}")];
-        files.extend(
-            listed_files(&text)
-                .into_iter()
-                .map(|(n, _)| format!("build/{n}")),
+        let what = "the .changes the build stage named";
+        let untrusted = |source| ArtifactError::Untrusted {
+            what: what.to_owned(),
+            source,
+        };
+        let rel = format!(
+            "build/{}",
+            untrusted::plain_name(changes).map_err(untrusted)?
         );
+        let text = untrusted::read_capped(out, &rel, untrusted::READ_CAP)
+            .map_err(untrusted)?
+            .ok_or_else(|| {
+                bad(format!(
+                    "{} is missing from the build's output",
+                    out.join(&rel).display()
+                ))
+            })?;
+        let text = String::from_utf8_lossy(&text);
+        let mut files = vec![rel];
+        for (name, _) in listed_files(&text) {
+            untrusted::plain_name(&name).map_err(|source| ArtifactError::Untrusted {
+                what: format!("a file {changes} lists"),
+                source,
+            })?;
+            files.push(format!("build/{name}"));
+        }
         artifacts.push(Artifact {
             category: "debian:upload",
             data: json!({"type": "dpkg", "changes_fields": to_object(&deb822(&text))}),
@@ -239,6 +285,10 @@ pub fn package_build(out: &Path, meta: &Value) -> Result<Vec<Artifact>, Artifact
         });
     }
     if let Some(log) = meta["build_log"].as_str() {
+        untrusted::plain_name(log).map_err(|source| ArtifactError::Untrusted {
+            what: "the build stage's build_log".into(),
+            source,
+        })?;
         artifacts.push(Artifact {
             category: "debian:package-build-log",
             data: json!({"source": source, "version": version, "filename": log}),
@@ -247,21 +297,31 @@ pub fn package_build(out: &Path, meta: &Value) -> Result<Vec<Artifact>, Artifact
     }
     for a in &artifacts {
         for f in &a.files {
-            if !out.join(f).is_file() {
-                return Err(bad(format!(
-                    "{} is missing from the build's output",
-                    out.join(f).display()
-                )));
-            }
+            let (sub, name) = f.split_once('/').expect("every name above is build/NAME");
+            checked_file(out, sub, name, "the build stage's output")?;
         }
     }
     Ok(artifacts)
 }
 
+/// Lintian's analysis of a large package runs to megabytes (a tag per
+/// file): a cap of its own, still bounded.
+const ANALYSIS_CAP: u64 = 64 << 20;
+
 /// debian:lintian from the lintian export.
 pub fn lintian(out: &Path) -> Result<Vec<Artifact>, ArtifactError> {
-    let text = fs::read_to_string(out.join("lintian/analysis.json"))?;
-    let analysis: Value = serde_json::from_str(&text)
+    let text = untrusted::read_capped(out, "lintian/analysis.json", ANALYSIS_CAP)
+        .map_err(|source| ArtifactError::Untrusted {
+            what: "the lintian stage's output".into(),
+            source,
+        })?
+        .ok_or_else(|| {
+            ArtifactError::Bad(format!(
+                "{} is missing",
+                out.join("lintian/analysis.json").display()
+            ))
+        })?;
+    let analysis: Value = serde_json::from_slice(&text)
         .map_err(|e| ArtifactError::Bad(format!("lintian/analysis.json is not JSON: {e}")))?;
     Ok(vec![Artifact {
         category: "debian:lintian",
@@ -324,6 +384,58 @@ mod tests {
                 ("x_1.dsc".to_owned(), Some("aa".to_owned())),
                 ("x_1_amd64.deb".to_owned(), Some("bb".to_owned()))
             ]
+        );
+    }
+
+    /// Names a build stage reports are plain names of regular files in its
+    /// output: `../x.changes`, a linked .changes, a .changes listing a path
+    /// and a linked tarball are refused, each naming what and why.
+    #[test]
+    fn stage_named_files_are_plain_regular_files_inside_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(out.join("build")).unwrap();
+        std::fs::create_dir_all(out.join("tarball")).unwrap();
+        let changes = "Format: 1.8\nSource: x\nFiles:\n aa 1 main optional x_1.dsc\n";
+        std::fs::write(dir.path().join("x.changes"), changes).unwrap();
+        std::fs::write(dir.path().join("secret"), "Source: secret\n").unwrap();
+        std::fs::write(out.join("build/x_1.dsc"), "").unwrap();
+        std::fs::write(out.join("build/x_1.changes"), changes).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), out.join("build/linked.changes"))
+            .unwrap();
+        std::fs::write(
+            out.join("build/escape.changes"),
+            "Source: x\nFiles:\n aa 1 main optional ../../secret\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), out.join("tarball/t.tar")).unwrap();
+
+        let build =
+            |changes: &str| package_build(&out, &json!({"source": "x", "changes": changes}));
+        let ok = build("x_1.changes").unwrap();
+        assert_eq!(ok[0].files, ["build/x_1.changes", "build/x_1.dsc"]);
+        for (name, want) in [
+            ("../x.changes", "`../x.changes` is not a plain file name"),
+            ("/etc/passwd", "`/etc/passwd` is not a plain file name"),
+            ("linked.changes", "build/linked.changes is a symbolic link"),
+            ("escape.changes", "`../../secret` is not a plain file name"),
+        ] {
+            let err = build(name).unwrap_err().to_string();
+            assert!(err.contains(want), "{name}: {err}");
+            assert!(!err.contains("secret\n"), "{name}: {err}");
+        }
+        let err = build("escape.changes").unwrap_err().to_string();
+        assert!(err.starts_with("a file escape.changes lists"), "{err}");
+        let err = package_build(&out, &json!({"source": "x", "build_log": "../log"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("build_log"), "{err}");
+        let err = system_tarball(&out, &json!({}), &json!({"filename": "t.tar"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "the tar stage's output: tarball/t.tar is a symbolic link, which strata does not follow"
         );
     }
 }

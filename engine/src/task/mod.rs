@@ -28,7 +28,7 @@ use crate::store::{DEFAULT_LOCK_TIMEOUT, Store};
 use compile::{Compiled, EnvironmentChoice};
 use model::{Invalid, Task};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Why a task did not run (as opposed to running and failing).
@@ -290,12 +290,12 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         "error": error,
         "artifacts": list.iter().map(artifacts::Artifact::to_json).collect::<Vec<_>>(),
     });
-    // Written beside, then renamed: a reader (or a --force rerun) sees the
-    // old document or the new one, never half of one.
-    let staged = out.join(format!(".artifacts.json.{}", std::process::id()));
     let written = fs_err::create_dir_all(out).and_then(|()| {
-        fs_err::write(&staged, serde_json::to_vec_pretty(&document).expect("json"))
-            .and_then(|()| fs_err::rename(&staged, out.join("artifacts.json")))
+        write_new_then_rename(
+            out,
+            "artifacts.json",
+            &serde_json::to_vec_pretty(&document).expect("json"),
+        )
     });
     let mut notifications = Vec::new();
     let mut result = result;
@@ -342,6 +342,30 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         notifications,
         interrupted,
     })
+}
+
+/// Writes `data` to `dir/name` by creating a new file beside it (a fresh
+/// name, O_EXCL: never an existing file or a link someone left there) and
+/// renaming it into place: a reader (or a --force rerun) sees the old
+/// document or the new one, never half of one, and a link named `name`
+/// is replaced, never written through.
+fn write_new_then_rename(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut staged = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .tempfile_in(dir)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    staged.write_all(data)?;
+    // A task's results are for whoever collects them: not tempfile's 0600.
+    staged
+        .as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    let dest = dir.join(name);
+    staged.persist(&dest).map_err(|e| {
+        std::io::Error::new(e.error.kind(), format!("{}: {}", dest.display(), e.error))
+    })?;
+    Ok(())
 }
 
 /// One line saying which environment a task uses.
