@@ -774,3 +774,46 @@ fn a_hostile_debian_rules_built_by_an_ordinary_user_is_refused_the_same() {
     let Some(user) = test_user() else { return };
     run_hostile_build(Some(&user), &user.env());
 }
+
+/// A strata whose `strata-sandbox` is nowhere to be found (not beside it,
+/// not one folder up, not on PATH) refuses to run a stage, saying where it
+/// looked, rather than starting it without its namespace, limits and filter.
+#[test]
+fn a_stage_never_runs_without_its_enter_step() {
+    let env = Env::new();
+    let alone = env.path("alone/bin");
+    std::fs::create_dir_all(&alone).unwrap();
+    let strata = alone.join("strata");
+    if std::fs::hard_link(bin_dir().join("strata"), &strata).is_err() {
+        std::fs::copy(bin_dir().join("strata"), &strata).unwrap();
+    }
+    let lib = env.script_stage("touch", "echo ran > /run/strata/tree/ran", Value::Null);
+    let out = env.out();
+    let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "touch"}]}]});
+    let mut cmd = Command::new(&strata);
+    cmd.arg("build")
+        .arg("-")
+        .arg("--store")
+        .arg(env.store())
+        .args(export_args(&lib, "p", &out))
+        .env("PATH", "/usr/bin:/bin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(m.to_string().as_bytes())
+        .unwrap();
+    let run = Run(child.wait_with_output().unwrap());
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    assert!(
+        run.stderr().contains("strata-sandbox is neither beside") && run.stderr().contains("hint:"),
+        "{}",
+        run.stderr()
+    );
+    assert!(!out.join("p").exists(), "the stage ran");
+}

@@ -177,6 +177,7 @@ impl Unshare {
             limits: Default::default(),
         };
         let cwd = opts.cwd.as_deref().unwrap_or("/");
+        crate::sandbox::userns::require_entry().map_err(std::io::Error::other)?;
         let ran = process::run(&Invocation {
             program: "bwrap".into(),
             args: spec.bwrap_argv_in(cwd),

@@ -61,9 +61,7 @@ impl Bwrap {
     /// the stage gets a network of its own (net.rs). Inside, bwrap starts
     /// the stage through `enter` (userns.rs), which bwrap_argv adds.
     fn command(spec: &StageSpec) -> Result<(OsString, Vec<OsString>), RunnerError> {
-        if super::userns::mode().is_some() && super::userns::sandbox_entry().is_none() {
-            return Err(super::userns::missing_helper().into());
-        }
+        super::userns::require_entry()?;
         let (program, argv) = match &spec.root {
             super::Root::Copy(overlay) => ("unshare", overlay.wrap(spec.bwrap_argv())),
             _ => ("bwrap", spec.bwrap_argv()),

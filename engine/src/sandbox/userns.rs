@@ -333,8 +333,19 @@ pub fn helper_program() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Refuses to start a sandbox that would go without its `enter` step: with
+/// a [`mode`], every bwrap command line must carry [`sandbox_entry`]. The
+/// callers that start bwrap (the stage runner, the unshare backend) ask
+/// first.
+pub fn require_entry() -> Result<(), String> {
+    if mode().is_some() && sandbox_entry().is_none() {
+        return Err(missing_helper());
+    }
+    Ok(())
+}
+
 /// Why a sandbox cannot start without [`helper_program`].
-pub fn missing_helper() -> String {
+fn missing_helper() -> String {
     let exe = std::env::current_exe().unwrap_or_default();
     format!(
         "strata-sandbox is neither beside {} nor on PATH: every stage starts through it (its user namespace, limits and seccomp filter)\n    hint: install strata-sandbox with strata (`make install`, or the .deb), or add its folder to PATH",
