@@ -791,23 +791,8 @@ fn a_stage_never_runs_without_its_enter_step() {
     let out = env.out();
     let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "touch"}]}]});
     let mut cmd = Command::new(&strata);
-    cmd.arg("build")
-        .arg("-")
-        .arg("--store")
-        .arg(env.store())
-        .args(export_args(&lib, "p", &out))
-        .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(m.to_string().as_bytes())
-        .unwrap();
+    cmd.env("PATH", "/usr/bin:/bin");
+    let child = env.spawn_build_with(cmd, &m, &export_args(&lib, "p", &out));
     let run = Run(child.wait_with_output().unwrap());
     assert_eq!(run.code(), 1, "{}", run.describe());
     assert!(

@@ -121,7 +121,17 @@ impl Env {
     /// `strata build -` of `manifest` with `extra` flags, started and left
     /// running (stdout and stderr piped).
     pub fn spawn_build(&self, manifest: &Value, extra: &[&str]) -> std::process::Child {
-        let mut cmd = Command::new(bin_dir().join("strata"));
+        self.spawn_build_with(Command::new(bin_dir().join("strata")), manifest, extra)
+    }
+
+    /// [`Env::spawn_build`] with `strata`: a command of another strata
+    /// binary, or with its own environment.
+    pub fn spawn_build_with(
+        &self,
+        mut cmd: Command,
+        manifest: &Value,
+        extra: &[&str],
+    ) -> std::process::Child {
         cmd.args(["build", "-"])
             .args(extra)
             .env("STRATA_STORE", self.store())
