@@ -6,8 +6,9 @@ use std::process::Command;
 
 /// The ordinary user `name`, created when missing (`useradd`, no password,
 /// a home), with the subordinate id range `sub` ("FIRST:COUNT") in
-/// /etc/subuid and /etc/subgid unless it has one there. Idempotent; root
-/// only. Returns its uid and gid.
+/// /etc/subuid and /etc/subgid unless it has one there — Debian's useradd
+/// gives a new user one (100000 on, by SUB_UID_MIN), which is then the one
+/// used. Idempotent; root only. Returns its uid and gid.
 pub fn ordinary_user(name: &str, sub: &str) -> (u32, u32) {
     let id = |flag: &str| -> Option<u32> {
         let out = Command::new("id").args([flag, name]).output().ok()?;

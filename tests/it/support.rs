@@ -453,8 +453,8 @@ pub fn test_user() -> Option<TestUser> {
             return None;
         }
         const NAME: &str = "strata-it";
-        // A range apart from root's own and from strata's default for root
-        // (0x70000000): 1_200_000_000…+65535.
+        // A range apart from strata's default for root (0x70000000) when
+        // useradd gave none: 1_200_000_000…+65535.
         let (uid, gid) = strata_tests::ordinary_user(NAME, "1200000000:65536");
         Some(TestUser {
             name: NAME.into(),
