@@ -616,13 +616,10 @@ fn assert_installed(tree: &Path, name: &str) {
     );
 }
 
-/// Builds the hostile customize as root or as `user` and checks its tree;
-/// returns the exported tree (kept with `env`).
-fn run_hostile_customize(user: Option<&TestUser>, env: &Env) -> PathBuf {
-    let secret = Secret::new();
-    let mut victim = Victim::new();
+/// Builds `manifest` as root or as `user` over their [`system_store`],
+/// exporting pipeline `export`; returns the output folder.
+fn build_over_system(user: Option<&TestUser>, env: &Env, manifest: &str, export: &str) -> PathBuf {
     let store = system_store(user);
-    let m = hostile_customize_manifest(&secret.0, victim.0.id(), &probe_deb(env)).to_string();
     let out = env.out();
     let args = [
         "build",
@@ -633,11 +630,21 @@ fn run_hostile_customize(user: Option<&TestUser>, env: &Env) -> PathBuf {
         // (their ids change with the secret's name and the victim's pid).
         "--no-checkpoint",
         "--export",
-        "system",
+        export,
         "--output-directory",
         out.to_str().unwrap(),
     ];
-    strata_as(user, env, &args, Some(&m)).success();
+    strata_as(user, env, &args, Some(manifest)).success();
+    out
+}
+
+/// Builds the hostile customize as root or as `user` and checks its tree;
+/// returns the exported tree (kept with `env`).
+fn run_hostile_customize(user: Option<&TestUser>, env: &Env) -> PathBuf {
+    let secret = Secret::new();
+    let mut victim = Victim::new();
+    let m = hostile_customize_manifest(&secret.0, victim.0.id(), &probe_deb(env)).to_string();
+    let out = build_over_system(user, env, &m, "system");
     let tree = out.join("system");
     check_probes(&tree);
     assert_installed(&tree, "strata-probe");
@@ -734,27 +741,12 @@ fn hostile_source(dir: &Path, probes: &str) -> (Vec<u8>, Vec<u8>) {
 fn run_hostile_build(user: Option<&TestUser>, env: &Env) {
     let secret = Secret::new();
     let mut victim = Victim::new();
-    let store = system_store(user);
     let src = env.path("src");
     std::fs::create_dir(&src).unwrap();
     let probes = probe_script(&secret.0, victim.0.id(), "\"$out\"");
     let (dsc, tar) = hostile_source(&src, &probes);
     let m = package::source_manifest(&dsc, &tar, json!({"build_components": ["all"]}), None);
-    let out = env.out();
-    let args = [
-        "build",
-        "-",
-        "--store",
-        store.to_str().unwrap(),
-        // The shared store keeps the bootstrap and nothing of these runs
-        // (their ids change with the secret's name and the victim's pid).
-        "--no-checkpoint",
-        "--export",
-        "build",
-        "--output-directory",
-        out.to_str().unwrap(),
-    ];
-    strata_as(user, env, &args, Some(&m.to_string())).success();
+    let out = build_over_system(user, env, &m.to_string(), "build");
     let deb = out.join("build/hostile-strata_1.0_all.deb");
     assert!(deb.is_file(), "the build did not make its package");
     check_probe_record(&package::deb_file(&deb, "usr/share/hostile-strata/probes"));

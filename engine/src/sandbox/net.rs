@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(loopback_port("http://localhost/debian"), Some(80));
         assert_eq!(loopback_port("https://[::1]/x"), Some(443));
         assert_eq!(loopback_port("http://user:pw@127.0.0.1:8080"), Some(8080));
-        assert_eq!(loopback_port("http://deb.example.org/debian"), None);
+        assert_eq!(loopback_port("http://mirror.invalid/debian"), None);
         assert_eq!(loopback_port("http://10.0.0.1:3142/"), None);
     }
 
