@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use strata_stage::debian::Stanza;
 use strata_stage::{Args, Input, Log, capture};
 
 use crate::arch::Architectures;
@@ -78,7 +79,10 @@ pub fn ensure_newline(text: &str) -> String {
 /// One deb822 stanza; a suite ending in `/` is a flat repository, which
 /// has no components.
 pub fn render_repository(repo: &Repository, signed_by: Option<&str>) -> anyhow::Result<String> {
-    let mut text = format!("Types: deb\nURIs: {}\nSuites: {}\n", repo.url, repo.suite);
+    let mut stanza = Stanza::new()
+        .field("Types", "deb")?
+        .field("URIs", &repo.url)?
+        .field("Suites", &repo.suite)?;
     match (&repo.components, repo.suite.ends_with('/')) {
         (Some(_), true) => bail!(
             "suite {} is flat (ends in /): leave out components",
@@ -88,13 +92,13 @@ pub fn render_repository(repo: &Repository, signed_by: Option<&str>) -> anyhow::
             "suite {} needs components (or end in / for a flat repository)",
             repo.suite
         ),
-        (Some(c), false) => text.push_str(&format!("Components: {}\n", c.join(" "))),
+        (Some(c), false) => stanza = stanza.words("Components", c)?,
         (None, true) => {}
     }
     if let Some(key) = signed_by {
-        text.push_str(&format!("Signed-By: {key}\n"));
+        stanza = stanza.field("Signed-By", key)?;
     }
-    Ok(text)
+    Ok(stanza.finish())
 }
 
 /// The .deb files of `input` as a trusted flat repository apt can install
