@@ -154,18 +154,8 @@ pub fn is_name(name: &str) -> bool {
 /// `url` without its `user:password@`, and that userinfo: the URL printed
 /// and stored is the first.
 pub fn split_userinfo(url: &str) -> (String, Option<Secret>) {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return (url.to_owned(), None);
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = &rest[..at];
-            let bare = format!("{scheme}://{}", &rest[at + 1..]);
-            (bare, Secret::new(user.to_owned()).ok())
-        }
-        None => (url.to_owned(), None),
-    }
+    let (bare, user) = strata_protocol::split_userinfo(url);
+    (bare, user.and_then(|u| Secret::new(u).ok()))
 }
 
 /// `url` with any `user:password@` shown as `<redacted>@`.

@@ -137,7 +137,9 @@ fn secrets_reach_what_names_them_and_no_channel_holds_them() {
         std::fs::read(tree.join("private")).unwrap(),
         b"private bytes"
     );
-    let sum = checksum(TOKEN.as_bytes()).trim_start_matches("sha256:").to_owned();
+    let sum = checksum(TOKEN.as_bytes())
+        .trim_start_matches("sha256:")
+        .to_owned();
     assert_eq!(
         std::fs::read_to_string(tree.join("token.sum"))
             .unwrap()

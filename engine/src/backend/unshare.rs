@@ -172,6 +172,7 @@ impl Unshare {
             root: Root::TreeRw(tree),
             mounts,
             network: false,
+            loopback_ports: Vec::new(),
             env,
             argv: argv.iter().map(OsString::from).collect(),
             limits: Default::default(),

@@ -99,6 +99,7 @@ impl Builder<'_> {
             root: self.stage_root(st, def.needs.root, tree, run.path())?,
             mounts,
             network,
+            loopback_ports: sandbox::net::loopback_ports_in(&stage.options),
             env: sandbox::environment(&stage.ty, st.pipeline.source_epoch, network),
             argv,
             limits: Limits {
@@ -418,7 +419,7 @@ impl Builder<'_> {
             sandbox::userns::chown_for_tree(&file, 0, 0).map_err(StoreError::from)?;
             mounts.push(Mount::RoBind(
                 file,
-                format!("{}/secrets/{name}", protocol::RUN_DIR),
+                format!("{}/{name}", protocol::SECRETS_DIR),
             ));
         }
         Ok((mounts, Some(dir)))
