@@ -24,5 +24,5 @@ pub use checksum::{Checksum, InvalidChecksum, sha256_file};
 pub use curl::{DEFAULT_MAX_BYTES, Limits};
 pub use error::{SourceError, UnknownSourceType};
 pub use item::{Item, SourceType, parse_item};
-pub use secrets::{Secret, Secrets, redact_url, split_userinfo};
+pub use secrets::{Secret, Secrets, redact_url, redact_urls, split_userinfo};
 pub use store::{Fetched, SourceStore};

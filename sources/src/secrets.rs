@@ -169,6 +169,21 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// `value` with [`redact_url`] applied to every string in it: a stage's
+/// options as strata prints or keeps them.
+pub fn redact_urls(value: &Value) -> Value {
+    match value {
+        Value::String(s) if s.contains('@') => Value::String(redact_url(s)),
+        Value::Array(items) => Value::Array(items.iter().map(redact_urls).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), redact_urls(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +209,10 @@ mod tests {
             "http://<redacted>@127.0.0.1/x"
         );
         assert_eq!(redact_url("file:///x"), "file:///x");
+        assert_eq!(
+            redact_urls(&serde_json::json!({"r": [{"url": "https://u:p@127.0.0.1/"}], "n": 1})),
+            serde_json::json!({"r": [{"url": "https://<redacted>@127.0.0.1/"}], "n": 1})
+        );
     }
 
     #[test]

@@ -253,6 +253,7 @@ fn credentials_in_a_url_work_are_redacted_and_draw_a_warning() {
         "sources": {"curl": {"items": {item.clone(): format!("{url}/private")}}},
         "pipelines": [{"name": "p", "stages": [{
             "type": "take",
+            "options": {"mirror": format!("{url}/debian")},
             "inputs": {"f": {"type": "files", "origin": "source", "references": [item]}}
         }]}]
     });
@@ -264,5 +265,15 @@ fn credentials_in_a_url_work_are_redacted_and_draw_a_warning() {
         run.describe()
     );
     assert!(!run.stderr().contains(PASSWORD) && !run.stdout().contains(PASSWORD));
+    let inspect = env.strata(
+        &["inspect", "-", "--libdir", lib.to_str().unwrap()],
+        Some(&m.to_string()),
+    );
+    assert!(
+        inspect.stdout().contains("<redacted>@127.0.0.1"),
+        "{}",
+        inspect.describe()
+    );
+    assert!(!inspect.stdout().contains(PASSWORD));
     assert!(files_holding(&env.path(""), PASSWORD).is_empty());
 }

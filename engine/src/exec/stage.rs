@@ -450,7 +450,16 @@ impl Builder<'_> {
                 copy_tree(host, &dir.join("inputs").join(name)).map_err(StoreError::from)?;
             }
         }
-        fs::copy(run.join("args.json"), dir.join("args.json")).map_err(StoreError::from)?;
+        // Kept as the stage got them, but for credentials written into a URL.
+        let mut args: Value =
+            serde_json::from_slice(&fs::read(run.join("args.json")).map_err(StoreError::from)?)
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        args["options"] = strata_sources::redact_urls(&args["options"]);
+        fs::write(
+            dir.join("args.json"),
+            serde_json::to_vec_pretty(&args).expect("json"),
+        )
+        .map_err(StoreError::from)?;
         if log.exists() {
             fs::copy(log, dir.join("log")).map_err(StoreError::from)?;
         }
