@@ -110,10 +110,53 @@ fn setup(env: &Env, script_tail: &str) -> (Value, std::path::PathBuf) {
     (m, lib)
 }
 
+/// Scans every process's argv and environment for the secrets until
+/// dropped; `seen` then names any process that showed one.
+struct ArgvWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl ArgvWatch {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut scans, mut seen) = (0, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                    for what in ["cmdline", "environ"] {
+                        let Ok(bytes) = std::fs::read(entry.path().join(what)) else {
+                            continue;
+                        };
+                        for secret in [PASSWORD, TOKEN] {
+                            if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                                seen.push(format!("{}/{what}", entry.path().display()));
+                            }
+                        }
+                    }
+                }
+                scans += 1;
+            }
+            (scans, seen)
+        });
+        ArgvWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
 #[test]
 fn secrets_reach_what_names_them_and_no_channel_holds_them() {
     let env = Env::new();
     let (m, lib) = setup(&env, "");
+    let watch = ArgvWatch::start();
     let secrets = env.path("secrets.json");
     let out = env.out();
     let run = env.build(
@@ -132,6 +175,9 @@ fn secrets_reach_what_names_them_and_no_channel_holds_them() {
         ],
     );
     assert_eq!(run.code(), 0, "{}", run.describe());
+    let (scans, seen) = watch.finish();
+    assert!(scans > 0);
+    assert!(seen.is_empty(), "a process showed a secret: {seen:?}");
     let tree = out.join("p");
     assert_eq!(
         std::fs::read(tree.join("private")).unwrap(),
