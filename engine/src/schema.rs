@@ -55,6 +55,53 @@ pub fn is_name(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// A pattern is a search unless anchored: `^https?:` lets
+    /// `https://x\nTrusted: yes` through.
+    #[test]
+    fn every_schema_pattern_is_anchored_at_both_ends() {
+        fn walk(v: &Value, at: &str, bad: &mut Vec<String>) {
+            match v {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        let here = format!("{at}/{k}");
+                        match (k.as_str(), v) {
+                            ("pattern", Value::String(p))
+                                if !(p.starts_with('^')
+                                    && p.ends_with('$')
+                                    && !p.ends_with("\\$")) =>
+                            {
+                                bad.push(format!("{here}: {p}"))
+                            }
+                            _ => walk(v, &here, bad),
+                        }
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, v) in items.iter().enumerate() {
+                        walk(v, &format!("{at}/{i}"), bad);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+        let mut bad = Vec::new();
+        let mut seen = 0;
+        for dir in [root.clone(), root.join("stages")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                    walk(&v, &path.display().to_string(), &mut bad);
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 10, "read {seen} schemas");
+        assert!(bad.is_empty(), "unanchored: {bad:#?}");
+    }
+
     use super::*;
 
     #[test]

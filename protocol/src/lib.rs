@@ -47,6 +47,9 @@ pub const TREE_PATH: &str = "/run/strata/tree";
 pub const CHROOT_TREE: &str = "/";
 /// The folder holding one folder per input.
 pub const INPUTS_DIR: &str = "/run/strata/inputs";
+/// The folder holding each secret a stage's options name
+/// (`"secrets": {"name": N}`) as the file N, readable only by the stage.
+pub const SECRETS_DIR: &str = "/run/strata/secrets";
 /// Where a stage may write its metadata, a JSON document the engine keeps
 /// with its output.
 pub const META_PATH: &str = "/run/strata/meta.json";
@@ -158,6 +161,23 @@ pub struct Meta {
     pub pipeline: String,
     /// The stage's type.
     pub stage: String,
+}
+
+/// `url` without its `user:password@` (the part that may be printed), and
+/// that userinfo: credentials a manifest wrote into a URL, which the engine
+/// hands curl and a stage hands apt, each by a private channel.
+pub fn split_userinfo(url: &str) -> (String, Option<String>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => (
+            format!("{scheme}://{}", &rest[at + 1..]),
+            Some(rest[..at].to_owned()),
+        ),
+        None => (url.to_owned(), None),
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,16 @@ pub enum SourceError {
         /// curl's own error line, or its exit status when it printed none.
         message: String,
     },
+    /// A curl item names a secret that `--secrets` does not hold.
+    #[error(
+        "source item {checksum} (curl): it needs the secret {name:?}, which no --secrets file gave\n    hint: pass --secrets FILE holding {{\"{name}\": \"user:password\"}}"
+    )]
+    MissingSecret {
+        /// The item's checksum.
+        checksum: Checksum,
+        /// The secret's name.
+        name: String,
+    },
     /// The `curl` program could not be started.
     #[error(
         "source item {checksum} (curl): could not run `curl`: {error}\n    hint: install curl on the host (e.g. `apt-get install curl`)"

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::secrets::{Secret, is_name, redact_url, split_userinfo};
 use crate::{Checksum, SourceError, UnknownSourceType};
 
 /// The kinds of source strata can fetch. A closed set: adding one means a
@@ -60,12 +61,20 @@ pub enum Item {
     },
     /// An `http`, `https` or `file` URL.
     Curl {
-        /// The URL to download.
+        /// The URL to download, without credentials: the one printed.
         url: String,
+        /// Credentials the manifest wrote into the URL (`user:password@`).
+        inline_user: Option<Secret>,
+        /// The secret (by name, from `--secrets`) whose `user:password`
+        /// the server wants.
+        secret: Option<String>,
+        /// The most bytes the item may have; else the store's default.
+        size: Option<u64>,
     },
 }
 
-/// URL schemes a curl item may use; the same list is passed to `curl --proto`.
+/// URL schemes a curl item may use: curl fetches http and https, strata
+/// reads file:// itself.
 pub(crate) const CURL_SCHEMES: [&str; 3] = ["http", "https", "file"];
 
 #[derive(Deserialize)]
@@ -79,6 +88,15 @@ struct InlineSpec {
 #[serde(deny_unknown_fields)]
 struct CurlSpec {
     url: String,
+    size: Option<u64>,
+    secrets: Option<SecretRef>,
+}
+
+/// `"secrets": {"name": "mirror-auth"}`, osbuild's shape.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRef {
+    name: String,
 }
 
 /// Parses the manifest entry `"<checksum>": <value>` of a `source_type`.
@@ -122,22 +140,45 @@ fn parse_inline(value: &Value) -> Result<Item, String> {
 }
 
 fn parse_curl(value: &Value) -> Result<Item, String> {
-    let url = match value {
-        Value::String(url) => url.clone(),
-        Value::Object(_) => {
-            CurlSpec::deserialize(value)
-                .map_err(|e| format!(r#"expected a URL string or {{"url": "…"}}: {e}"#))?
-                .url
-        }
+    let spec = match value {
+        Value::String(url) => CurlSpec {
+            url: url.clone(),
+            size: None,
+            secrets: None,
+        },
+        Value::Object(_) => CurlSpec::deserialize(value).map_err(|e| {
+            format!(r#"expected a URL string or {{"url": "…", "size": BYTES, "secrets": {{"name": "…"}}}}: {e}"#)
+        })?,
         _ => return Err(r#"expected a URL string or {"url": "…"}"#.to_owned()),
     };
+    let (url, inline_user) = split_userinfo(&spec.url);
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     if !scheme.is_some_and(|s| CURL_SCHEMES.contains(&s.as_str())) {
         return Err(format!(
-            "unsupported URL {url:?}: expected an http://, https:// or file:// URL"
+            "unsupported URL {:?}: expected an http://, https:// or file:// URL",
+            redact_url(&spec.url)
         ));
     }
-    Ok(Item::Curl { url })
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "URL {url:?} holds whitespace or a control character (percent-encode it)"
+        ));
+    }
+    let secret = match spec.secrets {
+        Some(SecretRef { name }) if !is_name(&name) => {
+            return Err(format!(
+                "secret name {name:?}: use letters, digits, `.`, `_`, `-`"
+            ));
+        }
+        Some(SecretRef { name }) => Some(name),
+        None => None,
+    };
+    Ok(Item::Curl {
+        url,
+        inline_user,
+        secret,
+        size: spec.size,
+    })
 }
 
 #[cfg(test)]
@@ -187,13 +228,35 @@ mod tests {
             assert_eq!(
                 item,
                 Item::Curl {
-                    url: "http://127.0.0.1/x".into()
+                    url: "http://127.0.0.1/x".into(),
+                    inline_user: None,
+                    secret: None,
+                    size: None,
                 }
             );
         }
         for url in ["HTTPS://127.0.0.1/x", "file:///srv/x"] {
             parse_item(SourceType::Curl, SUM, &json!(url)).unwrap();
         }
+        let (_, item) = parse_item(
+            SourceType::Curl,
+            SUM,
+            &json!({"url": "https://bob:hunter22@127.0.0.1/x", "size": 7, "secrets": {"name": "m-1"}}),
+        )
+        .unwrap();
+        let Item::Curl {
+            url,
+            inline_user,
+            secret,
+            size,
+        } = &item
+        else {
+            panic!()
+        };
+        assert_eq!(url, "https://127.0.0.1/x");
+        assert_eq!(inline_user.as_ref().unwrap().expose(), "bob:hunter22");
+        assert_eq!((secret.as_deref(), *size), (Some("m-1"), Some(7)));
+        assert!(!format!("{item:?}").contains("hunter22"));
     }
 
     /// Each bad item gives one message that names the item and says what is
@@ -248,6 +311,18 @@ mod tests {
                 SUM,
                 json!("--output=/etc/passwd"),
                 "(curl): unsupported URL",
+            ),
+            (
+                SourceType::Curl,
+                SUM,
+                json!("http://127.0.0.1/a\nb"),
+                "holds whitespace or a control character",
+            ),
+            (
+                SourceType::Curl,
+                SUM,
+                json!({"url": "http://127.0.0.1/x", "secrets": {"name": "a b"}}),
+                "secret name \"a b\"",
             ),
             (
                 SourceType::Curl,

@@ -4,7 +4,8 @@
 //! ```text
 //! "sources": {
 //!   "inline": {"items": {"sha256:<hex>": {"encoding": "base64", "data": "…"}}},
-//!   "curl":   {"items": {"sha256:<hex>": {"url": "https://…"},
+//!   "curl":   {"items": {"sha256:<hex>": {"url": "https://…", "size": BYTES,
+//!                                         "secrets": {"name": "mirror-auth"}},
 //!                        "sha256:<hex>": "file:///…"}}
 //! }
 //!        │ parse_item                      (manifest load: shape, checksum, URL scheme)
@@ -16,9 +17,12 @@ mod checksum;
 mod curl;
 mod error;
 mod item;
+mod secrets;
 mod store;
 
 pub use checksum::{Checksum, InvalidChecksum, sha256_file};
+pub use curl::{DEFAULT_MAX_BYTES, Limits};
 pub use error::{SourceError, UnknownSourceType};
 pub use item::{Item, SourceType, parse_item};
+pub use secrets::{Secret, Secrets, redact_url, redact_urls, split_userinfo};
 pub use store::{Fetched, SourceStore};

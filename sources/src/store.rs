@@ -19,14 +19,16 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 
-use crate::curl::{self, CurlFailure};
-use crate::{Checksum, Item, SourceError, SourceType, sha256_file};
+use crate::curl::{self, CurlFailure, Limits};
+use crate::{Checksum, Item, Secret, Secrets, SourceError, SourceType, sha256_file};
 
 /// Where fetched source items live.
 #[derive(Debug, Clone)]
 pub struct SourceStore {
     sources_dir: PathBuf,
     tmp_dir: PathBuf,
+    limits: Limits,
+    secrets: Secrets,
 }
 
 /// The outcome of [`SourceStore::fetch`].
@@ -47,7 +49,21 @@ impl SourceStore {
         Self {
             sources_dir: sources_dir.to_path_buf(),
             tmp_dir: tmp_dir.to_path_buf(),
+            limits: Limits::default(),
+            secrets: Secrets::default(),
         }
+    }
+
+    /// Bounds downloads by `limits` (an item's own `size` still comes first).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The secrets curl items may name.
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// Where the item lives once fetched: `sources_dir/<type>/<checksum>`.
@@ -96,17 +112,52 @@ impl SourceStore {
                 fs::write(tmp.path(), data).map_err(io_err)?;
                 Checksum::of_bytes(data)
             }
-            (SourceType::Curl, Item::Curl { url }) => {
-                curl::download(url, tmp.path()).map_err(|f| match f {
-                    CurlFailure::Spawn(error) => SourceError::CurlSpawn {
-                        checksum: checksum.clone(),
-                        error,
-                    },
-                    CurlFailure::Failed(message) => SourceError::Download {
+            (
+                SourceType::Curl,
+                Item::Curl {
+                    url,
+                    inline_user,
+                    secret,
+                    size,
+                },
+            ) => {
+                let user =
+                    match secret {
+                        Some(name) => Some(self.secrets.get(name).ok_or_else(|| {
+                            SourceError::MissingSecret {
+                                checksum: checksum.clone(),
+                                name: name.clone(),
+                            }
+                        })?),
+                        None => inline_user.as_ref(),
+                    };
+                let limits = Limits {
+                    max_bytes: size.unwrap_or(self.limits.max_bytes),
+                    ..self.limits
+                };
+                let mut file = tmp.reopen().map_err(io_err)?;
+                curl::download(url, user.map(Secret::expose), &mut file, &limits).map_err(|f| {
+                    let download = |message| SourceError::Download {
                         checksum: checksum.clone(),
                         url: url.clone(),
                         message,
-                    },
+                    };
+                    match f {
+                        CurlFailure::Spawn(error) => SourceError::CurlSpawn {
+                            checksum: checksum.clone(),
+                            error,
+                        },
+                        CurlFailure::Failed(message) => download(message),
+                        CurlFailure::Io(e) => io_err(e),
+                        CurlFailure::TooLarge(cap) => download(format!(
+                            "it is larger than {cap} bytes, {}",
+                            if size.is_some() {
+                                "the item's size"
+                            } else {
+                                "the default cap (give the item a \"size\")"
+                            }
+                        )),
+                    }
                 })?;
                 sha256_file(tmp.path()).map_err(io_err)?
             }

@@ -63,6 +63,12 @@ struct Server {
 enum Reply {
     Body(&'static [u8]),
     Redirect(&'static str),
+    /// 503 for the first N requests, then the body.
+    BusyThen(usize, &'static [u8]),
+    /// The body only with `Authorization: Basic B64`, else 401.
+    Basic(&'static str, &'static [u8]),
+    /// Bytes without end and without a length.
+    Endless,
 }
 
 impl Server {
@@ -82,11 +88,38 @@ impl Server {
                 reader.read_line(&mut request_line).unwrap();
                 // Drain the headers so curl sees a clean close.
                 let mut line = String::new();
+                let mut auth = String::new();
                 while reader.read_line(&mut line).unwrap() > 2 {
+                    if let Some(v) = line.strip_prefix("Authorization: ") {
+                        auth = v.trim().to_owned();
+                    }
                     line.clear();
                 }
                 let path = request_line.split_whitespace().nth(1).unwrap_or("");
+                let served = counter.load(Ordering::SeqCst);
+                let ok = |body: &'static [u8]| {
+                    (
+                        format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n", body.len()),
+                        body,
+                    )
+                };
                 let (head, body): (String, &[u8]) = match routes.get(path) {
+                    Some(Reply::BusyThen(n, body)) if served > *n => ok(body),
+                    Some(Reply::BusyThen(..)) => (
+                        "HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n".to_owned(),
+                        b"",
+                    ),
+                    Some(Reply::Basic(want, body)) if auth == format!("Basic {want}") => ok(body),
+                    Some(Reply::Basic(..)) => (
+                        "HTTP/1.0 401 Unauthorized\r\nContent-Length: 0\r\n".to_owned(),
+                        b"",
+                    ),
+                    Some(Reply::Endless) => {
+                        let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\n");
+                        let chunk = [b'z'; 64 << 10];
+                        while stream.write_all(&chunk).is_ok() {}
+                        continue;
+                    }
                     Some(Reply::Body(body)) => (
                         format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n", body.len()),
                         body,
@@ -117,7 +150,12 @@ impl Server {
 }
 
 fn curl(url: String) -> Item {
-    Item::Curl { url }
+    Item::Curl {
+        url,
+        inline_user: None,
+        secret: None,
+        size: None,
+    }
 }
 
 #[test]
@@ -346,9 +384,126 @@ fn curl_file_url() {
         .fetch(SourceType::Curl, &sum(b"y"), &curl(missing.clone()))
         .unwrap_err();
     assert!(
-        err.to_string()
-            .contains(&format!("could not download {missing}: curl: (37) ")),
+        err.to_string().contains(&format!(
+            "could not download {missing}: {}/nope: No such file",
+            outside.path().display()
+        )),
         "{err}"
     );
     assert!(files_under(&s.dir.path().join("tmp")).is_empty());
+}
+
+#[test]
+fn a_busy_server_is_tried_again_with_back_off() {
+    let s = Store::new();
+    let server = Server::start(HashMap::from([("/busy", Reply::BusyThen(2, b"at last"))]));
+    let c = sum(b"at last");
+    let fetched = s
+        .store
+        .fetch(SourceType::Curl, &c, &curl(server.url("/busy")))
+        .unwrap();
+    assert_eq!(std::fs::read(&fetched.path).unwrap(), b"at last");
+    assert_eq!(server.hits(), 3, "two 503s, then the body");
+    // A 404 is not transient: one request only.
+    let before = server.hits();
+    s.store
+        .fetch(SourceType::Curl, &sum(b"n"), &curl(server.url("/none")))
+        .unwrap_err();
+    assert_eq!(server.hits(), before + 1);
+}
+
+#[test]
+fn an_item_larger_than_its_size_stops_and_leaves_nothing() {
+    let s = Store::new();
+    let server = Server::start(HashMap::from([
+        ("/big", Reply::Body(b"0123456789")),
+        ("/endless", Reply::Endless),
+    ]));
+    let c = sum(b"0123456789");
+    let (_, item) = parse_item(
+        SourceType::Curl,
+        c.as_str(),
+        &json!({"url": server.url("/big"), "size": 4}),
+    )
+    .unwrap();
+    let err = s.store.fetch(SourceType::Curl, &c, &item).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("larger than 4 bytes, the item's size"),
+        "{err}"
+    );
+    // No length announced, no end: the cap stops it.
+    let store = SourceStore::new(&s.dir.path().join("sources"), &s.dir.path().join("tmp"))
+        .with_limits(strata_sources::Limits {
+            max_bytes: 1 << 20,
+            ..Default::default()
+        });
+    let err = store
+        .fetch(SourceType::Curl, &c, &curl(server.url("/endless")))
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("larger than 1048576 bytes, the default cap"),
+        "{err}"
+    );
+    // A file:// device or FIFO is refused before a byte is read.
+    let err = store
+        .fetch(SourceType::Curl, &c, &curl("file:///dev/zero".into()))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("/dev/zero: not a regular file"),
+        "{err}"
+    );
+    s.assert_no_files();
+}
+
+#[test]
+fn credentials_reach_the_server_but_no_message() {
+    use strata_sources::{Secret, Secrets};
+    let s = Store::new();
+    // "bob:hunter22" in base64.
+    let server = Server::start(HashMap::from([(
+        "/private",
+        Reply::Basic("Ym9iOmh1bnRlcjIy", b"private"),
+    )]));
+    let c = sum(b"private");
+    let named = json!({"url": server.url("/private"), "secrets": {"name": "mirror"}});
+    let (_, item) = parse_item(SourceType::Curl, c.as_str(), &named).unwrap();
+    // Without the secret: a clear error naming it, not its value.
+    let err = s.store.fetch(SourceType::Curl, &c, &item).unwrap_err();
+    assert!(
+        err.to_string().contains("needs the secret \"mirror\""),
+        "{err}"
+    );
+    let secrets = Secrets::from_pairs([(
+        "mirror".to_owned(),
+        Secret::new("bob:hunter22".into()).unwrap(),
+    )]);
+    let store = SourceStore::new(&s.dir.path().join("sources"), &s.dir.path().join("tmp"))
+        .with_secrets(secrets);
+    store.fetch(SourceType::Curl, &c, &item).unwrap();
+    // Inline credentials work too, and the error for a wrong one does not
+    // show them.
+    let inline = server
+        .url("/private")
+        .replace("http://", "http://bob:hunter22@");
+    let (_, item) = parse_item(SourceType::Curl, sum(b"other").as_str(), &json!(inline)).unwrap();
+    let err = s
+        .store
+        .fetch(SourceType::Curl, &sum(b"other"), &item)
+        .unwrap_err();
+    assert!(
+        !format!("{err} {err:?} {item:?}").contains("hunter22"),
+        "{err}"
+    );
+    let wrong = server
+        .url("/private")
+        .replace("http://", "http://bob:wrong-pass@");
+    let (_, item) = parse_item(SourceType::Curl, c.as_str(), &json!(wrong)).unwrap();
+    let err = Store::new()
+        .store
+        .fetch(SourceType::Curl, &c, &item)
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(!err.to_string().contains("wrong-pass"), "{err}");
 }

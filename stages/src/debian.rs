@@ -44,6 +44,52 @@ pub struct AptSource {
     pub signed_by: Option<String>,
 }
 
+/// One deb822 paragraph being written, such as an apt `.sources` stanza.
+///
+/// Values come from manifests and from the build root's own apt sources, and
+/// a value is pasted after `Name: `: a newline in it would start a field of
+/// its own (`URIs: http://x\nTrusted: yes`), so every value is checked to be
+/// one line of printable text before it is written, and each word of a
+/// word-list field to hold no space either.
+#[derive(Debug, Default)]
+pub struct Stanza {
+    text: String,
+}
+
+impl Stanza {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `Name: value`, the value one line without control characters.
+    pub fn field(mut self, name: &str, value: &str) -> anyhow::Result<Self> {
+        if value.is_empty() || value.trim() != value || value.chars().any(char::is_control) {
+            anyhow::bail!(
+                "{name}: {value:?} cannot be a deb822 value (empty, padded, or holding a newline or control character)"
+            );
+        }
+        self.text.push_str(&format!("{name}: {value}\n"));
+        Ok(self)
+    }
+
+    /// `Name: w1 w2 ...`, each word holding no whitespace.
+    pub fn words<S: AsRef<str>>(self, name: &str, words: &[S]) -> anyhow::Result<Self> {
+        if let Some(bad) = words
+            .iter()
+            .map(AsRef::as_ref)
+            .find(|w| w.is_empty() || w.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            anyhow::bail!("{name}: {bad:?} cannot be one word of a deb822 list");
+        }
+        let joined: Vec<&str> = words.iter().map(AsRef::as_ref).collect();
+        self.field(name, &joined.join(" "))
+    }
+
+    pub fn finish(self) -> String {
+        self.text
+    }
+}
+
 /// deb822 paragraphs: field names lowercased (apt reads them so), values
 /// with continuation lines joined by newlines, comments dropped.
 pub fn parse_deb822(text: &str) -> Vec<BTreeMap<String, String>> {
@@ -456,6 +502,30 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_stanza_refuses_a_value_that_would_start_a_field() {
+        let ok = Stanza::new()
+            .words("Types", &["deb", "deb-src"])
+            .and_then(|s| s.field("URIs", "http://127.0.0.1/debian"))
+            .unwrap()
+            .finish();
+        assert_eq!(ok, "Types: deb deb-src\nURIs: http://127.0.0.1/debian\n");
+        for bad in [
+            "http://x\nTrusted: yes",
+            "http://x\r",
+            "",
+            " x",
+            "a\u{1b}[2J",
+        ] {
+            let err = Stanza::new().field("URIs", bad).unwrap_err().to_string();
+            assert!(err.starts_with("URIs: "), "{err}");
+        }
+        for bad in [&["main contrib"][..], &[""], &["main\n"]] {
+            assert!(Stanza::new().words("Components", bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     const SOURCES: &str = "\

@@ -19,7 +19,7 @@ use strata::backend::envs;
 use strata::backend::image;
 use strata::backend::incus::{Incus, InstanceSpec};
 use strata::backend::{
-    Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Stdin, Stopped, User,
+    Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Specials, Stdin, Stopped, User,
 };
 use strata::catalog::Catalog;
 use strata::store::{DEFAULT_LOCK_TIMEOUT, Store};
@@ -348,13 +348,17 @@ fn push_pull_files(b: Backend) {
         "printf 'made inside' > /srv/out.bin; chmod 0604 /srv/out.bin",
     );
     let back = scratch();
-    let pulled = env.file_pull("/srv/out.bin", back.path()).unwrap();
+    let pulled = env
+        .file_pull("/srv/out.bin", back.path(), Specials::Drop)
+        .unwrap()
+        .path;
     assert_eq!(pulled, back.path().join("out.bin"));
     assert_eq!(std::fs::read_to_string(&pulled).unwrap(), "made inside");
     assert_eq!(std::fs::metadata(&pulled).unwrap().mode() & 0o7777, 0o604);
     // A pull replaces what the host folder had under that name.
     sh(&*env, "printf 'second' > /srv/out.bin");
-    env.file_pull("/srv/out.bin", back.path()).unwrap();
+    env.file_pull("/srv/out.bin", back.path(), Specials::Drop)
+        .unwrap();
     assert_eq!(std::fs::read_to_string(&pulled).unwrap(), "second");
 
     let err = env
@@ -362,7 +366,7 @@ fn push_pull_files(b: Backend) {
         .unwrap_err();
     assert!(matches!(err, BackendError::PathNotAbsolute(_)), "{err}");
     let err = env
-        .file_pull("/srv/strata-missing", back.path())
+        .file_pull("/srv/strata-missing", back.path(), Specials::Drop)
         .unwrap_err();
     assert!(matches!(err, BackendError::NotFound(_)), "{err}");
     assert_eq!(
@@ -407,7 +411,10 @@ fn push_pull_dirs(b: Backend) {
         "mkdir -p /srv/made/deep && echo x > /srv/made/deep/f && chmod 0710 /srv/made/deep && chown 4242:4242 /srv/made/deep/f",
     );
     let back = scratch();
-    let pulled = env.dir_pull("/srv/made", back.path()).unwrap();
+    let pulled = env
+        .dir_pull("/srv/made", back.path(), Specials::Drop)
+        .unwrap()
+        .path;
     assert_eq!(pulled, back.path().join("made"));
     assert_eq!(
         std::fs::read_to_string(pulled.join("deep/f")).unwrap(),
@@ -422,7 +429,7 @@ fn push_pull_dirs(b: Backend) {
         4242
     );
     let err = env
-        .dir_pull("/srv/strata-missing", back.path())
+        .dir_pull("/srv/strata-missing", back.path(), Specials::Drop)
         .unwrap_err();
     assert!(matches!(err, BackendError::NotFound(_)), "{err}");
 }
@@ -443,7 +450,9 @@ fn pulls_never_follow_symlinks_out(b: Backend) {
     );
     let back = scratch();
     for link in ["/srv/esc/abs", "/srv/esc/rel"] {
-        let err = env.file_pull(link, back.path()).unwrap_err();
+        let err = env
+            .file_pull(link, back.path(), Specials::Drop)
+            .unwrap_err();
         assert!(matches!(err, BackendError::NotFound(_)), "{link}: {err}");
     }
     assert!(
@@ -452,7 +461,10 @@ fn pulls_never_follow_symlinks_out(b: Backend) {
         entries(back.path())
     );
     // In a folder pull, links come out as links, never followed.
-    let pulled = env.dir_pull("/srv/esc", back.path()).unwrap();
+    let pulled = env
+        .dir_pull("/srv/esc", back.path(), Specials::Drop)
+        .unwrap()
+        .path;
     assert_eq!(
         std::fs::read_link(pulled.join("abs"))
             .unwrap()
@@ -467,8 +479,75 @@ fn pulls_never_follow_symlinks_out(b: Backend) {
     );
     assert_eq!(entries(back.path()), ["esc"]);
     // A pull of `/` has no base name to land under.
-    let err = env.dir_pull("/", back.path()).unwrap_err();
+    let err = env.dir_pull("/", back.path(), Specials::Drop).unwrap_err();
     assert!(matches!(err, BackendError::PullEscapes { .. }), "{err}");
+}
+
+/// Runs `pull`; if it has not returned in 60 s the whole test binary ends
+/// with a failure: while a pull can still hang on a FIFO, the test fails
+/// instead of hanging.
+fn bounded<T>(what: &str, pull: impl FnOnce() -> T) -> T {
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = done.clone();
+    let what = what.to_owned();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(60));
+        if !watch.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("pulling {what} hung for 60 s");
+            std::process::exit(101);
+        }
+    });
+    let out = pull();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    out
+}
+
+fn pulls_leave_privileges_behind(b: Backend) {
+    let env = started(b, "special");
+    sh(
+        &*env,
+        "rm -rf /srv/sp && mkdir -p /srv/sp && mkfifo /srv/sp/fifo && printf x > /srv/sp/suid && chmod 4755 /srv/sp/suid && printf y > /srv/sp/sgid && chmod 2711 /srv/sp/sgid && ln -s fifo /srv/sp/to-fifo",
+    );
+    let back = scratch();
+    let folder = back.path();
+    // A FIFO is refused, without waiting for a writer that never comes.
+    for fifo in ["/srv/sp/fifo", "/srv/sp/to-fifo"] {
+        let err = bounded(fifo, || env.file_pull(fifo, folder, Specials::Drop)).unwrap_err();
+        assert!(
+            matches!(&err, BackendError::NotFound(_) | BackendError::Tool { .. }),
+            "{fifo}: {err}"
+        );
+    }
+    assert!(entries(folder).is_empty(), "{:?}", entries(folder));
+    // A setuid file comes out without the bit.
+    let pulled = env
+        .file_pull("/srv/sp/suid", folder, Specials::Drop)
+        .unwrap();
+    assert_eq!(pulled.cleared, 1);
+    assert_eq!(
+        std::fs::metadata(&pulled.path).unwrap().mode() & 0o7777,
+        0o755
+    );
+    // A folder pull leaves the FIFO out and clears setuid and setgid.
+    let pulled = bounded("/srv/sp", || {
+        env.dir_pull("/srv/sp", folder, Specials::Drop)
+    })
+    .unwrap();
+    assert_eq!((pulled.left_out, pulled.cleared), (1, 2));
+    assert_eq!(entries(&pulled.path), ["sgid", "suid", "to-fifo"]);
+    let mode = |name: &str| std::fs::metadata(pulled.path.join(name)).unwrap().mode() & 0o7777;
+    assert_eq!((mode("suid"), mode("sgid")), (0o755, 0o711));
+    std::fs::remove_dir_all(&pulled.path).unwrap();
+    // Asked for, they come out as they are.
+    let pulled = bounded("/srv/sp", || {
+        env.dir_pull("/srv/sp", folder, Specials::Keep)
+    })
+    .unwrap();
+    assert_eq!((pulled.left_out, pulled.cleared), (0, 0));
+    let fifo = std::fs::symlink_metadata(pulled.path.join("fifo")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fifo.file_type()));
+    let mode = |name: &str| std::fs::metadata(pulled.path.join(name)).unwrap().mode() & 0o7777;
+    assert_eq!((mode("suid"), mode("sgid")), (0o4755, 0o2711));
 }
 
 fn refuses_an_image_that_is_no_system(b: Backend) {
@@ -535,6 +614,7 @@ contract!(
     push_pull_files,
     push_pull_dirs,
     pulls_never_follow_symlinks_out,
+    pulls_leave_privileges_behind,
     refuses_an_image_that_is_no_system,
 );
 

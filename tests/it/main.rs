@@ -19,6 +19,7 @@ mod packaging;
 mod progress;
 mod protocol;
 mod rootless;
+mod secrets;
 mod store;
 mod support;
 mod task;

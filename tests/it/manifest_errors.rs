@@ -221,6 +221,38 @@ fn cases() -> Vec<(&'static str, String, Vec<&'static str>)> {
             vec!["/pipelines/0/runner", "unknown runner `fedora`"],
         ),
         (
+            "a newline in an extra repository's URL (it would start a deb822 field)",
+            one(
+                json!([{"type": "build", "options": {"host_architecture": "amd64",
+                "extra_repositories": [{"url": "http://127.0.0.1/x\nTrusted: yes", "suite": "./"}]}}]),
+            ),
+            vec!["/pipelines/0/stages/0/options/extra_repositories/0/url"],
+        ),
+        (
+            "a carriage return in a binNMU maintainer (an e-mail header)",
+            one(
+                json!([{"type": "build", "options": {"host_architecture": "amd64",
+                "binnmu": {"changelog": "x", "maintainer": "a <b@c>\r"}}}]),
+            ),
+            vec!["/pipelines/0/stages/0/options/binnmu/maintainer"],
+        ),
+        (
+            "a newline in DEB_BUILD_OPTIONS",
+            one(
+                json!([{"type": "build", "options": {"host_architecture": "amd64",
+                "build_options": "nocheck\nparallel=2"}}]),
+            ),
+            vec!["/pipelines/0/stages/0/options/build_options"],
+        ),
+        (
+            "a newline after a bootstrap mirror",
+            one(
+                json!([{"type": "bootstrap", "options": {"bootstrap_repositories": [
+                {"mirror": "http://127.0.0.1/debian\n", "suite": "bookworm"}]}}]),
+            ),
+            vec!["/pipelines/0/stages/0/options/bootstrap_repositories/0/mirror"],
+        ),
+        (
             "pipeline name with a slash",
             json!({"version": "2", "pipelines": [{"name": "a/b", "stages": []}]}),
             vec!["/pipelines/0/name"],

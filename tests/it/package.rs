@@ -472,3 +472,82 @@ fn an_archive_package_with_a_signed_upstream_tarball_builds_whole_and_lints() {
         "lintian said something of the source: {analysis:#}"
     );
 }
+
+/// A private repository: apt in the build gets its credentials from an
+/// auth.conf.d file that exists only in the throw-away build root, and the
+/// password is in no output and nowhere in the store, though the build
+/// fails (the repository has no Release file).
+#[test]
+fn a_private_repository_gets_its_password_from_secrets_and_nothing_keeps_it() {
+    use base64::Engine as _;
+    use std::io::{BufRead, BufReader, Write};
+    const PASSWORD: &str = "apt-Pw-never-stored-5521";
+    let env = Env::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let want = format!(
+        "Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("bob:{PASSWORD}"))
+    );
+    let authorized = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = authorized.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut line, mut ok) = (String::new(), false);
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                ok |= line.trim() == want;
+                line.clear();
+            }
+            if ok {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let _ = stream.write_all(if ok {
+                b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".as_slice()
+            } else {
+                b"HTTP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"r\"\r\nContent-Length: 0\r\n\r\n"
+                    .as_slice()
+            });
+        }
+    });
+    let secrets = env.path("secrets.json");
+    std::fs::write(
+        &secrets,
+        json!({"mirror": format!("bob:{PASSWORD}")}).to_string(),
+    )
+    .unwrap();
+    let m = manifest(
+        "hello-strata",
+        json!({"extra_repositories": [{"url": format!("{base}/debian/"), "suite": "./", "secrets": {"name": "mirror"}}]}),
+        None,
+    );
+    let run = env.build(
+        &m,
+        &[
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--keep-failed",
+            "-v",
+            "--json",
+        ],
+    );
+    assert_eq!(run.code(), 1, "{}", run.describe());
+    assert!(
+        authorized.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "apt sent the credentials:\n{}",
+        run.describe()
+    );
+    assert!(!run.stdout().contains(PASSWORD) && !run.stderr().contains(PASSWORD));
+    let held: Vec<_> = walkdir::WalkDir::new(env.path(""))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file() && e.path() != secrets)
+        .filter(|e| {
+            std::fs::read(e.path())
+                .is_ok_and(|b| b.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()))
+        })
+        .map(|e| e.path().display().to_string())
+        .collect();
+    assert!(held.is_empty(), "{held:?}");
+}

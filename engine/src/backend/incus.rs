@@ -16,15 +16,16 @@
 //! ```
 
 use super::cli::Cli;
-use super::pull::{landing, settle};
+use super::pull::{self, landing, settle};
 use super::{
-    Backend, BackendError, Completed, EnvState, ExecutionEnvironment, Owner, RunOptions, Stopped,
-    USER_ID, USER_NAME, User, basename, inside_path,
+    Backend, BackendError, Completed, EnvState, ExecutionEnvironment, Owner, Pulled, RunOptions,
+    Specials, Stopped, USER_ID, USER_NAME, User, basename, inside_path,
 };
 use crate::sandbox::process::{Invocation, Outcome, Output, Ran, Stdin};
 use fs_err as fs;
 use serde_json::Value;
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -533,22 +534,44 @@ impl ExecutionEnvironment for Incus {
         Ok(())
     }
 
-    fn file_pull(&self, source: &str, folder: &Path) -> Result<PathBuf, BackendError> {
+    fn file_pull(
+        &self,
+        source: &str,
+        folder: &Path,
+        specials: Specials,
+    ) -> Result<Pulled, BackendError> {
         self.require_running()?;
         inside_path(source)?;
         basename(source, folder)?;
-        // Resolve inside (the instance is its own root), then pull what it names.
-        let resolved = self.exec(&["readlink", "-e", "--", source], Stdin::Null)?;
+        // Resolve inside (the instance is its own root), then pull what it
+        // names: only a regular file, since incus would read a FIFO or a
+        // device for as long as it gives. What the instance prints is its
+        // own say, so it is checked before it becomes an argument.
+        let script = r#"p=$(readlink -e -- "$1") && [ -f "$p" ] && printf '%s' "$p""#;
+        let resolved = self.exec(&["sh", "-c", script, "strata-pull", source], Stdin::Null)?;
         if !resolved.outcome.success() {
             return Err(BackendError::NotFound(source.to_owned()));
         }
-        let real = String::from_utf8_lossy(&resolved.stdout).trim().to_owned();
+        let real = resolved_path(&resolved.stdout, source)?;
         let land = landing(folder)?;
         let landed = land.path().join("file");
         let from = format!("{}{real}", self.instance());
         let to = landed.to_string_lossy();
         incus_ok(self.cli.as_ref(), &["file", "pull", &from, &to])?;
-        settle(&landed, source, folder, false)
+        // incus keeps the mode the instance gave the file.
+        let mode = fs::symlink_metadata(&landed)
+            .map_err(|_| BackendError::NotFound(source.into()))?
+            .permissions()
+            .mode();
+        let (kept, cleared) = pull::kept_mode(mode, specials);
+        if cleared {
+            fs::set_permissions(&landed, std::fs::Permissions::from_mode(kept))?;
+        }
+        Ok(Pulled {
+            path: settle(&landed, source, folder, false)?,
+            left_out: 0,
+            cleared: usize::from(cleared),
+        })
     }
 
     fn dir_push(&self, host: &Path, target: &str) -> Result<(), BackendError> {
@@ -591,7 +614,12 @@ impl ExecutionEnvironment for Incus {
         Ok(())
     }
 
-    fn dir_pull(&self, source: &str, folder: &Path) -> Result<PathBuf, BackendError> {
+    fn dir_pull(
+        &self,
+        source: &str,
+        folder: &Path,
+        specials: Specials,
+    ) -> Result<Pulled, BackendError> {
         self.require_running()?;
         inside_path(source)?;
         basename(source, folder)?;
@@ -600,11 +628,12 @@ impl ExecutionEnvironment for Incus {
         if !ran.outcome.success() {
             return Err(BackendError::NotFound(source.to_owned()));
         }
+        // The instance's tar made the archive: one parser reads it and
+        // writes what the host's tar unpacks.
+        let (archive, left_out, cleared) = pull::filter_archive(&ran.stdout, source, specials)?;
         let land = landing(folder)?;
         let landed = land.path().join("dir");
         fs::create_dir(&landed)?;
-        // GNU tar keeps members beneath -C: no absolute names, no `..`, and
-        // symlinks are made last, so none can redirect a later member.
         let unpacked = crate::sandbox::process::run(&Invocation {
             program: "tar".into(),
             args: ["--numeric-owner", "--same-owner", "-xpf", "-", "-C"]
@@ -612,7 +641,7 @@ impl ExecutionEnvironment for Incus {
                 .into_iter()
                 .chain([landed.clone().into()])
                 .collect(),
-            stdin: Stdin::Bytes(ran.stdout),
+            stdin: Stdin::Bytes(archive),
             ..Invocation::default()
         });
         if !unpacked.outcome.success() {
@@ -621,8 +650,26 @@ impl ExecutionEnvironment for Incus {
                 detail: String::from_utf8_lossy(&unpacked.stderr).into_owned(),
             });
         }
-        settle(&landed, source, folder, true)
+        Ok(Pulled {
+            path: settle(&landed, source, folder, true)?,
+            left_out,
+            cleared,
+        })
     }
+}
+
+/// The path an instance printed for `source`, if it is one: absolute, one
+/// line, no control characters, no `..`.
+fn resolved_path(printed: &[u8], source: &str) -> Result<String, BackendError> {
+    let bad = || BackendError::Tool {
+        command: format!("pull {source}"),
+        detail: "the instance resolved it to something that is not a plain absolute path".into(),
+    };
+    let text = std::str::from_utf8(printed).map_err(|_| bad())?;
+    if text.chars().any(char::is_control) || inside_path(text).is_err() || text == "/" {
+        return Err(bad());
+    }
+    Ok(text.to_owned())
 }
 
 /// What [`gc`] removed.
@@ -707,6 +754,26 @@ fn pid_alive(pid: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_path_an_instance_prints_is_checked_before_use() {
+        assert_eq!(
+            resolved_path(b"/srv/out.bin", "/x").unwrap(),
+            "/srv/out.bin"
+        );
+        for bad in [
+            &b"relative"[..],
+            b"/",
+            b"/srv/../etc/shadow",
+            b"/srv/a\n/etc/shadow",
+            b"/srv/\x1b[2J",
+            b"\xff\xfe",
+            b"",
+        ] {
+            assert!(resolved_path(bad, "/x").is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

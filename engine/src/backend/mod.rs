@@ -284,12 +284,45 @@ pub trait ExecutionEnvironment: std::fmt::Debug {
         mode: u32,
         owner: Owner,
     ) -> Result<(), BackendError>;
-    /// Copies the file `source` to `folder/BASENAME`; returns that path.
-    fn file_pull(&self, source: &str, folder: &Path) -> Result<PathBuf, BackendError>;
+    /// Copies the regular file `source` to `folder/BASENAME`.
+    fn file_pull(
+        &self,
+        source: &str,
+        folder: &Path,
+        specials: Specials,
+    ) -> Result<Pulled, BackendError>;
     /// Copies the host folder `host` to `target` (created; modes and owners kept).
     fn dir_push(&self, host: &Path, target: &str) -> Result<(), BackendError>;
-    /// Copies the folder `source` to `folder/BASENAME`; returns that path.
-    fn dir_pull(&self, source: &str, folder: &Path) -> Result<PathBuf, BackendError>;
+    /// Copies the folder `source` to `folder/BASENAME`.
+    fn dir_pull(
+        &self,
+        source: &str,
+        folder: &Path,
+        specials: Specials,
+    ) -> Result<Pulled, BackendError>;
+}
+
+/// What a pull does with what only a system needs and a host folder should
+/// not get from an environment it does not trust: device nodes, FIFOs,
+/// sockets, and setuid/setgid bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Specials {
+    /// Leaves special files out and clears setuid/setgid (the default).
+    #[default]
+    Drop,
+    /// Recreates them as they are inside (`strata env pull --specials`).
+    Keep,
+}
+
+/// Where a pull landed, and what [`Specials::Drop`] changed on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// `FOLDER/BASENAME`.
+    pub path: PathBuf,
+    /// Device nodes, FIFOs and sockets left out.
+    pub left_out: usize,
+    /// Files whose setuid/setgid bits were cleared.
+    pub cleared: usize,
 }
 
 /// How `stop` ended an environment.

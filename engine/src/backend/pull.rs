@@ -11,14 +11,25 @@
 //! to the source's base name there: never through a host symlink, never
 //! outside the folder. Pulls from incus land in the same kind of temp entry
 //! and go through [`settle`].
+//!
+//! What the environment holds is its own: a command running in it may
+//! change the tree while it is pulled, so a path is resolved once and every
+//! entry below is reached from its parent's descriptor; a FIFO is opened
+//! without blocking and refused by what fstat says of the descriptor. Device
+//! nodes, FIFOs, sockets, setuid/setgid bits and file capabilities stay
+//! behind unless asked for ([`Specials`]): on the host they would be a
+//! privilege the environment handed out.
 
-use super::{BackendError, Owner, basename};
-use crate::store::copy::copy_tree_mapped;
+use super::{BackendError, Owner, Pulled, Specials, basename};
+use crate::store::copy::{copy_tree_mapped, map_capability};
 use fs_err as fs;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
+use rustix::io::Errno;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Opens `inside` (absolute) beneath `root` as if `root` were `/`.
@@ -116,41 +127,365 @@ pub fn settle(
 }
 
 /// Copies the file `source` of the tree at `root` to `folder/BASENAME`.
-pub fn pull_file(root: &Path, source: &str, folder: &Path) -> Result<PathBuf, BackendError> {
+pub fn pull_file(
+    root: &Path,
+    source: &str,
+    folder: &Path,
+    specials: Specials,
+) -> Result<Pulled, BackendError> {
     basename(source, folder)?;
-    let fd = open_in_root(root, source, OFlags::RDONLY)?;
-    let mut from = std::fs::File::from(fd);
-    let meta = from.metadata()?;
-    if !meta.is_file() {
-        return Err(BackendError::Tool {
-            command: format!("pull {source}"),
-            detail: "it is not a regular file".into(),
-        });
+    // O_NONBLOCK: opening a FIFO returns at once instead of waiting for a
+    // writer; fstat then refuses it before any read.
+    let fd = open_in_root(root, source, OFlags::RDONLY | OFlags::NONBLOCK)?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| io_at(&root.join(source), e))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(not_a(source, "regular file"));
     }
     let land = landing(folder)?;
     let landed = land.path().join("file");
-    let mut to = fs::File::create(&landed)?;
-    io::copy(&mut from, &mut to)?;
-    fs::set_permissions(&landed, meta.permissions())?;
-    settle(&landed, source, folder, false)
+    let mut to = fs::File::create_new(&landed)?;
+    io::copy(&mut std::fs::File::from(fd), &mut to)?;
+    let (mode, cleared) = kept_mode(st.st_mode, specials);
+    fs::set_permissions(&landed, std::fs::Permissions::from_mode(mode))?;
+    let path = settle(&landed, source, folder, false)?;
+    Ok(Pulled {
+        path,
+        left_out: 0,
+        cleared: usize::from(cleared),
+    })
 }
 
 /// Copies the folder `source` of the tree at `root` to `folder/BASENAME`.
-pub fn pull_dir(root: &Path, source: &str, folder: &Path) -> Result<PathBuf, BackendError> {
+///
+/// `source` is resolved once, beneath the root; from there every entry is
+/// reached from its parent's descriptor without following links, so a
+/// command running in the environment that swaps a folder for a link
+/// mid-pull redirects nothing. Links come out as links.
+pub fn pull_dir(
+    root: &Path,
+    source: &str,
+    folder: &Path,
+    specials: Specials,
+) -> Result<Pulled, BackendError> {
     basename(source, folder)?;
-    let real = real_path(root, source)?;
-    if !fs::symlink_metadata(&real)?.is_dir() {
-        return Err(BackendError::Tool {
-            command: format!("pull {source}"),
-            detail: "it is not a directory".into(),
-        });
-    }
+    let dir = match open_in_root(root, source, OFlags::RDONLY | OFlags::DIRECTORY) {
+        Err(BackendError::Io(e)) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
+            return Err(not_a(source, "directory"));
+        }
+        other => other?,
+    };
     let land = landing(folder)?;
     let landed = land.path().join("dir");
-    // copy_tree never follows the symlinks it meets: they are copied as links.
-    // Owners come out as in the tree (the store's are the stages' namespace's).
-    copy_tree_mapped(&real, &landed, &crate::sandbox::userns::host_to_tree)?;
-    settle(&landed, source, folder, true)
+    let mut walk = Walk {
+        specials,
+        links: HashMap::new(),
+        left_out: 0,
+        cleared: 0,
+    };
+    walk.dir(&dir, &landed, source, 0)?;
+    let path = settle(&landed, source, folder, true)?;
+    Ok(Pulled {
+        path,
+        left_out: walk.left_out,
+        cleared: walk.cleared,
+    })
+}
+
+/// How deep a pulled folder may nest: one descriptor is open per level.
+const MAX_DEPTH: usize = 256;
+
+/// One folder pull: copies from descriptors of the environment's tree to
+/// paths in the fresh landing folder (strata's own, private).
+struct Walk {
+    specials: Specials,
+    /// The first landed path of each multiply-linked source inode.
+    links: HashMap<(u64, u64), PathBuf>,
+    left_out: usize,
+    cleared: usize,
+}
+
+impl Walk {
+    fn dir(
+        &mut self,
+        from: &OwnedFd,
+        to: &Path,
+        shown: &str,
+        depth: usize,
+    ) -> Result<(), BackendError> {
+        if depth > MAX_DEPTH {
+            return Err(BackendError::Tool {
+                command: format!("pull {shown}"),
+                detail: format!("folders nest deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        let st = rustix::fs::fstat(from).map_err(|e| io_at(Path::new(shown), e))?;
+        fs::create_dir(to)?;
+        let names: Vec<std::ffi::CString> = rustix::fs::Dir::read_from(from)
+            .map_err(|e| io_at(Path::new(shown), e))?
+            .filter_map(|entry| match entry {
+                Ok(e) if matches!(e.file_name().to_bytes(), b"." | b"..") => None,
+                Ok(e) => Some(Ok(e.file_name().to_owned())),
+                Err(e) => Some(Err(io_at(Path::new(shown), e))),
+            })
+            .collect::<Result<_, _>>()?;
+        for name in names {
+            let inner = format!("{shown}/{}", name.to_string_lossy());
+            let dest = to.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
+            self.entry(from, &name, &dest, &inner, depth)?;
+        }
+        // After the contents: writing them would change the times, and a
+        // read-only folder would refuse them.
+        let (mode, _) = kept_mode(st.st_mode, self.specials);
+        self.finish(Some(from), to, &st, mode, shown)
+    }
+
+    fn entry(
+        &mut self,
+        parent: &OwnedFd,
+        name: &std::ffi::CStr,
+        dest: &Path,
+        shown: &str,
+        depth: usize,
+    ) -> Result<(), BackendError> {
+        let at = |e| io_at(Path::new(shown), e);
+        let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(at)?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind == FileType::Directory {
+            let sub = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(at)?;
+            return self.dir(&sub, dest, shown, depth + 1);
+        }
+        if st.st_nlink > 1 {
+            let key = (st.st_dev, st.st_ino);
+            if let Some(first) = self.links.get(&key) {
+                fs::hard_link(first, dest)?;
+                return Ok(());
+            }
+            self.links.insert(key, dest.to_path_buf());
+        }
+        match kind {
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(parent, name, Vec::new()).map_err(at)?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target.as_bytes()), dest)
+                    .map_err(|e| annotate(e, dest))?;
+                self.finish(None, dest, &st, 0, shown)
+            }
+            FileType::RegularFile => {
+                let fd = rustix::fs::openat(
+                    parent,
+                    name,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(at)?;
+                // What the descriptor is, not what the name was a moment ago.
+                let st = rustix::fs::fstat(&fd).map_err(at)?;
+                if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                    return Err(not_a(shown, "regular file any more"));
+                }
+                let mut to = fs::File::create_new(dest)?;
+                io::copy(&mut std::fs::File::from(fd.try_clone()?), &mut to)?;
+                let (mode, cleared) = kept_mode(st.st_mode, self.specials);
+                self.cleared += usize::from(cleared);
+                self.finish(Some(&fd), dest, &st, mode, shown)
+            }
+            _ if self.specials == Specials::Drop => {
+                self.left_out += 1;
+                Ok(())
+            }
+            _ => {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    dest,
+                    kind,
+                    Mode::from_raw_mode(st.st_mode & 0o7777),
+                    st.st_rdev,
+                )
+                .map_err(|e| io_at(dest, e))?;
+                self.finish(None, dest, &st, st.st_mode & 0o7777, shown)
+            }
+        }
+    }
+
+    /// Owner, mode (not for links), xattrs (read from `fd`, where there is
+    /// one) and times of the source onto the landed `to`.
+    fn finish(
+        &mut self,
+        fd: Option<&OwnedFd>,
+        to: &Path,
+        st: &rustix::fs::Stat,
+        mode: u32,
+        shown: &str,
+    ) -> Result<(), BackendError> {
+        let (uid, gid) = crate::sandbox::userns::host_to_tree(st.st_uid, st.st_gid);
+        std::os::unix::fs::lchown(to, Some(uid), Some(gid)).map_err(|e| annotate(e, to))?;
+        if let Some(fd) = fd {
+            // After chown: changing the owner clears setuid/setgid bits.
+            fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
+            for (name, value) in xattrs(fd).map_err(|e| io_at(Path::new(shown), e))? {
+                let value = match (name.as_slice(), self.specials) {
+                    // A file capability is a privilege, like setuid.
+                    (b"security.capability", Specials::Drop) => {
+                        self.cleared += 1;
+                        continue;
+                    }
+                    (b"security.capability", Specials::Keep) => {
+                        map_capability(value, &crate::sandbox::userns::host_to_tree)
+                    }
+                    _ => value,
+                };
+                rustix::fs::lsetxattr(to, name.as_slice(), &value, XattrFlags::empty())
+                    .map_err(|e| io_at(to, e))?;
+            }
+        } else if !FileType::from_raw_mode(st.st_mode).is_symlink() {
+            fs::set_permissions(to, std::fs::Permissions::from_mode(mode))?;
+        }
+        let times = Timestamps {
+            last_access: Timespec {
+                tv_sec: st.st_atime as _,
+                tv_nsec: st.st_atime_nsec as _,
+            },
+            last_modification: Timespec {
+                tv_sec: st.st_mtime as _,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, to, &times, AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_at(to, e))
+    }
+}
+
+/// `mode`'s permission bits as a pull keeps them, and whether it cleared
+/// setuid/setgid to get there.
+pub(crate) fn kept_mode(mode: u32, specials: Specials) -> (u32, bool) {
+    let mode = mode & 0o7777;
+    match specials {
+        Specials::Drop if mode & 0o6000 != 0 => (mode & !0o6000, true),
+        _ => (mode, false),
+    }
+}
+
+/// An xattr's name and value.
+type Xattr = (Vec<u8>, Vec<u8>);
+
+/// Every xattr of the open file `fd`.
+fn xattrs(fd: &OwnedFd) -> Result<Vec<Xattr>, Errno> {
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::flistxattr(fd, &mut names[..]) {
+            Ok(n) => break n,
+            Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
+            // A filesystem without xattrs has none to copy.
+            Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    };
+    let mut out = Vec::new();
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let mut value = vec![0u8; 256];
+        loop {
+            match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
+                Ok(len) => {
+                    value.truncate(len);
+                    break;
+                }
+                Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
+                Err(e) => return Err(e),
+            }
+        }
+        out.push((name.to_vec(), value));
+    }
+    Ok(out)
+}
+
+fn not_a(source: &str, what: &str) -> BackendError {
+    BackendError::Tool {
+        command: format!("pull {source}"),
+        detail: format!("it is not a {what}"),
+    }
+}
+
+fn annotate(e: io::Error, path: &Path) -> BackendError {
+    BackendError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// An incus folder pull's archive (made by the instance's tar, so believed
+/// in nothing) rewritten for the host's tar: members that would land
+/// outside the folder refused, special files left out and setuid/setgid
+/// cleared per `specials`. The names the host's tar sees are the ones this
+/// parser read, whichever header (GNU or PAX) carried them.
+pub fn filter_archive(
+    archive: &[u8],
+    source: &str,
+    specials: Specials,
+) -> Result<(Vec<u8>, usize, usize), BackendError> {
+    use tar::EntryType;
+    let bad = |detail: String| BackendError::Tool {
+        command: format!("pull {source}"),
+        detail,
+    };
+    let mut out = tar::Builder::new(Vec::new());
+    let (mut left_out, mut cleared) = (0, 0);
+    let mut input = tar::Archive::new(archive);
+    for entry in input.entries().map_err(|e| bad(e.to_string()))? {
+        let mut entry = entry.map_err(|e| bad(format!("a broken archive: {e}")))?;
+        let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+        let stays = |p: &Path| {
+            p.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            })
+        };
+        if !stays(&path) {
+            return Err(bad(format!(
+                "member `{}` would land outside the folder",
+                path.display()
+            )));
+        }
+        let mut header = entry.header().clone();
+        let kind = header.entry_type();
+        match kind {
+            EntryType::Char | EntryType::Block | EntryType::Fifo if specials == Specials::Drop => {
+                left_out += 1;
+                continue;
+            }
+            EntryType::Regular | EntryType::Directory | EntryType::Continuous => {
+                let mode = header.mode().map_err(|e| bad(e.to_string()))?;
+                let (kept, was_cleared) = kept_mode(mode, specials);
+                cleared += usize::from(was_cleared);
+                header.set_mode(kept);
+            }
+            _ => {}
+        }
+        let done = match kind {
+            EntryType::Symlink | EntryType::Link => {
+                let target = entry
+                    .link_name()
+                    .map_err(|e| bad(e.to_string()))?
+                    .ok_or_else(|| bad(format!("link `{}` names no target", path.display())))?
+                    .into_owned();
+                if kind == EntryType::Link && !stays(&target) {
+                    return Err(bad(format!(
+                        "hard link `{}` names `{}`, outside the folder",
+                        path.display(),
+                        target.display()
+                    )));
+                }
+                out.append_link(&mut header, &path, &target)
+            }
+            _ => out.append_data(&mut header, &path, &mut entry),
+        };
+        done.map_err(|e| bad(e.to_string()))?;
+    }
+    let bytes = out.into_inner().map_err(|e| bad(e.to_string()))?;
+    Ok((bytes, left_out, cleared))
 }
 
 /// Writes the host file `host` to `target` in the tree at `root`, refusing
@@ -223,4 +558,111 @@ pub fn owner_of(path: &Path) -> io::Result<Owner> {
         uid: m.uid(),
         gid: m.gid(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, mode: u32) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_path(path).unwrap();
+        h.set_cksum();
+        b.append(&h, std::io::empty()).unwrap();
+    }
+
+    fn names(archive: &[u8]) -> Vec<(String, u32)> {
+        tar::Archive::new(archive)
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().mode().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_archive_from_an_instance_loses_its_privileges() {
+        let mut b = tar::Builder::new(Vec::new());
+        member(&mut b, "./", tar::EntryType::Directory, 0o755);
+        member(&mut b, "./null", tar::EntryType::Char, 0o666);
+        member(&mut b, "./disk", tar::EntryType::Block, 0o660);
+        member(&mut b, "./fifo", tar::EntryType::Fifo, 0o644);
+        member(&mut b, "./suid", tar::EntryType::Regular, 0o4755);
+        member(&mut b, "./shared", tar::EntryType::Directory, 0o2775);
+        let archive = b.into_inner().unwrap();
+        let (out, left_out, cleared) = filter_archive(&archive, "/x", Specials::Drop).unwrap();
+        assert_eq!((left_out, cleared), (3, 2));
+        assert_eq!(
+            names(&out),
+            [
+                ("./".into(), 0o755),
+                ("suid".into(), 0o755),
+                ("shared".into(), 0o775)
+            ]
+        );
+        let (out, left_out, cleared) = filter_archive(&archive, "/x", Specials::Keep).unwrap();
+        assert_eq!((left_out, cleared), (0, 0));
+        assert_eq!(names(&out).len(), 6);
+    }
+
+    #[test]
+    fn an_archive_member_outside_the_folder_is_refused() {
+        for bad in ["../up", "/abs", "a/../../b"] {
+            let mut raw = tar::Header::new_old();
+            // set_path refuses `..`; write the name field by hand, as a
+            // hostile tar would.
+            raw.as_old_mut().name[..bad.len()].copy_from_slice(bad.as_bytes());
+            raw.set_entry_type(tar::EntryType::Regular);
+            raw.set_mode(0o644);
+            raw.set_size(0);
+            raw.set_cksum();
+            let mut archive = raw.as_bytes().to_vec();
+            archive.extend([0u8; 1024]);
+            let err = filter_archive(&archive, "/x", Specials::Drop).unwrap_err();
+            assert!(
+                err.to_string().contains("outside the folder"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_folder_pull_leaves_device_nodes_behind() {
+        if !rustix::process::geteuid().is_root() {
+            return; // mknod of a device needs root on the host
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("srv/d")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("srv/d/null"),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        )
+        .unwrap();
+        std::fs::write(root.join("srv/d/f"), "data").unwrap();
+        let out = tmp.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let pulled = pull_dir(&root, "/srv/d", &out, Specials::Drop).unwrap();
+        assert_eq!(pulled.left_out, 1);
+        let names: Vec<_> = std::fs::read_dir(&pulled.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["f"]);
+        std::fs::remove_dir_all(&pulled.path).unwrap();
+        let pulled = pull_dir(&root, "/srv/d", &out, Specials::Keep).unwrap();
+        let null = std::fs::symlink_metadata(pulled.path.join("null")).unwrap();
+        assert_eq!(null.rdev(), rustix::fs::makedev(1, 3));
+    }
 }

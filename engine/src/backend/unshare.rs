@@ -14,8 +14,8 @@
 
 use super::pull;
 use super::{
-    Backend, BackendError, Completed, EnvState, ExecutionEnvironment, Owner, RunOptions, USER_ID,
-    USER_NAME, User, inside_path,
+    Backend, BackendError, Completed, EnvState, ExecutionEnvironment, Owner, Pulled, RunOptions,
+    Specials, USER_ID, USER_NAME, User, inside_path,
 };
 use crate::sandbox::process::{self, Invocation, Output};
 use crate::sandbox::{Mount, Root, StageSpec};
@@ -172,6 +172,7 @@ impl Unshare {
             root: Root::TreeRw(tree),
             mounts,
             network: false,
+            loopback_ports: Vec::new(),
             env,
             argv: argv.iter().map(OsString::from).collect(),
             limits: Default::default(),
@@ -322,9 +323,14 @@ impl ExecutionEnvironment for Unshare {
         pull::push_file(&self.tree(), host, inside_path(target)?, mode, owner)
     }
 
-    fn file_pull(&self, source: &str, folder: &Path) -> Result<PathBuf, BackendError> {
+    fn file_pull(
+        &self,
+        source: &str,
+        folder: &Path,
+        specials: Specials,
+    ) -> Result<Pulled, BackendError> {
         self.require_running()?;
-        pull::pull_file(&self.tree(), inside_path(source)?, folder)
+        pull::pull_file(&self.tree(), inside_path(source)?, folder, specials)
     }
 
     fn dir_push(&self, host: &Path, target: &str) -> Result<(), BackendError> {
@@ -332,8 +338,13 @@ impl ExecutionEnvironment for Unshare {
         pull::push_dir(&self.tree(), host, inside_path(target)?)
     }
 
-    fn dir_pull(&self, source: &str, folder: &Path) -> Result<PathBuf, BackendError> {
+    fn dir_pull(
+        &self,
+        source: &str,
+        folder: &Path,
+        specials: Specials,
+    ) -> Result<Pulled, BackendError> {
         self.require_running()?;
-        pull::pull_dir(&self.tree(), inside_path(source)?, folder)
+        pull::pull_dir(&self.tree(), inside_path(source)?, folder, specials)
     }
 }

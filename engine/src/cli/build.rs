@@ -76,6 +76,12 @@ pub struct BuildArgs {
     /// Keep a failed stage's tree, inputs, arguments and log in the store, and print where.
     #[arg(long)]
     keep_failed: bool,
+    /// Secrets that curl items and stage options name as "secrets": {"name": …}: a JSON object of names to values ("user:password") or {"file": PATH}. They never reach an id, the store, a log or a command line.
+    #[arg(long, value_name = "FILE")]
+    secrets: Option<PathBuf>,
+    /// The most a curl source item without a "size" may download (bytes, kB, KiB, MB, MiB, GB, GiB, TB, TiB) [default: 16 GiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_source_size: Option<SizeArg>,
 }
 
 /// `strata inspect`.
@@ -175,6 +181,11 @@ pub fn build(args: BuildArgs) -> i32 {
             return code;
         }
     };
+    if has_inline_credentials(&m) {
+        eprintln!(
+            "warning: a URL in the manifest carries credentials (user:password@); strata keeps them out of what it prints and stores, but the place for them is --secrets FILE and \"secrets\": {{\"name\": …}}"
+        );
+    }
     let mut build = exec::Build::new(
         &m,
         &catalog,
@@ -192,6 +203,15 @@ pub fn build(args: BuildArgs) -> i32 {
     if let Some(size) = args.cache_max_size {
         build = build.cache_max_size(size.0);
     }
+    if let Some(SizeArg(Some(bytes))) = args.max_source_size {
+        build = build.max_source_size(bytes);
+    }
+    if let Some(path) = &args.secrets {
+        match strata_sources::Secrets::load(path) {
+            Ok(secrets) => build = build.secrets(secrets),
+            Err(e) => return fail(&Usage(format!("--secrets {e}"))),
+        }
+    }
     if let Some(dir) = args.output_directory {
         build = build.output_directory(dir);
     }
@@ -207,4 +227,29 @@ pub fn build(args: BuildArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }
+}
+
+/// Whether a curl item or a stage option holds a URL with `user:password@`.
+fn has_inline_credentials(m: &Manifest) -> bool {
+    fn in_value(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => strata_sources::split_userinfo(s).1.is_some(),
+            serde_json::Value::Array(items) => items.iter().any(in_value),
+            serde_json::Value::Object(map) => map.values().any(in_value),
+            _ => false,
+        }
+    }
+    m.sources.values().any(|s| {
+        matches!(
+            &s.item,
+            strata_sources::Item::Curl {
+                inline_user: Some(_),
+                ..
+            }
+        )
+    }) || m
+        .pipelines
+        .iter()
+        .flat_map(|p| &p.stages)
+        .any(|s| in_value(&s.options))
 }

@@ -7,7 +7,9 @@
 use crate::backend::cli::SystemCli;
 use crate::backend::envs;
 use crate::backend::incus::check_name;
-use crate::backend::{Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Stdin, User};
+use crate::backend::{
+    Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Specials, Stdin, User,
+};
 use crate::catalog::Catalog;
 use crate::store::{DEFAULT_LOCK_TIMEOUT, Store};
 use crate::system::Image;
@@ -160,6 +162,11 @@ pub struct PullArgs {
     /// Pull a folder.
     #[arg(short, long)]
     recursive: bool,
+    /// Also recreate device nodes, FIFOs and sockets, and keep setuid/setgid
+    /// bits and file capabilities (left behind by default: on the host they
+    /// are privileges the environment would hand out).
+    #[arg(long)]
+    specials: bool,
     #[command(flatten)]
     store: StoreArg,
 }
@@ -255,12 +262,23 @@ fn run(cmd: EnvCommand) -> Result<i32, BackendError> {
         }
         EnvCommand::Pull(a) => {
             let (_st, env) = open_env(&a.store, &a.name)?;
-            let dest = if a.recursive {
-                env.dir_pull(&a.source, &a.folder)?
+            let specials = if a.specials {
+                Specials::Keep
             } else {
-                env.file_pull(&a.source, &a.folder)?
+                Specials::Drop
             };
-            super::io::out(dest.display());
+            let pulled = if a.recursive {
+                env.dir_pull(&a.source, &a.folder, specials)?
+            } else {
+                env.file_pull(&a.source, &a.folder, specials)?
+            };
+            if pulled.left_out + pulled.cleared > 0 {
+                eprintln!(
+                    "note: {} device nodes, FIFOs or sockets left out; setuid/setgid or capabilities cleared on {} files (--specials keeps them)",
+                    pulled.left_out, pulled.cleared
+                );
+            }
+            super::io::out(pulled.path.display());
             Ok(0)
         }
         EnvCommand::List(a) => {

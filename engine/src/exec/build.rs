@@ -20,6 +20,7 @@ use crate::manifest::plan::Plan;
 use crate::monitor::{Event, Monitor};
 use std::path::PathBuf;
 use std::time::Duration;
+use strata_sources::Secrets;
 
 /// A build of one manifest into one store, configured by its methods and
 /// started by [`Build::run`].
@@ -187,6 +188,22 @@ impl<'a> Build<'a> {
     #[must_use]
     pub fn keep_failed(mut self, yes: bool) -> Self {
         self.opts.keep_failed = yes;
+        self
+    }
+
+    /// `--secrets`: the values curl items and stage options name as
+    /// `"secrets": {"name": …}`; never hashed, stored or printed.
+    #[must_use]
+    pub fn secrets(mut self, secrets: Secrets) -> Self {
+        self.opts.secrets = secrets;
+        self
+    }
+
+    /// `--max-source-size`: the most bytes a curl item without a `size` may
+    /// have (default [`strata_sources::DEFAULT_MAX_BYTES`]).
+    #[must_use]
+    pub fn max_source_size(mut self, bytes: u64) -> Self {
+        self.opts.max_source_size = Some(bytes);
         self
     }
 

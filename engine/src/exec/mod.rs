@@ -52,6 +52,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use strata_sources::Secrets;
 
 /// What `strata build` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -82,6 +83,10 @@ pub struct BuildOptions {
     pub keep_failed: bool,
     /// `--break` patterns: open a shell in these stages' sandboxes before they run.
     pub breaks: Vec<String>,
+    /// `--secrets`: what curl items and stages may name.
+    pub secrets: Secrets,
+    /// `--max-source-size`: the cap on a curl item that gives no `size`.
+    pub max_source_size: Option<u64>,
 }
 
 /// Builds the manifest. The report covers what was done even on failure.

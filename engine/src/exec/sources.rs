@@ -9,7 +9,15 @@ impl Builder<'_> {
     /// network, not the cores, but a bound keeps a mirror from seeing a
     /// flood. After a failure no new item starts.
     pub(super) fn fetch_sources(&self) -> Result<(), BuildError> {
-        let sources = self.store().sources();
+        let mut limits = strata_sources::Limits::default();
+        if let Some(max) = self.opts.max_source_size {
+            limits.max_bytes = max;
+        }
+        let sources = self
+            .store()
+            .sources()
+            .with_limits(limits)
+            .with_secrets(self.opts.secrets.clone());
         let items: Vec<_> = self.m.sources.values().collect();
         let next = Mutex::new(items.iter());
         let failures = Mutex::new(Vec::new());

@@ -13,7 +13,7 @@ use crate::store::copy::{copy_tree, copy_tree_mapped};
 use crate::store::untrusted;
 use fs_err as fs;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -83,11 +83,23 @@ impl Builder<'_> {
             .map_err(StoreError::from)?;
         mounts.push(Mount::RoBind(args_path, protocol::ARGS_PATH.into()));
 
+        // Kept until the stage ends: the folder its secrets are bound from.
+        let (secret_mounts, _secrets) = self.stage_secrets(st, runner, &bound)?;
+        mounts.extend(secret_mounts);
+        let redact = |text: &str| {
+            if _secrets.is_some() {
+                self.opts.secrets.redact(text)
+            } else {
+                text.to_owned()
+            }
+        };
+
         let network = def.needs.network(&stage.options);
         let spec = StageSpec {
             root: self.stage_root(st, def.needs.root, tree, run.path())?,
             mounts,
             network,
+            loopback_ports: sandbox::net::loopback_ports_in(&stage.options),
             env: sandbox::environment(&stage.ty, st.pipeline.source_epoch, network),
             argv,
             limits: Limits {
@@ -111,7 +123,7 @@ impl Builder<'_> {
             if self.monitor.wants_logs() {
                 self.monitor.emit(Event::Log {
                     stage: stage_ref.clone(),
-                    line: String::from_utf8_lossy(line).into_owned(),
+                    line: redact(&String::from_utf8_lossy(line)),
                 });
             }
         };
@@ -126,6 +138,12 @@ impl Builder<'_> {
             )
             .map_err(|e| st.failure(e.to_string(), process::tail(log, 20)))?;
         let duration = started.elapsed();
+        if _secrets.is_some() {
+            // The log is stored with the object: whatever the stage's tools
+            // printed of a secret goes before it is.
+            let text = fs::read(log).map_err(StoreError::from)?;
+            fs::write(log, redact(&String::from_utf8_lossy(&text))).map_err(StoreError::from)?;
+        }
         if matches!(outcome, Outcome::Interrupted) {
             return Err(BuildError::Interrupted);
         }
@@ -353,6 +371,60 @@ impl Builder<'_> {
             .map_err(|e| st.failure(e.to_string(), vec![]))
     }
 
+    /// The secrets stage `st`'s options name (`"secrets": {"name": N}`,
+    /// anywhere in them), each a 0400 file in a private folder outside the
+    /// store, bound read-only at /run/strata/secrets/N; the folder goes
+    /// when the returned guard is dropped. No secret is in the stage's
+    /// options, arguments, id or tree.
+    fn stage_secrets(
+        &self,
+        st: StageCtx<'_>,
+        runner: &dyn StageRunner,
+        bound: &Path,
+    ) -> Result<(Vec<Mount>, Option<tempfile::TempDir>), BuildError> {
+        let mut names = BTreeSet::new();
+        secret_names(&st.stage.options, &mut names);
+        if names.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        if !runner.sees_our_mounts() {
+            return Err(st.failure(
+                "it names secrets, which strata passes only to stages in its own sandbox (not to incus)"
+                    .into(),
+                vec![],
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("strata-secrets-")
+            .tempdir()
+            .map_err(StoreError::from)?;
+        let inside = bound.join("secrets");
+        fs::create_dir(&inside).map_err(StoreError::from)?;
+        fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755))
+            .map_err(StoreError::from)?;
+        let mut mounts = Vec::new();
+        for name in names {
+            let secret = self.opts.secrets.get(&name).ok_or_else(|| {
+                st.failure(
+                    format!(
+                        "it needs the secret {name:?}, which no --secrets file gave\n  hint: pass --secrets FILE holding {{\"{name}\": \"user:password\"}}"
+                    ),
+                    vec![],
+                )
+            })?;
+            let file = dir.path().join(&name);
+            fs::write(&file, secret.expose()).map_err(StoreError::from)?;
+            fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400))
+                .map_err(StoreError::from)?;
+            sandbox::userns::chown_for_tree(&file, 0, 0).map_err(StoreError::from)?;
+            mounts.push(Mount::RoBind(
+                file,
+                format!("{}/{name}", protocol::SECRETS_DIR),
+            ));
+        }
+        Ok((mounts, Some(dir)))
+    }
+
     /// `--keep-failed`: copies the failed stage's tree to
     /// STORE/failed/<id>-<pid>/tree and copies beside it its inputs, its
     /// arguments and its log, for inspection; `strata store gc` removes it.
@@ -378,10 +450,37 @@ impl Builder<'_> {
                 copy_tree(host, &dir.join("inputs").join(name)).map_err(StoreError::from)?;
             }
         }
-        fs::copy(run.join("args.json"), dir.join("args.json")).map_err(StoreError::from)?;
+        // Kept as the stage got them, but for credentials written into a URL.
+        let mut args: Value =
+            serde_json::from_slice(&fs::read(run.join("args.json")).map_err(StoreError::from)?)
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        args["options"] = strata_sources::redact_urls(&args["options"]);
+        fs::write(
+            dir.join("args.json"),
+            serde_json::to_vec_pretty(&args).expect("json"),
+        )
+        .map_err(StoreError::from)?;
         if log.exists() {
             fs::copy(log, dir.join("log")).map_err(StoreError::from)?;
         }
         Ok(dir)
+    }
+}
+
+/// The names of every `"secrets": {"name": N}` in `options`.
+fn secret_names(options: &Value, out: &mut BTreeSet<String>) {
+    match options {
+        Value::Object(map) => {
+            for (key, v) in map {
+                match (key.as_str(), v.get("name").and_then(Value::as_str)) {
+                    ("secrets", Some(name)) => {
+                        out.insert(name.to_owned());
+                    }
+                    _ => secret_names(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| secret_names(v, out)),
+        _ => {}
     }
 }

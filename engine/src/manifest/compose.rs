@@ -329,13 +329,31 @@ impl SourceItem {
     }
 
     /// A file downloaded from `url` (`sources.curl`); the build refuses it
-    /// unless its SHA-256 is `checksum`.
+    /// unless its SHA-256 is `checksum`. Credentials in `url` are used but
+    /// never rendered back ([`SourceItem::to_value`]): name a secret
+    /// ([`SourceItem::with_secret`]) instead.
     pub fn curl(checksum: Checksum, url: impl Into<String>) -> SourceItem {
+        let (url, inline_user) = strata_sources::split_userinfo(&url.into());
         SourceItem {
             ty: SourceType::Curl,
             checksum,
-            item: Item::Curl { url: url.into() },
+            item: Item::Curl {
+                url,
+                inline_user,
+                secret: None,
+                size: None,
+            },
         }
+    }
+
+    /// A curl item's server wants the `user:password` of the secret `name`
+    /// (from `--secrets`, [`crate::exec::Build::secrets`]).
+    #[must_use]
+    pub fn with_secret(mut self, name: impl Into<String>) -> SourceItem {
+        if let Item::Curl { secret, .. } = &mut self.item {
+            *secret = Some(name.into());
+        }
+        self
     }
 
     /// The item as a manifest writes it under `sources.TYPE.items.CHECKSUM`.
@@ -345,7 +363,18 @@ impl SourceItem {
                 "encoding": "base64",
                 "data": base64::engine::general_purpose::STANDARD.encode(data),
             }),
-            Item::Curl { url } => json!({ "url": url }),
+            Item::Curl {
+                url, secret, size, ..
+            } => {
+                let mut v = json!({ "url": url });
+                if let Some(name) = secret {
+                    v["secrets"] = json!({ "name": name });
+                }
+                if let Some(size) = size {
+                    v["size"] = json!(size);
+                }
+                v
+            }
         }
     }
 }

@@ -124,7 +124,7 @@ impl Plan {
                                 )
                             })
                             .collect();
-                        json!({"id": id.as_str(), "type": s.ty, "options": s.options, "inputs": inputs})
+                        json!({"id": id.as_str(), "type": s.ty, "options": strata_sources::redact_urls(&s.options), "inputs": inputs})
                     })
                     .collect();
                 let mut doc = json!({
@@ -141,6 +141,6 @@ impl Plan {
                 doc
             })
             .collect();
-        json!({"version": "2", "pipelines": pipelines, "sources": m.raw_sources})
+        json!({"version": "2", "pipelines": pipelines, "sources": strata_sources::redact_urls(&m.raw_sources)})
     }
 }

@@ -132,6 +132,10 @@ pub struct StageSpec {
     pub mounts: Vec<Mount>,
     /// Share the host's network.
     pub network: bool,
+    /// Ports on the host's loopback that the stage's own options name (an
+    /// extra repository on 127.0.0.1), reached from a private network
+    /// besides apt's mirrors and proxies ([`net::loopback_ports`]).
+    pub loopback_ports: Vec<u16>,
     /// The whole environment.
     pub env: Vec<(String, String)>,
     /// The command inside.
@@ -398,6 +402,7 @@ mod tests {
 
     fn spec(network: bool) -> StageSpec {
         StageSpec {
+            loopback_ports: Vec::new(),
             root: Root::Host(HostLayout {
                 links: vec![("/bin".into(), "usr/bin".into())],
                 dirs: vec![],

@@ -82,9 +82,13 @@ pub const BWRAP_ARGS: &[&str] = &[
 ];
 
 /// `program argv…` started through the network wrapper.
-pub fn wrap(program: &str, argv: Vec<OsString>) -> (OsString, Vec<OsString>) {
+pub fn wrap(program: &str, argv: Vec<OsString>, also: &[u16]) -> (OsString, Vec<OsString>) {
     let exe = super::userns::helper_program().unwrap_or_else(|| "strata-sandbox".into());
-    let ports = loopback_ports()
+    let mut ports = loopback_ports();
+    ports.extend_from_slice(also);
+    ports.sort_unstable();
+    ports.dedup();
+    let ports = ports
         .iter()
         .map(u16::to_string)
         .collect::<Vec<_>>()
@@ -117,6 +121,24 @@ pub fn loopback_ports() -> Vec<u16> {
         );
     }
     let mut ports: Vec<u16> = urls.iter().filter_map(|u| loopback_port(u)).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+/// The loopback ports of the URLs among the strings of `options` (a
+/// stage's): what it names on the host that its private network must reach.
+pub fn loopback_ports_in(options: &serde_json::Value) -> Vec<u16> {
+    let mut ports = Vec::new();
+    let mut stack = vec![options];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::String(s) => ports.extend(loopback_port(s)),
+            serde_json::Value::Array(items) => stack.extend(items),
+            serde_json::Value::Object(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
     ports.sort_unstable();
     ports.dedup();
     ports

@@ -67,7 +67,7 @@ impl Bwrap {
             _ => ("bwrap", spec.bwrap_argv()),
         };
         Ok(if spec.network && super::net::private_network() {
-            super::net::wrap(program, argv)
+            super::net::wrap(program, argv, &spec.loopback_ports)
         } else {
             (program.into(), argv)
         })

@@ -185,7 +185,7 @@ fn copy_xattrs(from: &Path, to: &Path, is_link: bool, owners: OwnerMap<'_>) -> i
 /// 3, naming the host uid of that root (`rootid`); where `owners` makes
 /// that uid in-tree root again (an export of a stored tree as root), it is
 /// the plain revision 2 a root-made file carries.
-fn map_capability(value: Vec<u8>, owners: OwnerMap<'_>) -> Vec<u8> {
+pub(crate) fn map_capability(value: Vec<u8>, owners: OwnerMap<'_>) -> Vec<u8> {
     const REVISION_MASK: u32 = 0xFF00_0000;
     const REVISION_2: u32 = 0x0200_0000;
     const REVISION_3: u32 = 0x0300_0000;

@@ -84,11 +84,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     fs_write(
         &work.path.join(BOOTSTRAP_SOURCES),
-        render_sources(&repos, false),
+        render_sources(&repos, false)?,
     )?;
     fs_write(
         &work.path.join("debian.sources"),
-        render_sources(&repos, true),
+        render_sources(&repos, true)?,
     )?;
     let script = match &options.customization_script {
         Some(text) => {

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, anyhow, bail};
-use strata_stage::debian::{self, AptSource};
+use strata_stage::debian::{self, AptSource, Stanza};
 use strata_stage::{Failure, run_tool};
 
 use crate::keyrings::Keyring;
@@ -139,18 +139,16 @@ pub fn download(url: &str, dest: &Path) -> Result<(), Failure> {
 
 /// The deb822 sources: for bootstrapping (`final_ == false`, keyrings as
 /// the build root has them) or for the new system to keep.
-pub fn render_sources(repos: &[Repo], final_: bool) -> String {
-    let stanzas: Vec<String> = repos
+pub fn render_sources(repos: &[Repo], final_: bool) -> anyhow::Result<String> {
+    let stanzas = repos
         .iter()
-        .map(|r| {
-            let mut s = format!(
-                "Types: {}\nURIs: {}\nSuites: {}\n",
-                r.types.join(" "),
-                r.mirror,
-                r.suite
-            );
+        .map(|r| -> anyhow::Result<String> {
+            let mut s = Stanza::new()
+                .words("Types", &r.types)?
+                .field("URIs", &r.mirror)?
+                .field("Suites", &r.suite)?;
             if !r.components.is_empty() {
-                s.push_str(&format!("Components: {}\n", r.components.join(" ")));
+                s = s.words("Components", &r.components)?;
             }
             let signed_by = if final_ {
                 &r.final_signed_by
@@ -158,15 +156,17 @@ pub fn render_sources(repos: &[Repo], final_: bool) -> String {
                 &r.signed_by
             };
             if let Some(k) = signed_by {
-                s.push_str(&format!("Signed-By: {k}\n"));
+                s = s.field("Signed-By", k)?;
             }
             if r.check == Check::Unchecked {
-                s.push_str("Trusted: yes\n");
+                s = s.field("Trusted", "yes")?;
             }
-            s
+            Ok(s.finish())
         })
-        .collect();
-    stanzas.join("\n")
+        .enumerate()
+        .map(|(i, stanza)| stanza.with_context(|| format!("options.bootstrap_repositories[{i}]")))
+        .collect::<anyhow::Result<Vec<String>>>()?;
+    Ok(stanzas.join("\n"))
 }
 
 #[cfg(test)]
@@ -198,7 +198,7 @@ pub mod tests {
         external.final_signed_by = Some("/usr/local/share/keyrings/k.gpg".into());
         let repos = [repo("bookworm", &["main", "contrib"]), flat, external];
         assert_eq!(
-            render_sources(&repos, false),
+            render_sources(&repos, false).unwrap(),
             "Types: deb\nURIs: http://127.0.0.1/debian\nSuites: bookworm\nComponents: main contrib\n\
              Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\
              \n\
@@ -208,7 +208,9 @@ pub mod tests {
              Signed-By: /tmp/w/keyring-2/k.gpg\n"
         );
         assert!(
-            render_sources(&repos, true).ends_with("Signed-By: /usr/local/share/keyrings/k.gpg\n")
+            render_sources(&repos, true)
+                .unwrap()
+                .ends_with("Signed-By: /usr/local/share/keyrings/k.gpg\n")
         );
     }
 }

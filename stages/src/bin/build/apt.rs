@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
+use strata_stage::debian::Stanza;
 use strata_stage::{Args, Input, Log, capture};
 
 use crate::arch::Architectures;
@@ -55,7 +56,27 @@ pub fn prepare_apt(
             }
             None => None,
         };
-        let text = render_repository(repo, key.as_deref())
+        // Credentials go to apt's auth.conf.d in this throw-away build
+        // root, never into the sources file, the log or the stage's output.
+        let (url, inline) = strata_protocol::split_userinfo(&repo.url);
+        let credentials = match (&repo.secrets, inline) {
+            (Some(secret), _) => {
+                let path = format!("{}/{}", strata_protocol::SECRETS_DIR, secret.name);
+                Some(std::fs::read_to_string(&path).with_context(|| {
+                    format!("options.extra_repositories[{i}].secrets: cannot read {path}")
+                })?)
+            }
+            (None, inline) => inline,
+        };
+        if let Some(credentials) = credentials {
+            write_auth(n, &url, &credentials)
+                .with_context(|| format!("options.extra_repositories[{i}]"))?;
+        }
+        let plain = Repository {
+            url,
+            ..repo.clone()
+        };
+        let text = render_repository(&plain, key.as_deref())
             .with_context(|| format!("options.extra_repositories[{i}]"))?;
         let path = format!("{SOURCES_D}/strata-{n}.sources");
         std::fs::write(&path, &text).with_context(|| format!("cannot write {path}"))?;
@@ -65,6 +86,42 @@ pub fn prepare_apt(
         local_repository(input, log)?;
     }
     Ok(())
+}
+
+pub const AUTH_D: &str = "/etc/apt/auth.conf.d";
+
+/// `AUTH_D/strata-N.conf` (0600) giving apt `user:password` for `url`.
+fn write_auth(n: usize, url: &str, credentials: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = auth_entry(url, credentials)?;
+    std::fs::create_dir_all(AUTH_D).with_context(|| format!("cannot make {AUTH_D}"))?;
+    let path = format!("{AUTH_D}/strata-{n}.conf");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("cannot write {path}"))
+}
+
+/// apt's auth.conf entry for `url`; errors never show the credentials.
+pub fn auth_entry(url: &str, credentials: &str) -> anyhow::Result<String> {
+    let (login, password) = credentials
+        .split_once(':')
+        .ok_or_else(|| anyhow::anyhow!("its credentials are not user:password"))?;
+    // netrc tokens end at whitespace: one inside would start another.
+    if [login, password]
+        .iter()
+        .any(|v| v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        bail!("its credentials hold whitespace or are empty, which apt's auth.conf cannot carry");
+    }
+    Ok(format!(
+        "machine {}\nlogin {login}\npassword {password}\n",
+        url.trim_end_matches('/')
+    ))
 }
 
 pub fn ensure_newline(text: &str) -> String {
@@ -78,7 +135,10 @@ pub fn ensure_newline(text: &str) -> String {
 /// One deb822 stanza; a suite ending in `/` is a flat repository, which
 /// has no components.
 pub fn render_repository(repo: &Repository, signed_by: Option<&str>) -> anyhow::Result<String> {
-    let mut text = format!("Types: deb\nURIs: {}\nSuites: {}\n", repo.url, repo.suite);
+    let mut stanza = Stanza::new()
+        .field("Types", "deb")?
+        .field("URIs", &repo.url)?
+        .field("Suites", &repo.suite)?;
     match (&repo.components, repo.suite.ends_with('/')) {
         (Some(_), true) => bail!(
             "suite {} is flat (ends in /): leave out components",
@@ -88,13 +148,13 @@ pub fn render_repository(repo: &Repository, signed_by: Option<&str>) -> anyhow::
             "suite {} needs components (or end in / for a flat repository)",
             repo.suite
         ),
-        (Some(c), false) => text.push_str(&format!("Components: {}\n", c.join(" "))),
+        (Some(c), false) => stanza = stanza.words("Components", c)?,
         (None, true) => {}
     }
     if let Some(key) = signed_by {
-        text.push_str(&format!("Signed-By: {key}\n"));
+        stanza = stanza.field("Signed-By", key)?;
     }
-    Ok(text)
+    Ok(stanza.finish())
 }
 
 /// The .deb files of `input` as a trusted flat repository apt can install
@@ -172,6 +232,26 @@ pub fn is_deb(path: &Path) -> anyhow::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn credentials_become_an_auth_conf_entry_and_never_an_error_text() {
+        assert_eq!(
+            auth_entry("https://127.0.0.1/debian/", "bob:s3cret").unwrap(),
+            "machine https://127.0.0.1/debian\nlogin bob\npassword s3cret\n"
+        );
+        for bad in [
+            "nocolon-s3cret",
+            "bob:s3 cret",
+            "bob:s3cret\nmachine x",
+            ":s3cret",
+        ] {
+            let err = auth_entry("https://127.0.0.1/", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(!err.contains("s3"), "{err}");
+        }
+    }
+
     use super::*;
     use serde_json::{Value, json};
 

@@ -82,7 +82,7 @@ pub enum Timestamp {
     Date(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Repository {
     pub url: String,
@@ -91,6 +91,15 @@ pub struct Repository {
     pub components: Option<Vec<String>>,
     #[serde(default)]
     pub signing_key: Option<String>,
+    /// The secret holding the repository's `user:password`.
+    #[serde(default)]
+    pub secrets: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    pub name: String,
 }
 
 #[cfg(test)]
