@@ -13,9 +13,15 @@
 //!
 //! The parent is resolved by the kernel beneath the root: `..` may not climb
 //! above it and absolute symlinks are refused (EXDEV); relative symlinks that
-//! stay inside are followed. The final component is never resolved here, so
-//! each stage decides what a symlink there means (usually: refuse it).
+//! stay inside are followed. A stage that runs with the tree as its own `/`
+//! (customize) opens it with [`Root::system`] instead, whose parents resolve
+//! as that system sees them (`RESOLVE_IN_ROOT`: absolute links and `..`
+//! land inside too). The final component is never resolved here, so each
+//! stage decides what a symlink there means (usually: refuse it).
+//!
+//! [`Root::write_file`] is the one way a stage writes a file into a tree.
 
+use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -33,6 +39,8 @@ pub struct Root {
     label: String,
     /// How a path beneath this root is shown: "/", "tree:///", "input://NAME/".
     prefix: String,
+    /// BENEATH (absolute links refused) or IN_ROOT (resolved inside).
+    resolve: ResolveFlags,
 }
 
 /// A path beneath a root, opened as far as its parent directory.
@@ -63,6 +71,17 @@ impl Root {
             path: path.to_owned(),
             label: label.to_owned(),
             prefix: prefix.to_owned(),
+            resolve: ResolveFlags::BENEATH,
+        })
+    }
+
+    /// `path` as the root of the system in it, for a stage whose `/` it is:
+    /// parents resolve the way that system resolves them, absolute links
+    /// and `..` inside it (`/var/run -> /run` is followed, and stays in).
+    pub fn system(path: &Path) -> Result<Self, Error> {
+        Ok(Self {
+            resolve: ResolveFlags::IN_ROOT,
+            ..Self::open(path, "the system", "/")?
         })
     }
 
@@ -80,7 +99,7 @@ impl Root {
     pub fn entry(&self, path: &str) -> Result<Entry, Error> {
         let (parent, name) = split(path);
         let shown = self.show(&join(&parent, &name));
-        let dir = open_beneath(self.fd.as_fd(), &parent).map_err(|e| match e {
+        let dir = open_dir_at(self.fd.as_fd(), &parent, self.resolve).map_err(|e| match e {
             Errno::NOENT => Error::NoParent {
                 parent: self.show(&parent),
                 path: shown.clone(),
@@ -99,7 +118,7 @@ impl Root {
         let (parent, name) = split(path);
         let whole = join(&parent, &name);
         let shown = self.show(&whole);
-        open_beneath(self.fd.as_fd(), &whole).map_err(|e| match e {
+        open_dir_at(self.fd.as_fd(), &whole, self.resolve).map_err(|e| match e {
             Errno::NOENT => Error::NotFound { path: shown },
             Errno::NOTDIR => Error::NotDirectory { path: shown },
             e => self.resolve_error(e, &shown, "cannot open directory"),
@@ -233,12 +252,12 @@ impl Root {
         })
     }
 
-    /// Replaces the contents of the regular file at `path` (creating it),
-    /// then sets `mode` exactly. Writing in place keeps an existing file's
-    /// owner and hard links; anything there that is not a regular file is
-    /// refused (a device node would be written to, a symlink may point out).
-    pub fn write_file(&self, path: &str, bytes: &[u8], mode: u32) -> Result<(), Error> {
-        use std::io::Write;
+    /// Replaces the contents of the regular file at `path` (creating it)
+    /// with what `from` reads, then sets `mode` exactly. Writing in place
+    /// keeps an existing file's owner and hard links; anything there that
+    /// is not a regular file is refused (a device node would be written to,
+    /// a symlink may point out, a FIFO would hang).
+    pub fn write_file(&self, path: &str, from: &mut dyn Read, mode: u32) -> Result<(), Error> {
         let entry = self.entry(path)?;
         let io = |what: &'static str| {
             let path = entry.shown().to_owned();
@@ -272,7 +291,7 @@ impl Root {
         )
         .map_err(io("cannot open for writing"))?;
         let mut out = std::fs::File::from(fd);
-        out.write_all(bytes).map_err(|source| Error::Io {
+        std::io::copy(from, &mut out).map_err(|source| Error::Io {
             what: "cannot write",
             path: entry.shown().into(),
             source,
@@ -289,7 +308,7 @@ fn describe(ty: rustix::fs::FileType) -> &'static str {
     use rustix::fs::FileType;
     match ty {
         FileType::Directory => "a directory",
-        FileType::Symlink => "a symlink (which write does not follow)",
+        FileType::Symlink => "a symlink (which is not followed)",
         FileType::Fifo => "a FIFO",
         FileType::Socket => "a socket",
         FileType::CharacterDevice => "a character device",
@@ -400,7 +419,11 @@ fn join(parent: &str, name: &str) -> String {
     }
 }
 
-fn open_beneath(dir: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
+fn open_dir_at(
+    dir: BorrowedFd<'_>,
+    rel: &str,
+    resolve: ResolveFlags,
+) -> rustix::io::Result<OwnedFd> {
     let mut tries = 0;
     loop {
         let opened = rustix::fs::openat2(
@@ -408,7 +431,7 @@ fn open_beneath(dir: BorrowedFd<'_>, rel: &str) -> rustix::io::Result<OwnedFd> {
             rel,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            resolve | ResolveFlags::NO_MAGICLINKS,
         );
         match opened {
             // The kernel gives up on `..` when a rename raced the lookup;
@@ -488,6 +511,30 @@ mod tests {
             err,
             "path /../x escapes the tree through a symlink or \"..\""
         );
+    }
+
+    #[test]
+    fn a_system_root_resolves_links_as_its_system_does_and_never_out() {
+        let (_d, root) = fixture();
+        let system = Root::system(root.path()).unwrap();
+        // /abs -> /etc and /out -> ../.. both land inside the tree.
+        system
+            .write_file("/abs/written", &mut b"in".as_slice(), 0o600)
+            .unwrap();
+        assert_eq!(
+            std::fs::read(root.path().join("etc/written")).unwrap(),
+            b"in"
+        );
+        system
+            .write_file("/out/etc/again", &mut b"in".as_slice(), 0o644)
+            .unwrap();
+        assert!(root.path().join("etc/again").is_file());
+        assert!(!root.path().parent().unwrap().join("etc/again").exists());
+        // The final component is never followed, whichever root.
+        let err = system
+            .write_file("/abs", &mut b"x".as_slice(), 0o644)
+            .unwrap_err();
+        assert!(matches!(err, Error::NotRegular { .. }), "{err}");
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub enum Error {
     #[error("the parent directory {parent} of {path} does not exist")]
     NoParent { parent: String, path: String },
 
-    #[error("{path} exists and is {what}; write only replaces regular files")]
+    #[error("{path} exists and is {what}; only a regular file is replaced")]
     NotRegular { path: String, what: &'static str },
 
     #[error("{path} does not exist")]

@@ -152,6 +152,32 @@ impl ArgvWatch {
     }
 }
 
+/// `strata build` of `m` with the stages of `lib` and the secrets file.
+fn build_with(env: &Env, m: &Value, lib: &Path, extra: &[&str]) -> crate::support::Run {
+    let secrets = env.path("secrets.json");
+    let mut args = vec![
+        "--libdir",
+        lib.to_str().unwrap(),
+        "--secrets",
+        secrets.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    env.build(m, &args)
+}
+
+/// [`build_with`] with `--json`, parsed.
+fn build_with_json(
+    env: &Env,
+    m: &Value,
+    lib: &Path,
+    extra: &[&str],
+) -> (crate::support::Run, Value) {
+    let run = build_with(env, m, lib, &[extra, &["--json"]].concat());
+    let doc = serde_json::from_slice(&run.0.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}):\n{}", run.describe()));
+    (run, doc)
+}
+
 #[test]
 fn secrets_reach_what_names_them_and_no_channel_holds_them() {
     let env = Env::new();
@@ -159,13 +185,11 @@ fn secrets_reach_what_names_them_and_no_channel_holds_them() {
     let watch = ArgvWatch::start();
     let secrets = env.path("secrets.json");
     let out = env.out();
-    let run = env.build(
+    let run = build_with(
+        &env,
         &m,
+        &lib,
         &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
             "--json",
             "-v",
             "--export",
@@ -198,17 +222,7 @@ fn secrets_reach_what_names_them_and_no_channel_holds_them() {
         "the log line was redacted:\n{}",
         run.describe()
     );
-    let monitor = env.build(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-            "--monitor",
-            "json-seq",
-        ],
-    );
+    let monitor = build_with(&env, &m, &lib, &["--monitor", "json-seq"]);
     let inspect = env.strata(
         &["inspect", "-", "--libdir", lib.to_str().unwrap()],
         Some(&m.to_string()),
@@ -230,15 +244,7 @@ fn secrets_reach_what_names_them_and_no_channel_holds_them() {
         json!({"mirror": format!("bob:{PASSWORD}"), "token": "another-token-value"}).to_string(),
     )
     .unwrap();
-    let (again, doc) = env.build_json(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-        ],
-    );
+    let (again, doc) = build_with_json(&env, &m, &lib, &[]);
     assert_eq!(again.code(), 0, "{}", again.describe());
     assert_eq!(
         doc["pipelines"][0]["stages"][0]["status"], "cached",
@@ -255,20 +261,9 @@ fn a_failing_stage_with_secrets_keeps_them_out_of_errors_and_kept_failures() {
         &env,
         &format!("printf 'mirror is bob:%s' '{head}' >&2; echo '{tail}' >&2\nexit 3"),
     );
-    let secrets = env.path("secrets.json");
     // The stage prints the token and then the password, which it was never
     // given, but whose value is a secret all the same.
-    let run = env.build(
-        &m,
-        &[
-            "--libdir",
-            lib.to_str().unwrap(),
-            "--secrets",
-            secrets.to_str().unwrap(),
-            "--keep-failed",
-            "--json",
-        ],
-    );
+    let run = build_with(&env, &m, &lib, &["--keep-failed", "--json"]);
     assert_eq!(run.code(), 1, "{}", run.describe());
     assert!(run.stderr().contains("exit"), "{}", run.describe());
     assert_nowhere(&env, &[&run.stdout(), &run.stderr()]);

@@ -29,7 +29,7 @@ use base64::Engine;
 use rustix::fs::{FileType, Mode, OFlags};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use strata_stage::{Args, Error, locate, run_tool, status, write_meta};
+use strata_stage::{Args, Error, Root, locate, run_tool, status, write_meta};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -242,8 +242,10 @@ fn remove(path: &Path) -> anyhow::Result<()> {
     removed.with_context(|| format!("cannot remove {}", path.display()))
 }
 
-/// Writes one file, sets its owner with the tree's `chown` (so names mean
-/// the tree's users), then its mode (after chown, which clears set-id bits).
+/// Writes one file through the stages' one writer ([`Root::write_file`],
+/// the tree being this stage's `/`), then sets its owner with the tree's
+/// `chown` (so names mean the tree's users) and its mode again (chown
+/// clears set-id bits).
 fn write_file(args: &Args, file: &File) -> anyhow::Result<()> {
     if file.mode > 0o7777 {
         bail!("mode {:#o} is not a file mode", file.mode);
@@ -253,35 +255,23 @@ fn write_file(args: &Args, file: &File) -> anyhow::Result<()> {
     if !file.path.starts_with('/') || path.components().any(|c| c.as_os_str() == "..") {
         bail!("path must be absolute, without \"..\"");
     }
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    if !parent.is_dir() {
-        bail!("the parent directory {} does not exist", parent.display());
-    }
-    // Only a regular file may be replaced: writing to a device node in the
-    // tree would write to the device.
-    if let Ok(st) = path.symlink_metadata()
-        && !st.is_file()
-    {
-        bail!("{} exists and is not a regular file", file.path);
-    }
-
-    let mut out = open_for_writing(path, file.mode)?;
-    let written = match (&file.content, &file.base64, &file.from) {
-        (Some(text), None, None) => out.write_all(text.as_bytes()),
+    let system = Root::system(Path::new("/"))?;
+    match (&file.content, &file.base64, &file.from) {
+        (Some(text), None, None) => {
+            system.write_file(&file.path, &mut text.as_bytes(), file.mode)?;
+        }
         (None, Some(b64), None) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .context("base64 is not base64")?;
-            out.write_all(&bytes)
+            system.write_file(&file.path, &mut bytes.as_slice(), file.mode)?;
         }
         (None, None, Some(url)) => {
             let mut from = open_input(args, url)?;
-            std::io::copy(&mut from, &mut out).map(drop)
+            system.write_file(&file.path, &mut from, file.mode)?;
         }
         _ => bail!("needs exactly one of content, base64 and from"),
-    };
-    written.with_context(|| format!("cannot write {}", file.path))?;
-    drop(out);
+    }
 
     if let Some(owner) = owner {
         run_tool(
@@ -291,34 +281,13 @@ fn write_file(args: &Args, file: &File) -> anyhow::Result<()> {
                 .arg(path),
         )
         .with_context(|| format!("cannot set the owner of {} to {owner}", file.path))?;
+        std::fs::set_permissions(
+            path,
+            std::os::unix::fs::PermissionsExt::from_mode(file.mode),
+        )
+        .with_context(|| format!("cannot set the mode of {}", file.path))?;
     }
-    std::fs::set_permissions(
-        path,
-        std::os::unix::fs::PermissionsExt::from_mode(file.mode),
-    )
-    .with_context(|| format!("cannot set the mode of {}", file.path))?;
     Ok(())
-}
-
-fn open_for_writing(path: &Path, mode: u32) -> anyhow::Result<std::fs::File> {
-    let fd = rustix::fs::open(
-        path,
-        // NOFOLLOW and NONBLOCK: if a symlink or FIFO appeared since the
-        // check, fail rather than follow or hang.
-        OFlags::WRONLY
-            | OFlags::CREATE
-            | OFlags::TRUNC
-            | OFlags::NOFOLLOW
-            | OFlags::NONBLOCK
-            | OFlags::CLOEXEC,
-        Mode::from_raw_mode(mode & 0o777),
-    )
-    .map_err(|e| Error::Io {
-        what: "cannot open for writing",
-        path: path.display().to_string(),
-        source: e.into(),
-    })?;
-    Ok(std::fs::File::from(fd))
 }
 
 /// Opens the regular file an `input://` URL names.
@@ -402,15 +371,22 @@ fn set_hostname(name: &str) -> anyhow::Result<()> {
     if !is_hostname(name) {
         bail!("options.hostname: {name:?} is not a host name (RFC 1123 label)");
     }
-    std::fs::write("/etc/hostname", format!("{name}\n")).context("cannot write /etc/hostname")?;
+    let system = Root::system(Path::new("/"))?;
+    system.write_file("/etc/hostname", &mut format!("{name}\n").as_bytes(), 0o644)?;
     let hosts = match std::fs::read_to_string("/etc/hosts") {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).context("cannot read /etc/hosts"),
     };
     // Written in place: the tree's mode and owner of the file stay.
-    std::fs::write("/etc/hosts", with_hostname(hosts.as_deref(), name))
-        .context("cannot write /etc/hosts")?;
+    let mode = std::fs::symlink_metadata("/etc/hosts").map_or(0o644, |m| {
+        std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777
+    });
+    system.write_file(
+        "/etc/hosts",
+        &mut with_hostname(hosts.as_deref(), name).as_bytes(),
+        mode,
+    )?;
     println!("hostname set to {name}");
     Ok(())
 }

@@ -56,7 +56,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         if file.mode > 0o7777 {
             bail!("mode {:#o} of {} is not a file mode", file.mode, file.path);
         }
-        tree.write_file(&file.path, &bytes, file.mode)?;
+        tree.write_file(&file.path, &mut bytes.as_slice(), file.mode)?;
     }
     Ok(())
 }

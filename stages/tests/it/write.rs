@@ -96,7 +96,7 @@ fn bad_paths_and_options_are_named() {
     let e = error(&s.run(EXE, json!({"files": [{"path": "/d", "content": "x"}]})));
     assert_eq!(
         e,
-        "error: /d exists and is a directory; write only replaces regular files"
+        "error: /d exists and is a directory; only a regular file is replaced"
     );
 
     symlink("/", s.tree().join("abs")).unwrap();

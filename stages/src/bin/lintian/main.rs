@@ -73,14 +73,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     let output = lintian(&options, &targets)?;
     let tree = Root::tree(args)?;
-    tree.write_file("/lintian.txt", &output, 0o644)?;
+    tree.write_file("/lintian.txt", &mut output.as_slice(), 0o644)?;
 
     let tags = parse_output(&String::from_utf8_lossy(&output))?;
     let summary = summarize(&tags, &targets, &lintian_version()?, found.distribution()?);
     let analysis = json!({"tags": tags, "summary": summary});
     let mut text = serde_json::to_vec_pretty(&analysis).expect("a JSON value serializes");
     text.push(b'\n');
-    tree.write_file("/analysis.json", &text, 0o644)?;
+    tree.write_file("/analysis.json", &mut text.as_slice(), 0o644)?;
     write_meta(args, &summary)?;
     println!(
         "{}",
