@@ -347,7 +347,7 @@ impl SourceItem {
     }
 
     /// A curl item's server wants the `user:password` of the secret `name`
-    /// (from `--secrets`, [`crate::exec::Build::secrets`]).
+    /// (from `--secrets`, or `Build::secrets` in the library).
     #[must_use]
     pub fn with_secret(mut self, name: impl Into<String>) -> SourceItem {
         if let Item::Curl { secret, .. } = &mut self.item {
