@@ -1,25 +1,35 @@
-//! One member of an archive, as the `tar` crate reads it: its one name, its
-//! kind, owner, mode, time and xattrs, judged by its names alone.
+//! One member of an archive: its one name, its kind, owner, mode, time and
+//! xattrs, judged by its names alone.
 //!
-//! The crate frames the archive and folds GNU long names (`L`, `K`) and PAX
-//! headers (`x`) into the member they describe. Where a member has both a
-//! GNU long name and a PAX `path` (or `linkpath`), the PAX record is the
-//! name, as GNU tar and POSIX have it (the crate alone would take the GNU
-//! one): [`read`] is the only place that decides a member's names, and the
-//! same names are judged and written.
+//! ```text
+//!   tar crate, raw entries:  [g] [L] [K] [x] HEADER data   [x] HEADER data ...
+//!                             │   └──┴───┴─> Pending ──┐
+//!                             └─ global: only a comment │  read: Member
+//!                                                       └───────> (PAX path > GNU long name > header)
+//! ```
 //!
-//! The crate reads PAX records by splitting on newlines (tar-rs issues 428
-//! and 452), so a record whose value holds a newline byte comes out as
-//! fragments, and a crafted value can hide a `path` or `size` record that a
-//! length-prefixed reader (GNU tar) never sees. A member whose PAX header
-//! has a record the crate cannot read is therefore refused, before any of
-//! it is written, rather than unpacked under names or sizes that other
-//! tools would read differently.
+//! The crate frames the archive (headers, sizes, padding); the extension
+//! headers that describe the next member (GNU long names `L` and `K`, PAX
+//! `x`) are read here, and [`read`] is the only place that decides a
+//! member's names: the same names are judged and written. Where a member
+//! has both a GNU long name and a PAX `path` (or `linkpath`), the PAX
+//! record is the name, as in GNU tar and POSIX.
+//!
+//! Why not the crate's own folding of those headers: it reads PAX records
+//! by splitting on newlines (tar-rs issues 428 and 452), and GNU tar's own
+//! ACL records (`SCHILY.acl.access=user::rw-\nuser:1000:r--\n…`) and some
+//! binary xattrs hold newlines: it stops at the first such record and loses
+//! the rest, and a crafted value can hide a `path` or `size` record that a
+//! length-prefixed reader (GNU tar) never sees. Here records are read by
+//! their length, as POSIX has them. The crate's framing uses each header's
+//! own size, so a PAX `size` that disagrees with it (members of 8 GiB and
+//! more) is refused, as are GNU sparse members, whose extra headers only
+//! the crate's folding reads.
 
 use std::io::Read;
 
 use rustix::fs::{Dev, Timespec};
-use tar::{EntryType, PaxExtensions};
+use tar::EntryType;
 
 use super::UnpackError;
 use super::acl;
@@ -98,38 +108,126 @@ pub(super) fn split(path: &[u8]) -> (&[u8], &[u8]) {
 /// What [`read`] found.
 pub(super) enum Found {
     Member(Box<Member>),
-    /// Nothing to unpack: a global PAX header without effect, a volume label.
+    /// Nothing to unpack: an extension header (kept in [`Pending`] for the
+    /// member it describes), a global PAX header without effect, a volume
+    /// label.
     Nothing,
 }
 
-/// A global PAX header is read whole; it is a few records.
-const GLOBAL_HEADER_CAP: u64 = 1 << 20;
+/// The extension headers read since the last member: they describe the
+/// next one.
+#[derive(Debug, Default)]
+pub(super) struct Pending {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+    /// The first of them, for an archive that ends after it.
+    first: Option<String>,
+}
 
-/// Reads the header (not the content) of `entry`.
-pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Found, UnpackError> {
-    let ty = entry.header().entry_type();
-    let header_name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+impl Pending {
+    /// Refuses an archive that ends with extension headers and no member.
+    pub fn finish(&self) -> Result<(), UnpackError> {
+        match &self.first {
+            None => Ok(()),
+            Some(name) => Err(UnpackError::Refused {
+                member: name.clone(),
+                why: "is an extension header that no member follows".into(),
+            }),
+        }
+    }
+}
+
+/// The most an extension header may hold: a PAX header carries a member's
+/// xattrs (each at most 64 KiB in Linux), a GNU long name a path.
+const PAX_CAP: u64 = 1 << 20;
+const LONG_NAME_CAP: u64 = 64 << 10;
+
+/// Reads the header (not the content) of the raw `entry`: an extension
+/// header goes into `pending`, a member takes what is pending.
+pub(super) fn read<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    pending: &mut Pending,
+) -> Result<Found, UnpackError> {
+    let header = entry.header();
+    let ty = header.entry_type();
+    let header_name = String::from_utf8_lossy(&header.path_bytes()).into_owned();
     let refuse = |why: String| UnpackError::Refused {
         member: header_name.clone(),
         why,
     };
-    if ty == EntryType::XGlobalHeader {
-        global_header(entry).map_err(refuse)?;
-        return Ok(Found::Nothing);
-    }
-    // A GNU volume label names the archive, not a file.
-    if ty.as_byte() == b'V' {
-        return Ok(Found::Nothing);
-    }
-
-    let mut pax = Pax::default();
-    if let Some(records) = entry.pax_extensions().map_err(UnpackError::Unreadable)? {
-        pax.read(records).map_err(refuse)?;
-    }
-    let raw_path = match &pax.path {
-        Some(p) => p.clone(),
-        None => entry.path_bytes().into_owned(),
+    let (slot, cap) = match ty {
+        EntryType::GNULongName => (&mut pending.long_name, LONG_NAME_CAP),
+        EntryType::GNULongLink => (&mut pending.long_link, LONG_NAME_CAP),
+        EntryType::XHeader => (&mut pending.pax, PAX_CAP),
+        EntryType::XGlobalHeader => {
+            let data = read_capped(entry, PAX_CAP).map_err(refuse)?;
+            global_header(&data).map_err(refuse)?;
+            return Ok(Found::Nothing);
+        }
+        // A GNU volume label names the archive, not a file.
+        _ if ty.as_byte() == b'V' => return Ok(Found::Nothing),
+        _ => return member(entry, std::mem::take(pending)).map(Found::Member),
     };
+    if slot.is_some() {
+        return Err(refuse(format!(
+            "is a second {} header for the same member",
+            kind_name(ty)
+        )));
+    }
+    let mut data = read_capped(entry, cap).map_err(refuse)?;
+    if ty != EntryType::XHeader {
+        // GNU tar ends the name with a NUL.
+        while data.last() == Some(&0) {
+            data.pop();
+        }
+    }
+    *slot = Some(data);
+    pending.first.get_or_insert(header_name);
+    Ok(Found::Nothing)
+}
+
+fn kind_name(ty: EntryType) -> &'static str {
+    match ty {
+        EntryType::GNULongName => "GNU long name",
+        EntryType::GNULongLink => "GNU long link",
+        _ => "PAX",
+    }
+}
+
+fn read_capped<R: Read>(entry: &mut tar::Entry<'_, R>, cap: u64) -> Result<Vec<u8>, String> {
+    if entry.size() > cap {
+        return Err(format!(
+            "is an extension header of {} bytes (at most {cap})",
+            entry.size()
+        ));
+    }
+    let mut data = Vec::with_capacity(entry.size() as usize);
+    entry
+        .read_to_end(&mut data)
+        .map_err(|e| format!("is an extension header that cannot be read: {e}"))?;
+    Ok(data)
+}
+
+/// The member whose header `entry` is, described also by `pending`.
+fn member<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    pending: Pending,
+) -> Result<Box<Member>, UnpackError> {
+    let header = entry.header();
+    let ty = header.entry_type();
+    let mut pax = Pax::default();
+    if let Some(data) = &pending.pax {
+        pax.read(data).map_err(|why| UnpackError::Refused {
+            member: String::from_utf8_lossy(&header.path_bytes()).into_owned(),
+            why,
+        })?;
+    }
+    let raw_path = pax
+        .path
+        .clone()
+        .or(pending.long_name)
+        .unwrap_or_else(|| header.path_bytes().into_owned());
     let shown = String::from_utf8_lossy(&raw_path).into_owned();
     let refuse = |why: String| UnpackError::Refused {
         member: shown.clone(),
@@ -140,12 +238,23 @@ pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Found, Unpa
             "is a GNU sparse file in PAX form ({key}), which untar does not unpack"
         )));
     }
+    if let Some(size) = pax.size
+        && size != entry.size()
+    {
+        return Err(refuse(format!(
+            "has a PAX size of {size} bytes where its header says {}: untar frames members by \
+             their headers (and so does not unpack members of 8 GiB and more)",
+            entry.size()
+        )));
+    }
     let path = normalize(&raw_path).map_err(refuse)?;
-    let header = entry.header();
     let field = |what: &str, e: std::io::Error| refuse(format!("has an unreadable {what}: {e}"));
-    let link = || match &pax.linkpath {
-        Some(l) => Some(l.clone()),
-        None => entry.link_name_bytes().map(|l| l.into_owned()),
+    let link = || {
+        pax.linkpath
+            .clone()
+            .or_else(|| pending.long_link.clone())
+            .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
+            .unwrap_or_default()
     };
     let dev = || -> Result<Dev, UnpackError> {
         let major = blank_is_zero(header, DEV_MAJOR, || header.device_major())
@@ -155,15 +264,15 @@ pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Found, Unpa
         Ok(rustix::fs::makedev(major.unwrap_or(0), minor.unwrap_or(0)))
     };
     let kind = match ty {
-        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+        EntryType::Regular | EntryType::Continuous => Kind::File,
         EntryType::Directory => Kind::Dir,
         EntryType::Symlink => {
-            let target = link().unwrap_or_default();
+            let target = link();
             judge_symlink(&path, &target).map_err(refuse)?;
             Kind::Symlink(target)
         }
         EntryType::Link => {
-            let raw = link().unwrap_or_default();
+            let raw = link();
             let target_shown = String::from_utf8_lossy(&raw).into_owned();
             let target = normalize(&raw).map_err(|_| {
                 refuse(format!(
@@ -178,10 +287,15 @@ pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Found, Unpa
         EntryType::Char => Kind::Char(dev()?),
         EntryType::Block => Kind::Block(dev()?),
         EntryType::Fifo => Kind::Fifo,
+        EntryType::GNUSparse => {
+            return Err(refuse(
+                "is a GNU sparse file (tar --sparse --format=gnu), which untar does not unpack"
+                    .into(),
+            ));
+        }
         other => {
             return Err(refuse(format!(
-                "is of type {:?} ('{}'), which untar does not unpack",
-                other,
+                "is of type '{}', which untar does not unpack",
                 other.as_byte().escape_ascii()
             )));
         }
@@ -191,12 +305,15 @@ pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Found, Unpa
             "names the tree's root but is not a directory".into(),
         ));
     }
-    let id = |what: &str, v: std::io::Result<u64>| -> Result<u32, UnpackError> {
-        let v = v.map_err(|e| field(what, e))?;
+    let id = |what: &str, pax: Option<u64>, v: std::io::Result<u64>| -> Result<u32, UnpackError> {
+        let v = match pax {
+            Some(v) => v,
+            None => v.map_err(|e| field(what, e))?,
+        };
         u32::try_from(v).map_err(|_| refuse(format!("has {what} {v}, which no system has")))
     };
-    let uid = id("uid", blank_is_zero(header, UID, || header.uid()))?;
-    let gid = id("gid", blank_is_zero(header, GID, || header.gid()))?;
+    let uid = id("uid", pax.uid, blank_is_zero(header, UID, || header.uid()))?;
+    let gid = id("gid", pax.gid, blank_is_zero(header, GID, || header.gid()))?;
     let mode =
         blank_is_zero(header, MODE, || header.mode()).map_err(|e| field("mode", e))? & 0o7777;
     let mtime = match pax.mtime {
@@ -224,7 +341,7 @@ pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Found, Unpa
             Err(why) => warnings.push(format!("its ACL ({key}) is not kept: {why}")),
         }
     }
-    Ok(Found::Member(Box::new(Member {
+    Ok(Box::new(Member {
         shown,
         path,
         kind,
@@ -235,7 +352,7 @@ pub(super) fn read<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Found, Unpa
         xattrs,
         size,
         warnings,
-    })))
+    }))
 }
 
 /// Where a header keeps its numeric fields (the crate reads them; only
@@ -260,11 +377,15 @@ fn blank_is_zero<T: Default>(
     read()
 }
 
-/// The records of a member's PAX header that untar uses.
+/// The records of a member's PAX header that untar uses; a later record
+/// of a key wins, as in GNU tar.
 #[derive(Debug, Default)]
 struct Pax {
     path: Option<Vec<u8>>,
     linkpath: Option<Vec<u8>>,
+    size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
     mtime: Option<Timespec>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     /// `SCHILY.acl.access` / `.default` and their text.
@@ -277,18 +398,26 @@ struct Pax {
 const XATTR_PREFIX: &[u8] = b"SCHILY.xattr.";
 
 impl Pax {
-    fn read(&mut self, records: PaxExtensions<'_>) -> Result<(), String> {
-        for record in records {
-            let record = record.map_err(|_| {
-                "has a PAX header record that cannot be read unambiguously (a value with a \
-                 newline byte, such as some binary xattrs, which the tar crate splits): untar \
-                 refuses it rather than guess its name and size"
-                    .to_owned()
-            })?;
-            let (key, value) = (record.key_bytes(), record.value_bytes());
+    fn read(&mut self, data: &[u8]) -> Result<(), String> {
+        for (key, value) in records(data)? {
+            let number = |what: &str| -> Result<u64, String> {
+                std::str::from_utf8(value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "has a PAX {what} {} that is not a number",
+                            value.escape_ascii()
+                        )
+                    })
+            };
             match key {
                 b"path" => self.path = Some(value.to_vec()),
                 b"linkpath" => self.linkpath = Some(value.to_vec()),
+                b"size" => self.size = Some(number("size")?),
+                b"uid" => self.uid = Some(number("uid")?),
+                b"gid" => self.gid = Some(number("gid")?),
                 b"mtime" => match parse_time(value) {
                     Some(t) => self.mtime = Some(t),
                     None => self.warnings.push(format!(
@@ -309,7 +438,6 @@ impl Pax {
                 k if k.starts_with(b"GNU.sparse.") && self.sparse.is_none() => {
                     self.sparse = Some(String::from_utf8_lossy(k).into_owned());
                 }
-                // size, uid and gid: the crate applied them to the header.
                 // Names (uname, gname) are not used: owners are numeric.
                 _ => {}
             }
@@ -318,27 +446,49 @@ impl Pax {
     }
 }
 
+/// The records of PAX header data, each `LEN KEY=VALUE\n` where LEN counts
+/// the whole record: a value may hold newlines (and any byte).
+fn records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+    let bad = |why: &str| format!("has a PAX header that cannot be read: {why}");
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let space = data
+            .iter()
+            .take(21)
+            .position(|&b| b == b' ')
+            .ok_or_else(|| bad("a record without its length"))?;
+        let len: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| bad("a record without its length"))?;
+        if len <= space + 1 || len > data.len() {
+            return Err(bad("a record longer than the header"));
+        }
+        let (record, rest) = data.split_at(len);
+        let body = record[space + 1..]
+            .strip_suffix(b"\n")
+            .ok_or_else(|| bad("a record that does not end where its length says"))?;
+        let eq = body
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| bad("a record without '='"))?;
+        out.push((&body[..eq], &body[eq + 1..]));
+        data = rest;
+    }
+    Ok(out)
+}
+
 /// A global PAX header's records would apply to every later member in GNU
 /// tar; untar applies none, so it refuses one that says anything but a
 /// comment (git archive writes its commit there).
-fn global_header<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
-    if entry.size() > GLOBAL_HEADER_CAP {
-        return Err(format!(
-            "is a global PAX header of {} bytes (at most {GLOBAL_HEADER_CAP})",
-            entry.size()
-        ));
-    }
-    let mut data = Vec::new();
-    entry
-        .read_to_end(&mut data)
-        .map_err(|e| format!("is a global PAX header that cannot be read: {e}"))?;
-    for record in PaxExtensions::new(&data) {
-        let record = record.map_err(|_| "is a global PAX header with a malformed record")?;
-        if record.key_bytes() != b"comment" {
+fn global_header(data: &[u8]) -> Result<(), String> {
+    for (key, _) in records(data)? {
+        if key != b"comment" {
             return Err(format!(
                 "is a global PAX header setting {}, which would apply to every later member; \
                  untar does not apply it",
-                record.key_bytes().escape_ascii()
+                key.escape_ascii()
             ));
         }
     }
@@ -530,6 +680,32 @@ mod tests {
         assert_eq!(t("-3"), Some((-3, 0)));
         for bad in ["", ".5", "x", "1.x", "1e9", "--1"] {
             assert_eq!(t(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn pax_records_are_framed_by_their_length() {
+        let data = b"30 mtime=1796026789.056343408\n54 SCHILY.acl.access=user::rwx\ngroup::r-x\nother::r-x\n\n16 linkpath=a\nb\n";
+        let got = records(data).unwrap();
+        assert_eq!(
+            got,
+            [
+                (&b"mtime"[..], &b"1796026789.056343408"[..]),
+                (b"SCHILY.acl.access", b"user::rwx\ngroup::r-x\nother::r-x\n"),
+                (b"linkpath", b"a\nb"),
+            ]
+        );
+        assert_eq!(records(b""), Ok(vec![]));
+        for bad in [
+            &b"x path=a\n"[..],
+            b"99 path=a\n",
+            b"9 path=ab\n",
+            b"10 pathab\n",
+            b"4 a=\n",
+            b"path=a\n",
+            b"3 \n",
+        ] {
+            assert!(records(bad).is_err(), "{}", bad.escape_ascii());
         }
     }
 

@@ -47,7 +47,7 @@ use rustix::io::Errno;
 
 use crate::Root;
 use budget::Budget;
-use member::{Found, Kind, Member};
+use member::{Found, Kind, Member, Pending};
 
 /// What may stop an archive.
 #[derive(Debug, thiserror::Error)]
@@ -155,9 +155,12 @@ impl<'t> Unpacker<'t> {
             members: 0,
             bytes: 0,
         };
-        for entry in archive.entries().map_err(UnpackError::Unreadable)? {
+        // Raw: extension headers come as entries, read by member.rs.
+        let entries = archive.entries().map_err(UnpackError::Unreadable)?;
+        let mut pending = Pending::default();
+        for entry in entries.raw(true) {
             let mut entry = entry.map_err(UnpackError::Unreadable)?;
-            let m = match member::read(&mut entry)? {
+            let m = match member::read(&mut entry, &mut pending)? {
                 Found::Member(m) => m,
                 Found::Nothing => continue,
             };
@@ -172,6 +175,7 @@ impl<'t> Unpacker<'t> {
             done.members += 1;
             done.bytes += m.size;
         }
+        pending.finish()?;
         self.finish_dirs()?;
         Ok(done)
     }
