@@ -5,6 +5,7 @@
 mod archives;
 mod backend;
 mod backend_lint;
+mod binds;
 mod build;
 mod cli;
 mod debian;
