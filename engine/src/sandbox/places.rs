@@ -100,7 +100,7 @@ impl Places {
                 .filter(|(named, _)| below(dest, named))
                 .max_by_key(|(named, _)| named.len());
             let placed = match below {
-                Some((named, placed)) => join(placed, dest[named.len()..].as_bytes()),
+                Some((named, placed)) => join(placed, &dest.as_bytes()[named.len()..]),
                 None => walk(root_fd.as_fd(), dest, &mounted)?,
             };
             if placed != dest.as_bytes() {

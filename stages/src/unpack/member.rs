@@ -446,9 +446,12 @@ impl Pax {
     }
 }
 
+/// A PAX record: key and value.
+type Record<'a> = (&'a [u8], &'a [u8]);
+
 /// The records of PAX header data, each `LEN KEY=VALUE\n` where LEN counts
 /// the whole record: a value may hold newlines (and any byte).
-fn records(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+fn records(mut data: &[u8]) -> Result<Vec<Record<'_>>, String> {
     let bad = |why: &str| format!("has a PAX header that cannot be read: {why}");
     let mut out = Vec::new();
     while !data.is_empty() {

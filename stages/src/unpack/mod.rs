@@ -211,10 +211,10 @@ impl<'t> Unpacker<'t> {
     /// missing), as an `O_PATH` descriptor.
     fn parent_of(&mut self, m: &Member) -> Result<OwnedFd, UnpackError> {
         let (parent, _) = m.split();
-        if let Some((path, fd)) = self.parent.take() {
-            if path == parent {
-                return Ok(fd);
-            }
+        if let Some((path, fd)) = self.parent.take()
+            && path == parent
+        {
+            return Ok(fd);
         }
         let rel: &[u8] = if parent.is_empty() { b"." } else { parent };
         match open_beneath(self.tree.fd(), rel, OFlags::PATH) {
