@@ -68,8 +68,7 @@ pub(super) struct Member {
     /// Extended attributes (`SCHILY.xattr.*`, and POSIX ACLs given only as
     /// text), in archive order.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Bytes of content (regular files; for GNU sparse files, the size
-    /// with the holes).
+    /// Bytes of content (regular files; 0 for the rest).
     pub size: u64,
     /// What could not be kept, said but not fatal (as GNU tar warns).
     pub warnings: Vec<String>,

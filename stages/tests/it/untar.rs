@@ -914,3 +914,35 @@ fn an_archive_cut_short_leaves_nothing() {
     );
     assert_eq!(entries(&s.tree()), Vec::<String>::new());
 }
+
+#[test]
+fn sparse_members_are_refused_by_name() {
+    for (format, why) in [
+        (
+            "--format=gnu",
+            "member ./holes is a GNU sparse file (tar --sparse --format=gnu), which untar does \
+             not unpack",
+        ),
+        (
+            "--format=pax",
+            "is a GNU sparse file in PAX form (GNU.sparse.",
+        ),
+    ] {
+        let mut s = Stage::new();
+        let src = tempfile::tempdir().unwrap();
+        let holes = std::fs::File::create(src.path().join("holes")).unwrap();
+        holes.set_len(1 << 20).unwrap();
+        let status = Command::new("tar")
+            .args(["--create", "--sparse", format, "--file"])
+            .arg(s.input("tarball").join(SUM))
+            .arg("--directory")
+            .arg(src.path())
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let e = error(&untar(&s));
+        assert!(e.contains(why), "{format}: {e}");
+        assert_eq!(entries(&s.tree()), Vec::<String>::new(), "{format}");
+    }
+}
