@@ -94,6 +94,11 @@ impl Root {
         &self.path
     }
 
+    /// The root's own descriptor (`O_PATH`), for resolving beneath it.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     /// Resolves the parent of `path` (relative to the root even when it
     /// starts with `/`) and keeps its final component.
     pub fn entry(&self, path: &str) -> Result<Entry, Error> {

@@ -7,6 +7,7 @@
 //! tool      the one place programs are started: run, status, capture, Log
 //! debian    apt sources, deb822 and clearsigned control files, dpkg-deb fields, changelogs
 //! archive   reproducible tarballs; the one compression enum
+//! unpack    a tarball unpacked beneath a tree by one parser (the tar crate)
 //! ```
 //!
 //! A stage is one program; the engine starts it in a sandbox laid out as
@@ -29,6 +30,7 @@ mod tool;
 
 pub mod archive;
 pub mod debian;
+pub mod unpack;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,8 +8,15 @@
 //! subordinate id range when missing): strata's bootstrap stage, rootless,
 //! against a bare `mmdebstrap --mode=unshare` run by the same user.
 //!
+//! Then the untar stage (run as a program, outside a sandbox, as the stage
+//! tests run it) over that system tarball against `tar --extract` with the
+//! flags the stage used to run GNU tar with, alternately, into fresh
+//! folders; medians. `STRATA_BENCH_TARBALL=FILE` runs only this part, over
+//! FILE.
+//!
 //! Targets (issue 3): strata ≤ 1.10 × bare mmdebstrap cold; warm ≤ 50 ms.
 //! (issue 14): rootless, strata ≤ 1.10 × bare `mmdebstrap --mode=unshare`.
+//! (issue 15): untar ≤ 1.10 × `tar --extract`.
 //! `STRATA_BENCH_RUNS` sets the number of alternations (default 3).
 
 mod common;
@@ -20,8 +27,15 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() {
-    let (root, strata) = common::strata();
     let runs = common::runs(3);
+    if let Some(tarball) = std::env::var_os("STRATA_BENCH_TARBALL") {
+        // The stage alone: no strata needed.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        println!("strata untar bench: {runs} alternations, medians");
+        untar_bench(root, Path::new(&tarball), runs);
+        return;
+    }
+    let (root, strata) = common::strata();
     let scratch = tempfile::tempdir().unwrap();
 
     // Only the bootstrap pipeline: the tarball is measured separately.
@@ -196,6 +210,93 @@ fn main() {
         "  strata bootstrap stage (cold):  {:>8.2} s   ({:.3}x bare; target <= 1.10x)",
         ou.as_secs_f64(),
         ou.as_secs_f64() / tu.as_secs_f64()
+    );
+    untar_bench(&root, &out.join("tarball/system.tar.zst"), runs);
+}
+
+/// The untar stage over `tarball` against `tar --extract`, alternately,
+/// each into a fresh folder beside the tarball's copy; prints the medians.
+fn untar_bench(root: &Path, tarball: &Path, runs: usize) {
+    let stage = root.join("target/release/strata-stage-untar");
+    assert!(
+        stage.is_file(),
+        "build first: cargo build --workspace --release"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let input = scratch.path().join("inputs/tarball");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(tarball, input.join("system")).unwrap();
+    let zstd = std::fs::read(tarball)
+        .unwrap()
+        .starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    let settle = || {
+        // What the last run left dirty is written out before the next starts.
+        assert!(Command::new("sync").status().unwrap().success());
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let tree = scratch.path().join(format!("tar-{i}"));
+        std::fs::create_dir(&tree).unwrap();
+        settle();
+        let t = Instant::now();
+        let done = Command::new("tar")
+            .arg("--extract")
+            .args(zstd.then_some("--zstd"))
+            .arg("--file")
+            .arg(input.join("system"))
+            .arg("--directory")
+            .arg(&tree)
+            .args([
+                "--numeric-owner",
+                "--preserve-permissions",
+                "--same-owner",
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+            ])
+            .status()
+            .unwrap();
+        theirs.push(t.elapsed());
+        assert!(done.success());
+        std::fs::remove_dir_all(&tree).unwrap();
+
+        let tree = scratch.path().join(format!("stage-{i}"));
+        std::fs::create_dir(&tree).unwrap();
+        let args = scratch.path().join("args.json");
+        let doc = serde_json::json!({
+            "tree": tree,
+            "options": {"source": "input://tarball/system"},
+            "inputs": {"tarball": {"path": input, "data": {}}},
+            "paths": {"tree": tree, "inputs": scratch.path().join("inputs"),
+                      "meta": scratch.path().join("meta.json")},
+            "meta": {"id": "00", "source-epoch": null, "pipeline": "bench", "stage": "untar"},
+        });
+        std::fs::write(&args, doc.to_string()).unwrap();
+        settle();
+        let t = Instant::now();
+        let out = Command::new(&stage)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("STRATA_ARGS", &args)
+            .output()
+            .unwrap();
+        ours.push(t.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_dir_all(&tree).unwrap();
+    }
+    let (o, t) = (common::median(&mut ours), common::median(&mut theirs));
+    println!(
+        "  tar --extract of the system tarball: {:>8.2} s",
+        t.as_secs_f64()
+    );
+    println!(
+        "  strata untar stage:                  {:>8.2} s   ({:.3}x tar; target <= 1.10x)",
+        o.as_secs_f64(),
+        o.as_secs_f64() / t.as_secs_f64()
     );
 }
 

@@ -4,69 +4,17 @@
 //! someone left there. Every run is bounded: while a hole is open the test
 //! fails, it does not hang.
 
-use crate::support::{Env, Run, bin_dir};
+use crate::support::{Env, Run, bounded};
 use serde_json::{Value, json};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One pipeline `p` running the libdir stage `hostile`.
 fn hostile(env: &Env, script: &str) -> (Value, std::path::PathBuf) {
     let lib = env.script_stage("hostile", script, Value::Null);
     let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "hostile"}]}]});
     (m, lib)
-}
-
-/// `strata ARGS` (stdin `input`), killed after `limit`: a run that hangs
-/// is a failure, not a stuck test.
-fn bounded(env: &Env, args: &[&str], input: &str, limit: Duration) -> (Run, Duration) {
-    let mut child = Command::new(bin_dir().join("strata"))
-        .args(args)
-        .env("STRATA_STORE", env.store())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    // Drained while it runs: a full pipe must not pass for a hang.
-    let drain = |mut from: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut all = Vec::new();
-            from.read_to_end(&mut all).unwrap();
-            all
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            // Our own child, by its id.
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!(
-                "strata {args:?} still ran after {limit:?}:\n{}",
-                String::from_utf8_lossy(&stderr.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let took = started.elapsed();
-    let output = std::process::Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
-    (Run(output), took)
 }
 
 fn build_json(env: &Env, m: &Value, lib: &Path) -> (Run, Duration) {

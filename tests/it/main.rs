@@ -2,8 +2,10 @@
 //! the built `strata` and its stages for real (bubblewrap, GNU tar, curl),
 //! so build the workspace first: `make test` does both.
 
+mod archives;
 mod backend;
 mod backend_lint;
+mod binds;
 mod build;
 mod cli;
 mod debian;

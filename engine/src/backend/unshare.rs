@@ -179,9 +179,13 @@ impl Unshare {
         };
         let cwd = opts.cwd.as_deref().unwrap_or("/");
         crate::sandbox::userns::require_entry().map_err(std::io::Error::other)?;
+        // Before bwrap follows any path in the tree (sandbox/places.rs).
+        let places = spec
+            .places()
+            .map_err(|e| BackendError::Invalid(e.to_string()))?;
         let ran = process::run(&Invocation {
             program: "bwrap".into(),
-            args: spec.bwrap_argv_in(cwd),
+            args: spec.bwrap_argv_in(cwd, &places),
             stdin: opts.stdin.clone(),
             output: if opts.capture {
                 Output::Capture

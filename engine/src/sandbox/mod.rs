@@ -3,8 +3,9 @@
 //! [`StageSpec`] says what a sandbox is (root, tree, inputs and arguments as
 //! mounts, network, environment, limits); every stage — whatever runs it —
 //! is started through a [`runner::StageRunner`] given that spec.
-//! [`StageSpec::bwrap_argv`] turns it into `bwrap` arguments and is pure, so
-//! tests check it without running anything. [`process`] is the one place
+//! [`StageSpec::bwrap_argv`] turns it into `bwrap` arguments, each mount at
+//! the place [`StageSpec::places`] found for it, and is pure, so tests
+//! check it without running anything. [`process`] is the one place
 //! that spawns.
 //!
 //! Every sandbox gets: a new session, die-with-parent, its own pid, ipc, uts
@@ -14,10 +15,13 @@
 //! `/usr` read-only plus the usual merged-usr links and a short allow-list of
 //! `/etc` files. `/proc`, `/dev`, and tmpfs `/tmp`, `/var/tmp` and `/run` are
 //! fresh. The environment is cleared and set to the allow-list in
-//! [`environment`].
+//! [`environment`]. When the root is a tree, every mount point in it is
+//! placed in the tree first ([`places`]), so that no symlink there leads
+//! bwrap outside it.
 
 pub mod limits;
 pub mod net;
+pub mod places;
 pub mod process;
 pub mod runner;
 pub mod seccomp;
@@ -25,6 +29,8 @@ pub mod userns;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+
+pub use places::{PlaceError, Places};
 
 /// Host `/etc` files bound into a host build root (read-only, when present).
 pub const HOST_ETC: &[&str] = &[
@@ -182,16 +188,81 @@ pub fn environment(stage: &str, source_epoch: Option<u64>, network: bool) -> Vec
     env
 }
 
+/// One mount bwrap makes after the root's own, in order.
+#[derive(Debug)]
+struct MountOp {
+    /// The flags before it: `--perms 1777 --tmpfs`, `--ro-bind`, …
+    flags: &'static [&'static str],
+    src: Option<OsString>,
+    dest: String,
+}
+
 impl StageSpec {
-    /// The `bwrap` arguments (without the program name).
-    pub fn bwrap_argv(&self) -> Vec<OsString> {
-        self.bwrap_argv_in("/")
+    /// The `bwrap` arguments (without the program name), each mount at its
+    /// place ([`StageSpec::places`]).
+    pub fn bwrap_argv(&self, places: &Places) -> Vec<OsString> {
+        self.bwrap_argv_in("/", places)
     }
 
-    /// The `bwrap` arguments, with the command started in `cwd`. A
-    /// [`Root::Copy`] is bound from its merged dir, which the runner mounts
-    /// first ([`Overlay::wrap`]).
-    pub fn bwrap_argv_in(&self, cwd: &str) -> Vec<OsString> {
+    /// Where this sandbox's mount points are: resolved in the tree when the
+    /// root is one (a [`Root::Copy`] in its lower tree, which its merged
+    /// view shows until the stage writes), as named for the host's root.
+    pub fn places(&self) -> Result<Places, PlaceError> {
+        let tree = match &self.root {
+            Root::Host(_) => return Ok(Places::as_named()),
+            Root::Tree(tree) | Root::TreeRw(tree) => tree,
+            Root::Copy(overlay) => &overlay.lower,
+        };
+        let dests: Vec<String> = self.mount_ops().into_iter().map(|m| m.dest).collect();
+        Places::resolve(tree, &dests)
+    }
+
+    /// The mounts after the root's own, in the order bwrap makes them: the
+    /// sandbox's fresh /proc, /dev, /tmp, /var/tmp and /run; the host's
+    /// resolv.conf for a network stage over a tree (after /run, where
+    /// systemd-resolved's link leads); the spec's mounts; `enter`'s binds.
+    fn mount_ops(&self) -> Vec<MountOp> {
+        let op = |flags, src: Option<OsString>, dest: &str| MountOp {
+            flags,
+            src,
+            dest: dest.to_owned(),
+        };
+        let mut ops = vec![
+            op(&["--proc"], None, "/proc"),
+            op(&["--dev"], None, "/dev"),
+            op(&["--perms", "1777", "--tmpfs"], None, "/tmp"),
+            op(&["--perms", "1777", "--tmpfs"], None, "/var/tmp"),
+            op(&["--tmpfs"], None, "/run"),
+            op(&["--perms", "0755", "--dir"], None, "/run/strata"),
+        ];
+        if self.network && !matches!(self.root, Root::Host(_)) {
+            // A system's own resolv.conf is not the host's (bootstrap
+            // leaves it empty); borrow the host's for this stage only.
+            ops.push(op(
+                &["--ro-bind-try"],
+                Some("/etc/resolv.conf".into()),
+                "/etc/resolv.conf",
+            ));
+        }
+        for m in &self.mounts {
+            ops.push(match m {
+                Mount::Bind(src, dest) => op(&["--bind"], Some(src.into()), dest),
+                Mount::RoBind(src, dest) => op(&["--ro-bind"], Some(src.into()), dest),
+                Mount::Tmpfs(dest) => op(&["--tmpfs"], None, dest),
+            });
+        }
+        // Isolation (issue 14): the stage starts behind `enter`, which puts
+        // it in its user namespace and under its limits (see userns.rs).
+        for (host, inside) in userns::sandbox_entry().iter().flat_map(|(binds, _)| binds) {
+            ops.push(op(&["--ro-bind"], Some(host.into()), inside));
+        }
+        ops
+    }
+
+    /// The `bwrap` arguments, with the command started in `cwd` and each
+    /// mount at its place. A [`Root::Copy`] is bound from its merged dir,
+    /// which the runner mounts first ([`Overlay::wrap`]).
+    pub fn bwrap_argv_in(&self, cwd: &str, places: &Places) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
         push(&[
@@ -239,54 +310,22 @@ impl StageSpec {
                     _ => "--bind",
                 };
                 a.extend([bind.into(), tree.into(), "/".into()]);
-                if self.network {
-                    // A system's own resolv.conf is not the host's (bootstrap
-                    // leaves it empty); borrow the host's for this stage only.
-                    a.extend(
-                        ["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-                            .map(OsString::from),
-                    );
-                }
             }
         }
-        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-        push(&[
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--perms",
-            "1777",
-            "--tmpfs",
-            "/tmp",
-            "--perms",
-            "1777",
-            "--tmpfs",
-            "/var/tmp",
-            "--tmpfs",
-            "/run",
-            "--perms",
-            "0755",
-            "--dir",
-            "/run/strata",
-        ]);
-        for m in &self.mounts {
-            let (flag, src, dest) = match m {
-                Mount::Bind(src, dest) => ("--bind", Some(src), dest),
-                Mount::RoBind(src, dest) => ("--ro-bind", Some(src), dest),
-                Mount::Tmpfs(dest) => ("--tmpfs", None, dest),
-            };
-            a.push(flag.into());
-            if let Some(src) = src {
-                a.push(src.into());
+        for m in self.mount_ops() {
+            let dest = places.of(&m.dest);
+            if dest != m.dest.as_str()
+                && let Some(parent) = Path::new(&dest).parent()
+                && parent != Path::new("/")
+            {
+                // Placed elsewhere (a link's target in a fresh /run): its
+                // folders as a system has them, not bwrap's 0700 ones.
+                a.extend(["--perms".into(), "0755".into(), "--dir".into()]);
+                a.push(parent.into());
             }
-            a.push(dest.into());
-        }
-        // Isolation (issue 14): the stage starts behind `enter`, which puts
-        // it in its user namespace and under its limits (see userns.rs).
-        let entry = userns::sandbox_entry();
-        for (host, inside) in entry.iter().flat_map(|(binds, _)| binds) {
-            a.extend(["--ro-bind".into(), host.into(), inside.into()]);
+            a.extend(m.flags.iter().map(OsString::from));
+            a.extend(m.src);
+            a.push(dest);
         }
         if matches!(self.root, Root::Host(_)) {
             // bwrap's own root is a tmpfs; writes there would vanish, but a
@@ -294,6 +333,7 @@ impl StageSpec {
             a.extend(["--remount-ro".into(), "/".into()]);
         }
         a.extend(["--chdir".into(), cwd.into(), "--".into()]);
+        let entry = userns::sandbox_entry();
         a.extend(entry.iter().flat_map(|(_, prefix)| prefix).cloned());
         a.extend(self.argv.iter().cloned());
         a
@@ -421,7 +461,7 @@ mod tests {
     }
 
     fn joined(spec: &StageSpec) -> String {
-        spec.bwrap_argv()
+        spec.bwrap_argv(&Places::as_named())
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -459,6 +499,39 @@ mod tests {
         let s = joined(&sp);
         assert!(s.contains("--ro-bind /store/objects/abc/tree / --proc /proc"));
         assert!(!s.contains("--ro-bind /usr /usr"));
+    }
+
+    #[test]
+    fn a_tree_roots_mounts_go_where_they_were_placed() {
+        let t = tempfile::tempdir().unwrap();
+        for dir in ["etc", "proc", "dev", "tmp", "var/tmp", "run"] {
+            std::fs::create_dir_all(t.path().join(dir)).unwrap();
+        }
+        std::os::unix::fs::symlink(
+            "../run/systemd/resolve/stub-resolv.conf",
+            t.path().join("etc/resolv.conf"),
+        )
+        .unwrap();
+        let mut sp = spec(true);
+        sp.root = Root::TreeRw(t.path().to_owned());
+        let places = sp.places().unwrap();
+        let s = sp
+            .bwrap_argv(&places)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        // The host's resolv.conf goes where the tree's link leads, in the
+        // sandbox's fresh /run, once that is mounted.
+        assert!(
+            s.contains(
+                "--tmpfs /run --perms 0755 --dir /run/strata --perms 0755 --dir \
+                 /run/systemd/resolve --ro-bind-try /etc/resolv.conf \
+                 /run/systemd/resolve/stub-resolv.conf --bind /w/tree /run/strata/tree"
+            ),
+            "{s}"
+        );
+        assert_eq!(joined(&spec(true)).matches("resolv.conf").count(), 2);
     }
 
     #[test]

@@ -62,9 +62,11 @@ impl Bwrap {
     /// the stage through `enter` (userns.rs), which bwrap_argv adds.
     fn command(spec: &StageSpec) -> Result<(OsString, Vec<OsString>), RunnerError> {
         super::userns::require_entry()?;
+        // Before bwrap follows any path in the tree (places.rs).
+        let places = spec.places()?;
         let (program, argv) = match &spec.root {
-            super::Root::Copy(overlay) => ("unshare", overlay.wrap(spec.bwrap_argv())),
-            _ => ("bwrap", spec.bwrap_argv()),
+            super::Root::Copy(overlay) => ("unshare", overlay.wrap(spec.bwrap_argv(&places))),
+            _ => ("bwrap", spec.bwrap_argv(&places)),
         };
         Ok(if spec.network && super::net::private_network() {
             super::net::wrap(program, argv, &spec.loopback_ports)

@@ -67,6 +67,11 @@ impl Stage {
 
     /// Runs `exe` with `options`, in the sandbox's cleared environment.
     fn run(&self, exe: &str, options: Value) -> Output {
+        self.run_argv(&[exe], options)
+    }
+
+    /// [`Stage::run`] of a command line: the stage behind a wrapper.
+    fn run_argv(&self, argv: &[&str], options: Value) -> Output {
         let tree = self.tree();
         let inputs: serde_json::Map<String, Value> = self
             .inputs
@@ -90,7 +95,8 @@ impl Stage {
         });
         let args_path = self.root.join("args.json");
         std::fs::write(&args_path, serde_json::to_vec(&args).unwrap()).unwrap();
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..]);
         cmd.env_clear()
             .env("PATH", &self.path)
             .env("STRATA_ARGS", &args_path);
