@@ -431,30 +431,22 @@ pub fn flatten(from: &Path, stack: &[PathBuf], to: &Path) -> Result<(), StoreErr
     copy_tree_with(from, to, &data).map_err(StoreError::from)
 }
 
-/// Removes overlayfs's private bookkeeping from a finished upper dir before
-/// it is stored: the mount's random `uuid` on the root, `origin`, `impure`,
-/// `nlink` and the like. They mean nothing once the mount is gone, and one
-/// left on a bottom layer (read in place, not through an overlay) would
-/// reach stages and tarballs — with a random uuid in it. What a lower layer
-/// needs stays: `opaque` (and xattr whiteouts), except in a `bottom` layer,
-/// which has nothing below to hide.
-pub fn clean_upper(dir: &Path, bottom: bool) -> Result<(), StoreError> {
+/// Whether xattr `name` is overlayfs's private bookkeeping, to remove from
+/// a finished upper dir before it is stored: the mount's random `uuid` on
+/// the root, `origin`, `impure`, `nlink` and the like. They mean nothing
+/// once the mount is gone, and one left on a bottom layer (read in place,
+/// not through an overlay) would reach stages and tarballs — with a random
+/// uuid in it. What a lower layer needs stays: `opaque` (and xattr
+/// whiteouts), except in a `bottom` layer, which has nothing below to hide.
+/// The commit removes them in the walk that records the layer's treesum
+/// (`treesum::sum`).
+pub fn is_bookkeeping(name: &[u8], bottom: bool) -> bool {
     const KEEP: &[&[u8]] = &[
         b"user.overlay.opaque",
         b"user.overlay.whiteout",
         b"user.overlay.whiteouts",
     ];
-    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
-        let entry = entry.map_err(io::Error::other)?;
-        let path = entry.path();
-        for name in list_xattrs(path)? {
-            if name.starts_with(b"user.overlay.") && (bottom || !KEEP.contains(&name.as_slice())) {
-                rustix::fs::lremovexattr(path, name.as_slice())
-                    .map_err(|e| io::Error::other(format!("cleaning {}: {e}", path.display())))?;
-            }
-        }
-    }
-    Ok(())
+    name.starts_with(b"user.overlay.") && (bottom || !KEEP.contains(&name))
 }
 
 /// The names of `path`'s xattrs; none where the filesystem has none.

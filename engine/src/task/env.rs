@@ -17,7 +17,7 @@
 //! object is committed (an incus import is later), while objects never
 //! change. A record whose object is gone (collected) is ignored.
 
-use crate::store::Store;
+use crate::store::{Store, durable};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -263,10 +263,15 @@ pub fn record(
     {
         return Ok(old);
     }
+    // Its object is on disk already (the commit made it so); the record
+    // follows it there before its name appears.
     let tmp = store.work_dir("environment")?;
     let staged = tmp.path().join("record.json");
-    fs::write(&staged, serde_json::to_vec_pretty(&env).expect("json"))?;
-    fs::rename(&staged, &dest)?;
+    durable::write(
+        &staged,
+        &dest,
+        &serde_json::to_vec_pretty(&env).expect("json"),
+    )?;
     Ok(env)
 }
 
@@ -288,8 +293,11 @@ pub fn add_backend(store: &Store, id: &str, backend: &str) -> Result<(), EnvErro
     env.backends.push(backend.to_owned());
     let tmp = store.work_dir("environment")?;
     let staged = tmp.path().join("record.json");
-    fs::write(&staged, serde_json::to_vec_pretty(&env).expect("json"))?;
-    fs::rename(&staged, &dest)?;
+    durable::write(
+        &staged,
+        &dest,
+        &serde_json::to_vec_pretty(&env).expect("json"),
+    )?;
     Ok(())
 }
 
