@@ -121,6 +121,55 @@ fn mount_overlay(options: String, target: &Path) -> Result<(), StoreError> {
     .map_err(|e| mount_error(&format!("mounting an overlay on {}", target.display()), e))
 }
 
+/// Mounts a workspace's overlay (`options`: its layers and dirs) on
+/// `merged`: with an index, `volatile` where the kernel has it, without an
+/// index where the filesystem cannot have one (see [`Workspace::open`]).
+///
+/// The previous stage's overlay outlives its unmount for a moment (the
+/// stage's sandbox releases its mount namespace asynchronously), and until
+/// it is gone the kernel refuses that overlay's upper dir — now the top
+/// layer of this stack — as a lower one with an index (EBUSY, "lowerdir is
+/// in-use as upperdir"): that is waited out, a bounded while. A failed
+/// attempt may leave `work/work/incompat/volatile` behind, which refuses
+/// every later mount on that workdir, so each attempt starts from an empty
+/// workdir.
+fn mount_workspace(options: &str, work: &Path, merged: &Path) -> Result<(), StoreError> {
+    const BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + BUSY_FOR;
+    let mut fresh = true;
+    let mut failed = None;
+    for variant in ["index=on,volatile", "index=on", "index=off"] {
+        let data = CString::new(format!("{options},{variant}")).expect("paths hold no NUL");
+        loop {
+            if !fresh {
+                fs::remove_dir_all(work)?;
+                fs::create_dir(work)?;
+            }
+            fresh = false;
+            match rustix::mount::mount(
+                "overlay",
+                merged,
+                "overlay",
+                MountFlags::empty(),
+                data.as_c_str(),
+            ) {
+                Ok(()) => return Ok(()),
+                Err(rustix::io::Errno::BUSY) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    Err(mount_error(
+        &format!("mounting an overlay on {}", merged.display()),
+        failed.expect("an attempt failed"),
+    ))
+}
+
 fn unmount(target: &Path) {
     // Detach: a straggling reader must not turn cleanup into an error.
     let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
@@ -238,9 +287,7 @@ impl Workspace {
         // without file handles cannot index: mount without (hardlinks
         // written in place through one name then split).
         let merged = d.join("merged");
-        mount_overlay(format!("{options},index=on,volatile"), &merged)
-            .or_else(|_| mount_overlay(format!("{options},index=on"), &merged))
-            .or_else(|_| mount_overlay(format!("{options},index=off"), &merged))?;
+        mount_workspace(&options, &d.join("work"), &merged)?;
         Ok(Workspace {
             dir,
             mounted: true,
