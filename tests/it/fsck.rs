@@ -112,7 +112,11 @@ impl As<'_> {
 
     /// `strata build --json` of [`manifest`]: the ids and statuses of its stages.
     fn build(self, env: &Env) -> Vec<(String, String)> {
-        let run = self.strata(env, &["build", "-", "--json"], Some(&manifest().to_string()));
+        let run = self.strata(
+            env,
+            &["build", "-", "--json"],
+            Some(&manifest().to_string()),
+        );
         run.success();
         let doc: Value = serde_json::from_slice(&run.0.stdout).unwrap();
         doc["pipelines"][0]["stages"]
@@ -210,9 +214,7 @@ fn cases() -> Vec<Case> {
                 std::fs::set_permissions(&item, std::fs::Permissions::from_mode(0o644)).unwrap();
                 std::fs::write(&item, b"an inline source itEm\n").unwrap();
             },
-            says: &[
-                "source inline/{sum}: content: expected {sum}, found sha256:",
-            ],
+            says: &["source inline/{sum}: content: expected {sum}, found sha256:"],
             stage: None,
         },
         Case {
@@ -310,11 +312,17 @@ fn fsck_finds_each_kind_of_damage_and_repair_has_it_rebuilt() {
         // The next build makes again what went, and only that.
         let again = As::Root.build(&env);
         for (id, status) in &again {
-            let want = if gone.contains(&id) { "built" } else { "cached" };
+            let want = if gone.contains(&id) {
+                "built"
+            } else {
+                "cached"
+            };
             assert_eq!(status, want, "{}: {id}: {again:?}", case.name);
         }
         assert_eq!(
-            std::fs::read(layer(&env, &ids[2], "srv/big")).unwrap().len(),
+            std::fs::read(layer(&env, &ids[2], "srv/big"))
+                .unwrap()
+                .len(),
             5000
         );
         assert_eq!(
@@ -329,17 +337,16 @@ fn fsck_finds_each_kind_of_damage_and_repair_has_it_rebuilt() {
 #[test]
 fn fsck_checks_what_it_is_given_and_refuses_what_is_not_stored() {
     let env = Env::new();
-    let ids: Vec<String> = As::Root
-        .build(&env)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let ids: Vec<String> = As::Root.build(&env).into_iter().map(|(id, _)| id).collect();
     std::fs::write(layer(&env, &ids[2], "srv/big"), "y").unwrap();
     // A unique prefix names an object; others are not looked at.
     clean(&As::Root.fsck(&env, &[&ids[1][..12], &checksum(ITEM)]));
     let run = As::Root.fsck(&env, &[&ids[2][..12]]);
     assert_eq!(run.code(), 1, "{}", run.describe());
-    assert!(run.stdout().contains(&format!("object {} /srv/big: content", ids[2])));
+    assert!(
+        run.stdout()
+            .contains(&format!("object {} /srv/big: content", ids[2]))
+    );
     assert!(
         run.stderr().contains("1 object of the 1 object in"),
         "{}",
@@ -356,13 +363,13 @@ fn fsck_checks_what_it_is_given_and_refuses_what_is_not_stored() {
 #[test]
 fn an_object_stored_without_a_treesum_is_said_to_have_none() {
     let env = Env::new();
-    let ids: Vec<String> = As::Root
-        .build(&env)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let ids: Vec<String> = As::Root.build(&env).into_iter().map(|(id, _)| id).collect();
     // As a strata from before treesums stored it.
-    let info_path = env.store().join("objects").join(&ids[0]).join("meta/info.json");
+    let info_path = env
+        .store()
+        .join("objects")
+        .join(&ids[0])
+        .join("meta/info.json");
     let mut info: Value = serde_json::from_slice(&std::fs::read(&info_path).unwrap()).unwrap();
     assert!(info["treesum"].as_str().unwrap().starts_with("blake3:"));
     info.as_object_mut().unwrap().remove("treesum");
@@ -379,7 +386,10 @@ fn an_object_stored_without_a_treesum_is_said_to_have_none() {
         "{}",
         run.describe()
     );
-    assert!(run.stderr().contains("checked 3 objects and 1 source item in"));
+    assert!(
+        run.stderr()
+            .contains("checked 3 objects and 1 source item in")
+    );
     // It is still used.
     let again = As::Root.build(&env);
     assert!(again.iter().all(|(_, s)| s == "cached"), "{again:?}");
@@ -390,11 +400,7 @@ fn an_ordinary_users_store_is_checked_and_repaired_by_that_user() {
     let Some(user) = test_user() else { return };
     let env = user.env();
     let as_user = As::User(&user);
-    let ids: Vec<String> = as_user
-        .build(&env)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let ids: Vec<String> = as_user.build(&env).into_iter().map(|(id, _)| id).collect();
     // Read whole, the 0600 file of in-tree root included, with the owners
     // the commit saw.
     clean(&as_user.fsck(&env, &[]));

@@ -19,8 +19,8 @@ use super::{
 };
 use crate::sandbox::process::{self, Invocation, Output};
 use crate::sandbox::{Mount, Root, StageSpec};
-use crate::store::{InstancePaths, durable};
 use crate::store::copy::copy_tree;
+use crate::store::{InstancePaths, durable};
 use fs_err as fs;
 use rustix::fs::OFlags;
 use std::ffi::OsString;

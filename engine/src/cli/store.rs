@@ -49,6 +49,7 @@ pub enum StoreCommand {
     /// not checked.
     Fsck {
         /// Object ids (or unique prefixes) and source items (`sha256:…`) to check [default: every object and source item].
+        #[arg(value_name = "ID")]
         ids: Vec<String>,
         /// Remove what does not match, and the objects that stand on it, so that the next build makes them again (waits for running builds); still exits 1 when it found any.
         #[arg(long)]

@@ -106,9 +106,7 @@ impl Targets {
             if name.contains("sha256:") {
                 let found: Vec<&String> = items
                     .iter()
-                    .filter(|item| {
-                        *item == name || item.rsplit('/').next() == Some(name.as_str())
-                    })
+                    .filter(|item| *item == name || item.rsplit('/').next() == Some(name.as_str()))
                     .collect();
                 if found.is_empty() {
                     return Err(StoreError::NotFound(format!(
@@ -253,8 +251,12 @@ fn check_object(store: &Store, id: &str) -> ObjectCheck {
     if differences.is_empty() {
         // Nothing to name a path with: the treesum alone says it changed.
         let why = match (&manifest, intact) {
-            (None, _) => " (meta/treesum, the entries recorded with it, is missing: no path can be named)",
-            (Some(_), false) => " (meta/treesum, the entries recorded with it, is damaged too: no path can be named)",
+            (None, _) => {
+                " (meta/treesum, the entries recorded with it, is missing: no path can be named)"
+            }
+            (Some(_), false) => {
+                " (meta/treesum, the entries recorded with it, is damaged too: no path can be named)"
+            }
             (Some(_), true) => "",
         };
         out.findings.push(finding(

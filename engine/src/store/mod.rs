@@ -15,7 +15,8 @@
 //!                           manifest, [`treesum`]), meta.json (what the stage
 //!                           reported), log (its output), used (mtime = last use)
 //!   locks/<id>              flock: held while a build makes object <id>
-//!   sources/<type>/<sha256:…>  fetched source items (atime = last use)
+//!   sources/<type>/<sha256:…>  fetched source items (atime = last use; fsck
+//!                           reads them with O_NOATIME, so checking is no use)
 //!   systems/<id>.json       a stored system tasks can run in (task::env), found
 //!                           by a lookup; keyed by its object, gone with it
 //!   instances/NAME/         an environment of `strata env` (backend::envs):
@@ -24,6 +25,8 @@
 //!                           `strata env delete`
 //!   failed/<id>-<pid>/      what `--keep-failed` kept of a failed stage: tree/,
 //!                           inputs/NAME/, args.json, log; `strata store gc` removes it
+//!                           (written in place and not synced: it is for people
+//!                           to look at, and no build ever reads it back)
 //!   tmp/<what>-<pid>-…      work dirs: uppers, views, commits in progress;
 //!                           same filesystem as objects/ so rename is atomic
 //! ```
@@ -495,7 +498,7 @@ impl Store {
             let bookkeeping = |name: &[u8]| layers::is_bookkeeping(name, bottom);
             // An upper dir carries overlayfs's bookkeeping, dropped in the
             // walk that sums the layer; a flattened copy has none.
-            let strip: Option<&dyn Fn(&[u8]) -> bool> = match new.layer {
+            let strip: Option<treesum::Strip<'_>> = match new.layer {
                 Layer::Move(dir) => {
                     fs::rename(dir, object.layer())?;
                     Some(&bookkeeping)

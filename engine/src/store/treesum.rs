@@ -93,6 +93,12 @@ pub struct WalkError {
     pub source: io::Error,
 }
 
+/// Which xattrs a walk removes (by name) rather than records.
+pub type Strip<'a> = &'a dyn Fn(&[u8]) -> bool;
+
+/// An xattr's name and value.
+type Xattr = (Vec<u8>, Vec<u8>);
+
 /// The treesum of `manifest`.
 pub fn digest(manifest: &[u8]) -> String {
     let mut hasher = blake3::Hasher::new_derive_key(CONTEXT);
@@ -111,7 +117,7 @@ fn hashers() -> usize {
 /// which xattrs to remove on the way (they are then not in the manifest):
 /// a commit drops overlayfs's bookkeeping in the same walk that sums the
 /// layer.
-pub fn sum(root: &Path, strip: Option<&dyn Fn(&[u8]) -> bool>) -> Result<Summed, WalkError> {
+pub fn sum(root: &Path, strip: Option<Strip<'_>>) -> Result<Summed, WalkError> {
     // File contents are read and hashed by `hashers()` threads (and by the
     // walk itself when they are behind); each file's line waits for its
     // digest in `lines`, and the manifest is written in walk order at the end.
@@ -284,7 +290,7 @@ struct Walk<'a> {
     /// The slot of a file with more than one name, by inode: its content
     /// is read once.
     contents: HashMap<(u64, u64), usize>,
-    strip: Option<&'a dyn Fn(&[u8]) -> bool>,
+    strip: Option<Strip<'a>>,
     buf: Vec<u8>,
     /// The entry being visited, as the manifest writes it (unescaped).
     path: Vec<u8>,
@@ -533,7 +539,7 @@ impl Walk<'_> {
 
     /// The entry's xattrs, sorted by name, with those `strip` names removed
     /// from the entry.
-    fn xattrs(&self, opened: &Opened<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, WalkError> {
+    fn xattrs(&self, opened: &Opened<'_>) -> Result<Vec<Xattr>, WalkError> {
         let proc_path;
         let at = match opened {
             Opened::Fd(fd) => XattrsOf::Fd(fd.as_fd()),
@@ -682,10 +688,7 @@ mod tests {
         let dir = tree();
         let summed = sum(dir.path(), None).unwrap();
         let text = String::from_utf8(summed.manifest.clone()).unwrap();
-        let paths: Vec<&str> = text
-            .lines()
-            .map(|l| l.split(' ').next().unwrap())
-            .collect();
+        let paths: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
         assert_eq!(
             paths,
             [
@@ -700,7 +703,7 @@ mod tests {
             ]
         );
         let motd = blake3::hash(b"hello\n").to_hex();
-        assert!(text.contains(&format!("/etc/motd f 0644 ")), "{text}");
+        assert!(text.contains("/etc/motd f 0644 "), "{text}");
         assert!(text.contains(&format!(" 6:{motd} -\n")), "{text}");
         // Both names of the hardlinked file carry its content.
         assert_eq!(text.matches(&format!(" 6:{motd} ")).count(), 2, "{text}");
@@ -821,6 +824,9 @@ mod tests {
 
     #[test]
     fn escaping_keeps_one_entry_a_line() {
-        assert_eq!(escape(b"a b\n\\,=\xff~"), "a\\x20b\\x0a\\x5c\\x2c\\x3d\\xff~");
+        assert_eq!(
+            escape(b"a b\n\\,=\xff~"),
+            "a\\x20b\\x0a\\x5c\\x2c\\x3d\\xff~"
+        );
     }
 }
