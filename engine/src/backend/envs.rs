@@ -37,7 +37,7 @@ pub fn load(store: &Store, name: &str) -> Result<EnvState, BackendError> {
 pub fn save(store: &Store, state: &EnvState) -> Result<(), BackendError> {
     let instance = store.layout().instance(&state.name);
     let path = instance.state();
-    fs::create_dir_all(instance.dir())?;
+    durable::create_dir_all(instance.dir())?;
     let tmp = path.with_extension(format!("json.{}", std::process::id()));
     durable::write(
         &tmp,

@@ -61,7 +61,7 @@ impl Unshare {
         if tree.exists() {
             return Err(BackendError::AlreadyExists(name.to_owned()));
         }
-        fs::create_dir_all(dir.dir())?;
+        durable::create_dir_all(dir.dir())?;
         // Copy beside, flush it (one syncfs for the whole copy), then
         // rename: a half copy is never an environment, not even after a
         // crash of the machine.

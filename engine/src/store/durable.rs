@@ -48,6 +48,24 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Makes `dir` and its missing parents, and flushes the folder each new
+/// one was made in: a record renamed into a new folder survives a crash
+/// with the folder.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_all(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => sync_parent(dir),
+        // Made by another process meanwhile: whoever made it flushes it.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes `data` to `staged` (a new name on `dest`'s filesystem), flushes
 /// it, and renames it over `dest`: a reader, or the store after a crash,
 /// sees the old file or the whole new one.
@@ -74,5 +92,14 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&dest).unwrap(), "new");
         assert!(!dir.path().join(".config.json.1").exists());
         sync_filesystem(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn create_dir_all_makes_what_is_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_dir_all(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all(&deep).unwrap();
     }
 }

@@ -289,7 +289,7 @@ impl Store {
             fs::set_permissions(layout.root(), std::fs::Permissions::from_mode(0o700))?;
         }
         for dir in layout.made_on_open() {
-            fs::create_dir_all(dir)?;
+            durable::create_dir_all(&dir)?;
         }
         let lock_path = layout.lock();
         let what = match mode {

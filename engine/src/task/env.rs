@@ -255,7 +255,7 @@ pub fn record(
             .map_or(0, |d| d.as_secs()),
         pipeline,
     };
-    fs::create_dir_all(store.layout().systems())?;
+    durable::create_dir_all(&store.layout().systems())?;
     let dest = store.layout().system(id.as_str());
     // A record already there was written for the same object; keep its date.
     if let Ok(text) = fs::read_to_string(&dest)
