@@ -34,8 +34,10 @@ fn manifest() -> Value {
         "sources": inline_sources(&[ITEM])})
 }
 
-/// `cmd` (with `input` on stdin), killed after `limit`: a run that hangs is a failure, not a stuck test.
-fn bounded(mut cmd: Command, input: Option<&str>, limit: Duration) -> Run {
+/// `cmd` (with `input` on stdin), killed after `limit`: a run that hangs
+/// is a failure, not a stuck test. (support::bounded's, for a command that
+/// may be strata run as the test user through runuser.)
+fn bounded_command(mut cmd: Command, input: Option<&str>, limit: Duration) -> Run {
     cmd.stdin(if input.is_some() {
         Stdio::piped()
     } else {
@@ -107,7 +109,7 @@ impl As<'_> {
             }
         };
         cmd.args(args);
-        bounded(cmd, input, LIMIT)
+        bounded_command(cmd, input, LIMIT)
     }
 
     /// `strata build --json` of [`manifest`]: the ids and statuses of its stages.
