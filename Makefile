@@ -59,7 +59,8 @@ test: deps incus
 
 # The engine (hello.json cold/warm), two pipelines in parallel against one
 # after the other, the Debian bootstrap against bare mmdebstrap, package
-# builds, the store (layers, branching, flatten) and execution environments
+# builds, the store (layers, branching, flatten), `strata store fsck` of a
+# minbase object against `tar -cf /dev/null`, and execution environments
 # (unshare, incus-lxc).
 bench: deps build
 	$(CARGO) bench -p strata-tests --bench overhead
@@ -68,6 +69,7 @@ bench: deps build
 	$(CARGO) bench -p strata-tests --bench debian
 	$(CARGO) bench -p strata-tests --bench package
 	$(CARGO) bench -p strata-tests --bench store
+	$(CARGO) bench -p strata-tests --bench fsck
 	$(CARGO) bench -p strata-tests --bench backend
 
 # strata, its stages where it looks for them (PREFIX/lib/strata/stages,

@@ -92,11 +92,16 @@ impl fmt::Display for Checksum {
 /// The sha256 checksum of the file at `path`, read in chunks so large
 /// downloads need not fit in memory.
 pub fn sha256_file(path: &Path) -> io::Result<Checksum> {
-    let mut file = fs_err::File::open(path)?;
+    sha256_reader(fs_err::File::open(path)?)
+}
+
+/// The sha256 checksum of what `reader` gives until its end, read in
+/// chunks (a file the caller opened its own way, say).
+pub fn sha256_reader(mut reader: impl Read) -> io::Result<Checksum> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = match file.read(&mut buf) {
+        let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -20,7 +20,7 @@ mod item;
 mod secrets;
 mod store;
 
-pub use checksum::{Checksum, InvalidChecksum, sha256_file};
+pub use checksum::{Checksum, InvalidChecksum, sha256_file, sha256_reader};
 pub use curl::{DEFAULT_MAX_BYTES, Limits};
 pub use error::{SourceError, UnknownSourceType};
 pub use item::{Item, SourceType, parse_item};

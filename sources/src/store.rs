@@ -9,8 +9,9 @@
 //! ```
 //!
 //! A file under `sources_dir` is always complete and verified: data is
-//! written and checked in `tmp_dir`, then renamed into place without
-//! replacing anything, so a crash or a concurrent fetch of the same item can
+//! written and checked in `tmp_dir`, flushed to disk, then renamed into
+//! place without replacing anything (and the folder flushed), so a crash —
+//! of strata or of the machine — or a concurrent fetch of the same item can
 //! never expose a partial file.
 
 use std::io;
@@ -180,9 +181,22 @@ impl SourceStore {
         // Read-only: items are shared by hard link with every stage input
         // that uses them, and content-addressed files must never change.
         fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o444)).map_err(io_err)?;
-        fs::create_dir_all(self.sources_dir.join(ty.as_str())).map_err(io_err)?;
+        // On disk before its name is: one item, one fsync (whoever wrote
+        // it, curl included, the data is this inode's).
+        tmp.as_file().sync_all().map_err(|e| {
+            io_err(io::Error::new(
+                e.kind(),
+                format!("syncing {}: {e}", tmp.path().display()),
+            ))
+        })?;
+        let type_dir = self.sources_dir.join(ty.as_str());
+        let new_dir = !type_dir.is_dir();
+        fs::create_dir_all(&type_dir).map_err(io_err)?;
+        if new_dir {
+            sync_dir(&self.sources_dir).map_err(io_err)?;
+        }
         match tmp.persist_noclobber(&dest) {
-            Ok(_) => {}
+            Ok(_) => sync_dir(&type_dir).map_err(io_err)?,
             // Another fetch of the same item finished first; its file has the
             // same verified content, and dropping `e.file` removes ours.
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {}
@@ -204,4 +218,11 @@ impl SourceStore {
             bytes,
         })
     }
+}
+
+/// Flushes the names in `dir` (a rename into it, say) to disk.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?
+        .sync_all()
+        .map_err(|e| io::Error::new(e.kind(), format!("syncing {}: {e}", dir.display())))
 }

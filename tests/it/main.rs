@@ -9,6 +9,7 @@ mod binds;
 mod build;
 mod cli;
 mod debian;
+mod fsck;
 mod hardening;
 mod ids;
 mod incus_image;

@@ -11,7 +11,7 @@ use super::cli::Cli;
 use super::incus::{Incus, InstanceSpec, check_name};
 use super::unshare::Unshare;
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
-use crate::store::Store;
+use crate::store::{Store, durable};
 use fs_err as fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,13 +37,13 @@ pub fn load(store: &Store, name: &str) -> Result<EnvState, BackendError> {
 pub fn save(store: &Store, state: &EnvState) -> Result<(), BackendError> {
     let instance = store.layout().instance(&state.name);
     let path = instance.state();
-    fs::create_dir_all(instance.dir())?;
+    durable::create_dir_all(instance.dir())?;
     let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    fs::write(
+    durable::write(
         &tmp,
-        serde_json::to_vec_pretty(state).expect("state is JSON"),
+        &path,
+        &serde_json::to_vec_pretty(state).expect("state is JSON"),
     )?;
-    fs::rename(&tmp, &path)?;
     Ok(())
 }
 

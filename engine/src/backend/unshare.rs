@@ -19,8 +19,8 @@ use super::{
 };
 use crate::sandbox::process::{self, Invocation, Output};
 use crate::sandbox::{Mount, Root, StageSpec};
-use crate::store::InstancePaths;
 use crate::store::copy::copy_tree;
+use crate::store::{InstancePaths, durable};
 use fs_err as fs;
 use rustix::fs::OFlags;
 use std::ffi::OsString;
@@ -61,11 +61,16 @@ impl Unshare {
         if tree.exists() {
             return Err(BackendError::AlreadyExists(name.to_owned()));
         }
-        fs::create_dir_all(dir.dir())?;
-        // Copy beside, then rename: a half copy is never an environment.
+        durable::create_dir_all(dir.dir())?;
+        // Copy beside, flush it (one syncfs for the whole copy), then
+        // rename: a half copy is never an environment, not even after a
+        // crash of the machine.
         let staging = dir.tree_staging();
         let _ = std::fs::remove_dir_all(&staging);
-        if let Err(e) = copy_tree(image, &staging).and_then(|()| std::fs::rename(&staging, &tree)) {
+        let copied = copy_tree(image, &staging)
+            .and_then(|()| durable::sync_filesystem(&staging))
+            .and_then(|()| durable::rename(&staging, &tree));
+        if let Err(e) = copied {
             let _ = std::fs::remove_dir_all(&staging);
             let _ = std::fs::remove_dir(dir.dir());
             return Err(e.into());

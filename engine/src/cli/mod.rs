@@ -3,7 +3,7 @@
 //! ```text
 //! mod.rs    the clap tree, main, the prologue of commands that build,
 //!           and the one mapping from every error to its exit code (Failure)
-//! build.rs  build, inspect          store.rs  store log|ls|du|gc|rm
+//! build.rs  build, inspect          store.rs  store log|ls|du|gc|rm|fsck
 //! task.rs   task compile|run        env.rs    env create|start|run|…|ls
 //! docs.rs   man pages, completions, the exit-status table
 //! io.rs     the one reader of "a file or -", and a stdout that may close early

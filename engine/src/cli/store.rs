@@ -1,4 +1,4 @@
-//! `strata store …`: what the store holds, its logs, collection.
+//! `strata store …`: what the store holds, its logs, collection, checks.
 
 use super::io::{out, out_raw};
 use super::{SizeArg, fail, parse_size};
@@ -40,6 +40,23 @@ pub enum StoreCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Check stored objects against the tree digests recorded when they were stored, and source items against their checksums.
+    ///
+    /// Prints each difference on stdout (the object or source, the path in
+    /// its tree, what differs, what was recorded and what is there) and
+    /// exits 1 when it finds any, 0 when everything matches. Objects stored
+    /// by a strata from before tree digests are said to have none, and are
+    /// not checked.
+    Fsck {
+        /// Object ids (or unique prefixes) and source items (`sha256:…`) to check [default: every object and source item].
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+        /// Remove what does not match, and the objects that stand on it, so that the next build makes them again (waits for running builds); still exits 1 when it found any.
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 /// Which store, and how long to wait for it.
@@ -61,6 +78,7 @@ pub fn main(cmd: StoreCommand) -> i32 {
         | StoreCommand::Ls { store }
         | StoreCommand::Du { store } => (store, false),
         StoreCommand::Gc { store, .. } | StoreCommand::Rm { store, .. } => (store, true),
+        StoreCommand::Fsck { store, repair, .. } => (store, *repair),
     };
     let root = args
         .store
@@ -70,7 +88,12 @@ pub fn main(cmd: StoreCommand) -> i32 {
     // Stored trees belong to the stages' namespace's ids: as a user, only
     // inside it can strata remove them (sandbox/userns.rs); first, before
     // any thread.
-    if exclusive && let Err(e) = crate::sandbox::userns::enter() {
+    // fsck reads them whole: root-only files of a tree too, and owners as
+    // the commit that recorded them saw them (through the namespace).
+    let reads_trees = matches!(cmd, StoreCommand::Fsck { .. });
+    if (exclusive || reads_trees)
+        && let Err(e) = crate::sandbox::userns::enter()
+    {
         return fail(&e);
     }
     let opened = if exclusive {
@@ -185,6 +208,7 @@ pub fn main(cmd: StoreCommand) -> i32 {
             },
             Err(e) => Err((2, e.to_string())),
         },
+        StoreCommand::Fsck { ids, repair, .. } => fsck(&store, &ids, repair),
     };
     match result {
         Ok(()) => 0,
@@ -193,6 +217,83 @@ pub fn main(cmd: StoreCommand) -> i32 {
             eprintln!("error: {message}");
             code
         }
+    }
+}
+
+/// `strata store fsck`: differences on stdout as they are found; what was
+/// not checked, what was removed and the summary on stderr.
+fn fsck(store: &crate::store::Store, ids: &[String], repair: bool) -> Result<(), (i32, String)> {
+    use crate::store::fsck::{self, Targets};
+    let targets = match ids {
+        [] => Targets::all(store),
+        named => Targets::named(store, named).map_err(|e| (2, e.to_string()))?,
+    };
+    let report = fsck::check(store, &targets, &mut |finding| out(finding.to_string()));
+    for id in &report.unrecorded {
+        eprintln!(
+            "object {id}: no recorded treesum (stored by a strata from before tree digests): not checked"
+        );
+    }
+    let (objects, sources) = report
+        .broken
+        .iter()
+        .partition::<Vec<_>, _>(|s| matches!(s, fsck::Subject::Object(_)));
+    let root = store.root().display();
+    if report.broken.is_empty() {
+        eprintln!(
+            "checked {} in {root}: all match what was recorded",
+            both(
+                report.objects - report.unrecorded.len(),
+                "object",
+                report.sources,
+                "source item"
+            )
+        );
+        return Ok(());
+    }
+    let broken = both(objects.len(), "object", sources.len(), "source item");
+    let checked = both(report.objects, "object", report.sources, "source item");
+    if !repair {
+        return Err((
+            1,
+            format!(
+                "{broken} of the {checked} in {root} do not match what was recorded\n    hint: `strata store fsck --repair` removes them (and the objects that stand on them); the next build makes them again"
+            ),
+        ));
+    }
+    let repaired = fsck::repair(store, &report).map_err(|e| (1, e.to_string()))?;
+    for (id, on) in &repaired.objects {
+        if id == on || report.broken.contains(&fsck::Subject::Object(id.clone())) {
+            eprintln!("removed object {id}");
+        } else {
+            eprintln!("removed object {id} (it stood on {on})");
+        }
+    }
+    for item in &repaired.sources {
+        eprintln!("removed source {item}");
+    }
+    Err((
+        1,
+        format!(
+            "{broken} of the {checked} in {root} did not match what was recorded: removed {} (the next build makes them again)",
+            both(
+                repaired.objects.len(),
+                "object",
+                repaired.sources.len(),
+                "source item"
+            )
+        ),
+    ))
+}
+
+/// `3 objects and 1 source item`; a kind there are none of is left out
+/// (`0 objects` when both are).
+fn both(a: usize, a_name: &str, b: usize, b_name: &str) -> String {
+    let count = |n: usize, name: &str| format!("{n} {name}{}", if n == 1 { "" } else { "s" });
+    match (a, b) {
+        (_, 0) => count(a, a_name),
+        (0, _) => count(b, b_name),
+        _ => format!("{} and {}", count(a, a_name), count(b, b_name)),
     }
 }
 

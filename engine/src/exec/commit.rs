@@ -7,7 +7,6 @@ use crate::store::layers::{self, View, Workspace};
 use crate::store::{Layer, NewObject, gc};
 use serde_json::{Value, json};
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 impl Builder<'_> {
@@ -106,7 +105,6 @@ impl Builder<'_> {
             info: &info,
         })?;
         *ws = None;
-        self.committed.store(true, Ordering::SeqCst);
         Ok(true)
     }
 }

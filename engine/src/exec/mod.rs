@@ -50,7 +50,6 @@ use crate::store::{Store, gc};
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use strata_sources::Secrets;
 
@@ -128,7 +127,6 @@ pub fn build(
         checkpoints: BTreeSet::new(),
         breaks: BTreeSet::new(),
         tty: None,
-        committed: AtomicBool::new(false),
     };
     let result = builder.run();
     let mut report = builder
@@ -209,8 +207,6 @@ struct Builder<'a> {
     breaks: BTreeSet<(usize, usize)>,
     /// The terminal for `--break` shells.
     tty: Option<std::fs::File>,
-    /// Whether anything was committed (then the store is synced at the end).
-    committed: AtomicBool,
 }
 
 /// Where a pipeline's final tree is.
@@ -296,11 +292,8 @@ impl<'a> Builder<'a> {
             e
         };
         self.prepare().map_err(told)?;
-        let built = self.build_pipelines();
-        if self.committed.load(Ordering::SeqCst) {
-            self.store().sync().map_err(|e| told(e.into()))?;
-        }
-        built?;
+        // Each commit made its object durable before publishing it.
+        self.build_pipelines()?;
         self.export().map_err(told)?;
         self.collect().map_err(told)
     }

@@ -121,6 +121,55 @@ fn mount_overlay(options: String, target: &Path) -> Result<(), StoreError> {
     .map_err(|e| mount_error(&format!("mounting an overlay on {}", target.display()), e))
 }
 
+/// Mounts a workspace's overlay (`options`: its layers and dirs) on
+/// `merged`: with an index, `volatile` where the kernel has it, without an
+/// index where the filesystem cannot have one (see [`Workspace::open`]).
+///
+/// The previous stage's overlay outlives its unmount for a moment (the
+/// stage's sandbox releases its mount namespace asynchronously), and until
+/// it is gone the kernel refuses that overlay's upper dir — now the top
+/// layer of this stack — as a lower one with an index (EBUSY, "lowerdir is
+/// in-use as upperdir"): that is waited out, a bounded while. A failed
+/// attempt may leave `work/work/incompat/volatile` behind, which refuses
+/// every later mount on that workdir, so each attempt starts from an empty
+/// workdir.
+fn mount_workspace(options: &str, work: &Path, merged: &Path) -> Result<(), StoreError> {
+    const BUSY_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + BUSY_FOR;
+    let mut fresh = true;
+    let mut failed = None;
+    for variant in ["index=on,volatile", "index=on", "index=off"] {
+        let data = CString::new(format!("{options},{variant}")).expect("paths hold no NUL");
+        loop {
+            if !fresh {
+                fs::remove_dir_all(work)?;
+                fs::create_dir(work)?;
+            }
+            fresh = false;
+            match rustix::mount::mount(
+                "overlay",
+                merged,
+                "overlay",
+                MountFlags::empty(),
+                data.as_c_str(),
+            ) {
+                Ok(()) => return Ok(()),
+                Err(rustix::io::Errno::BUSY) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    Err(mount_error(
+        &format!("mounting an overlay on {}", merged.display()),
+        failed.expect("an attempt failed"),
+    ))
+}
+
 fn unmount(target: &Path) {
     // Detach: a straggling reader must not turn cleanup into an error.
     let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
@@ -238,9 +287,7 @@ impl Workspace {
         // without file handles cannot index: mount without (hardlinks
         // written in place through one name then split).
         let merged = d.join("merged");
-        mount_overlay(format!("{options},index=on,volatile"), &merged)
-            .or_else(|_| mount_overlay(format!("{options},index=on"), &merged))
-            .or_else(|_| mount_overlay(format!("{options},index=off"), &merged))?;
+        mount_workspace(&options, &d.join("work"), &merged)?;
         Ok(Workspace {
             dir,
             mounted: true,
@@ -431,30 +478,22 @@ pub fn flatten(from: &Path, stack: &[PathBuf], to: &Path) -> Result<(), StoreErr
     copy_tree_with(from, to, &data).map_err(StoreError::from)
 }
 
-/// Removes overlayfs's private bookkeeping from a finished upper dir before
-/// it is stored: the mount's random `uuid` on the root, `origin`, `impure`,
-/// `nlink` and the like. They mean nothing once the mount is gone, and one
-/// left on a bottom layer (read in place, not through an overlay) would
-/// reach stages and tarballs — with a random uuid in it. What a lower layer
-/// needs stays: `opaque` (and xattr whiteouts), except in a `bottom` layer,
-/// which has nothing below to hide.
-pub fn clean_upper(dir: &Path, bottom: bool) -> Result<(), StoreError> {
+/// Whether xattr `name` is overlayfs's private bookkeeping, to remove from
+/// a finished upper dir before it is stored: the mount's random `uuid` on
+/// the root, `origin`, `impure`, `nlink` and the like. They mean nothing
+/// once the mount is gone, and one left on a bottom layer (read in place,
+/// not through an overlay) would reach stages and tarballs — with a random
+/// uuid in it. What a lower layer needs stays: `opaque` (and xattr
+/// whiteouts), except in a `bottom` layer, which has nothing below to hide.
+/// The commit removes them in the walk that records the layer's treesum
+/// (`treesum::sum`).
+pub fn is_bookkeeping(name: &[u8], bottom: bool) -> bool {
     const KEEP: &[&[u8]] = &[
         b"user.overlay.opaque",
         b"user.overlay.whiteout",
         b"user.overlay.whiteouts",
     ];
-    for entry in walkdir::WalkDir::new(dir).follow_links(false) {
-        let entry = entry.map_err(io::Error::other)?;
-        let path = entry.path();
-        for name in list_xattrs(path)? {
-            if name.starts_with(b"user.overlay.") && (bottom || !KEEP.contains(&name.as_slice())) {
-                rustix::fs::lremovexattr(path, name.as_slice())
-                    .map_err(|e| io::Error::other(format!("cleaning {}: {e}", path.display())))?;
-            }
-        }
-    }
-    Ok(())
+    name.starts_with(b"user.overlay.") && (bottom || !KEEP.contains(&name))
 }
 
 /// The names of `path`'s xattrs; none where the filesystem has none.

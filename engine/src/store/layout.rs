@@ -141,6 +141,12 @@ impl ObjectPaths {
         self.meta().join("info.json")
     }
 
+    /// `meta/treesum`: the layer's manifest, whose digest info.json
+    /// records (`store::treesum`).
+    pub fn treesum(&self) -> PathBuf {
+        self.meta().join("treesum")
+    }
+
     /// `meta/meta.json`: what the stage reported.
     pub fn stage_meta(&self) -> PathBuf {
         self.meta().join("meta.json")

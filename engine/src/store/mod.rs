@@ -11,10 +11,12 @@
 //!                           overlayfs upper dir (whiteouts, opaque dirs), or a
 //!                           whole tree when it has no parent
 //!   objects/<id>/meta/      info.json (pipeline, stage, type, created, parent,
-//!                           depth, size), meta.json (what the stage reported),
-//!                           log (its output), used (mtime = last use)
+//!                           depth, size, treesum), treesum (the layer's
+//!                           manifest, [`treesum`]), meta.json (what the stage
+//!                           reported), log (its output), used (mtime = last use)
 //!   locks/<id>              flock: held while a build makes object <id>
-//!   sources/<type>/<sha256:…>  fetched source items (atime = last use)
+//!   sources/<type>/<sha256:…>  fetched source items (atime = last use; fsck
+//!                           reads them with O_NOATIME, so checking is no use)
 //!   systems/<id>.json       a stored system tasks can run in (task::env), found
 //!                           by a lookup; keyed by its object, gone with it
 //!   instances/NAME/         an environment of `strata env` (backend::envs):
@@ -23,6 +25,8 @@
 //!                           `strata env delete`
 //!   failed/<id>-<pid>/      what `--keep-failed` kept of a failed stage: tree/,
 //!                           inputs/NAME/, args.json, log; `strata store gc` removes it
+//!                           (written in place and not synced: it is for people
+//!                           to look at, and no build ever reads it back)
 //!   tmp/<what>-<pid>-…      work dirs: uppers, views, commits in progress;
 //!                           same filesystem as objects/ so rename is atomic
 //! ```
@@ -72,10 +76,18 @@
 //! - Depth: a stack deeper than [`layers::MAX_DEPTH`] is flattened when the
 //!   next object is committed: that object is stored whole (copied from the
 //!   merged view with reflinks where the filesystem can) and has no parent.
-//! - Commit: the object is assembled under tmp/, then renamed into objects/;
-//!   if the id is already there another writer won and ours is dropped.
-//!   Nothing partial is ever visible under objects/, and a kill -9 leaves
+//! - Commit: the object is assembled under tmp/ — its layer walked once to
+//!   record its treesum (and drop overlayfs's bookkeeping), its records
+//!   written — flushed with one syncfs, then renamed into objects/ and
+//!   objects/ flushed ([`durable`]); if the id is already there another
+//!   writer won and ours is dropped. Nothing partial is ever visible under
+//!   objects/, not even after a crash of the machine, and a kill -9 leaves
 //!   only tmp/ dirs named after a dead process, removed by the next open.
+//! - Checking ([`fsck`]): `strata store fsck` walks layers again and
+//!   compares them with their recorded treesums, and source items with the
+//!   checksums that name them. An object stored by a strata from before
+//!   treesums has none (the field is optional, so the format stays 4):
+//!   fsck says so and cannot check it.
 //! - Concurrency: builds share `lock`; a build takes `locks/<id>` before it
 //!   makes object `<id>` and looks again once it has it, so a stage two builds
 //!   need is built once and the second build uses it. Collection takes
@@ -91,10 +103,13 @@
 //! - Paths: [`Layout`] joins every name onto the store root; nothing else does.
 
 pub mod copy;
+pub mod durable;
+pub mod fsck;
 pub mod gc;
 pub mod layers;
 pub mod layout;
 pub mod lock;
+pub mod treesum;
 pub mod untrusted;
 
 pub use layout::{InstancePaths, Layout, ObjectPaths};
@@ -157,6 +172,9 @@ pub enum StoreError {
     /// No object matches what the user named.
     #[error("{0}")]
     NotFound(String),
+    /// A tree could not be walked (to record or check its treesum).
+    #[error(transparent)]
+    Walk(#[from] treesum::WalkError),
 }
 
 /// What the store records about an object (its `meta/info.json`).
@@ -178,6 +196,9 @@ pub struct Info {
     pub size: u64,
     /// Unix seconds it was committed.
     pub created: u64,
+    /// The digest of its layer when it was committed (`blake3:…`,
+    /// [`treesum`]); `None` for an object stored before strata kept them.
+    pub treesum: Option<String>,
 }
 
 impl Info {
@@ -191,6 +212,7 @@ impl Info {
             depth: v["depth"].as_u64().map_or(1, |d| d as usize),
             size: v["size"].as_u64().unwrap_or_default(),
             created: v["created"].as_u64().unwrap_or_default(),
+            treesum: v["treesum"].as_str().map(str::to_owned),
         }
     }
 }
@@ -267,7 +289,7 @@ impl Store {
             fs::set_permissions(layout.root(), std::fs::Permissions::from_mode(0o700))?;
         }
         for dir in layout.made_on_open() {
-            fs::create_dir_all(dir)?;
+            durable::create_dir_all(&dir)?;
         }
         let lock_path = layout.lock();
         let what = match mode {
@@ -455,8 +477,11 @@ impl Store {
     pub fn set_max_size(&self, max: Option<u64>) -> Result<(), StoreError> {
         let staging = self.work_dir("config")?;
         let file = staging.path().join("config.json");
-        fs::write(&file, json!({"max-size": max}).to_string())?;
-        fs::rename(&file, self.layout.config())?;
+        durable::write(
+            &file,
+            &self.layout.config(),
+            json!({"max-size": max}).to_string().as_bytes(),
+        )?;
         Ok(())
     }
 
@@ -469,16 +494,23 @@ impl Store {
         let object = ObjectPaths::at(&staging);
         let id = new.id;
         let result = (|| -> Result<bool, StoreError> {
-            match new.layer {
+            let bottom = new.parent.is_none();
+            let bookkeeping = |name: &[u8]| layers::is_bookkeeping(name, bottom);
+            // An upper dir carries overlayfs's bookkeeping, dropped in the
+            // walk that sums the layer; a flattened copy has none.
+            let strip: Option<treesum::Strip<'_>> = match new.layer {
                 Layer::Move(dir) => {
-                    layers::clean_upper(dir, new.parent.is_none())?;
-                    fs::rename(dir, object.layer())?
+                    fs::rename(dir, object.layer())?;
+                    Some(&bookkeeping)
                 }
                 Layer::Flatten { merged, stack } => {
-                    layers::flatten(merged, stack, &object.layer())?
+                    layers::flatten(merged, stack, &object.layer())?;
+                    None
                 }
-            }
+            };
+            let summed = treesum::sum(&object.layer(), strip)?;
             fs::create_dir(object.meta())?;
+            fs::write(object.treesum(), &summed.manifest)?;
             if new.log.exists() {
                 fs::copy(new.log, object.log())?;
             }
@@ -497,16 +529,25 @@ impl Store {
             info["id"] = json!(id.as_str());
             info["parent"] = json!(parent);
             info["depth"] = json!(depth);
-            info["size"] = json!(0);
-            let size = layers::disk_usage(&staging);
+            info["treesum"] = json!(summed.treesum);
+            // The layer's usage came with its walk; the rest is small.
+            let folder = std::os::unix::fs::MetadataExt::blocks(&fs::metadata(&staging)?) * 512;
+            let size = summed.disk_usage + layers::disk_usage(&object.meta()) + folder;
             info["size"] = json!(size);
             fs::write(
                 object.info(),
                 serde_json::to_vec_pretty(&info).expect("json"),
             )?;
             fs::File::create(object.used())?;
-            match std::fs::rename(&staging, self.layout.object(id.as_str()).dir()) {
-                Ok(()) => Ok(true),
+            // The object whole on disk before its name is: one syncfs for
+            // every file of it (durable.rs).
+            self.sync()?;
+            let dest = self.layout.object(id.as_str());
+            match std::fs::rename(&staging, dest.dir()) {
+                Ok(()) => {
+                    durable::sync_parent(dest.dir())?;
+                    Ok(true)
+                }
                 Err(e) if is_exists(&e) => Ok(false),
                 Err(e) => {
                     Err(io::Error::new(e.kind(), format!("committing object {id}: {e}")).into())
@@ -560,11 +601,10 @@ impl Store {
         Ok(removed)
     }
 
-    /// Flushes the store's filesystem once, after a build's commits: one
+    /// Flushes the store's filesystem: a commit's whole object in one
     /// syncfs instead of an fsync per file.
     pub fn sync(&self) -> Result<(), StoreError> {
-        let dir = std::fs::File::open(self.layout.objects())?;
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io(e.into()))
+        Ok(durable::sync_filesystem(&self.layout.objects())?)
     }
 
     /// Gives up the store lock (a build that is done with the store).
@@ -639,9 +679,11 @@ fn read_format(layout: &Layout) -> Result<Option<String>, StoreError> {
 fn write_format(layout: &Layout) -> Result<(), StoreError> {
     // Written beside and renamed: a kill -9 here must not leave an empty
     // format file that makes the store look foreign.
-    let staging = layout.format_staging();
-    fs::write(&staging, format!("{FORMAT}\n"))?;
-    fs::rename(&staging, layout.format())?;
+    durable::write(
+        &layout.format_staging(),
+        &layout.format(),
+        format!("{FORMAT}\n").as_bytes(),
+    )?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@
 //! object is committed (an incus import is later), while objects never
 //! change. A record whose object is gone (collected) is ignored.
 
-use crate::store::Store;
+use crate::store::{Store, durable};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -255,7 +255,7 @@ pub fn record(
             .map_or(0, |d| d.as_secs()),
         pipeline,
     };
-    fs::create_dir_all(store.layout().systems())?;
+    durable::create_dir_all(&store.layout().systems())?;
     let dest = store.layout().system(id.as_str());
     // A record already there was written for the same object; keep its date.
     if let Ok(text) = fs::read_to_string(&dest)
@@ -263,10 +263,15 @@ pub fn record(
     {
         return Ok(old);
     }
+    // Its object is on disk already (the commit made it so); the record
+    // follows it there before its name appears.
     let tmp = store.work_dir("environment")?;
     let staged = tmp.path().join("record.json");
-    fs::write(&staged, serde_json::to_vec_pretty(&env).expect("json"))?;
-    fs::rename(&staged, &dest)?;
+    durable::write(
+        &staged,
+        &dest,
+        &serde_json::to_vec_pretty(&env).expect("json"),
+    )?;
     Ok(env)
 }
 
@@ -288,8 +293,11 @@ pub fn add_backend(store: &Store, id: &str, backend: &str) -> Result<(), EnvErro
     env.backends.push(backend.to_owned());
     let tmp = store.work_dir("environment")?;
     let staged = tmp.path().join("record.json");
-    fs::write(&staged, serde_json::to_vec_pretty(&env).expect("json"))?;
-    fs::rename(&staged, &dest)?;
+    durable::write(
+        &staged,
+        &dest,
+        &serde_json::to_vec_pretty(&env).expect("json"),
+    )?;
     Ok(())
 }
 
