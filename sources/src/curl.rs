@@ -143,12 +143,14 @@ fn die_with_parent(cmd: &mut Command) {
 }
 
 /// Downloads `url` into `output` (truncated first), with `user` as HTTP
-/// credentials; returns the bytes written.
+/// credentials; returns the bytes written. `item` names the download in
+/// curl's argv[0] (`curl sha256:…`), which `ps` shows in place of the URL.
 pub(crate) fn download(
     url: &str,
     user: Option<&str>,
     output: &mut File,
     limits: &Limits,
+    item: &str,
 ) -> Result<u64, CurlFailure> {
     if let Some(path) = file_path(url) {
         return read_file(&path, output, limits.max_bytes);
@@ -157,7 +159,7 @@ pub(crate) fn download(
     loop {
         output.set_len(0).map_err(CurlFailure::Io)?;
         io::Seek::rewind(output).map_err(CurlFailure::Io)?;
-        match once(url, user, output, limits) {
+        match once(url, user, output, limits, item) {
             Err(Attempt::Transient(_)) if attempt < limits.retries => {
                 // 1 s, 2 s, 4 s: a busy mirror or a dropped connection.
                 std::thread::sleep(Duration::from_secs(1 << attempt));
@@ -180,8 +182,15 @@ enum Attempt {
     Other(CurlFailure),
 }
 
-fn once(url: &str, user: Option<&str>, output: &mut File, limits: &Limits) -> Result<u64, Attempt> {
+fn once(
+    url: &str,
+    user: Option<&str>,
+    output: &mut File,
+    limits: &Limits,
+    item: &str,
+) -> Result<u64, Attempt> {
     let mut cmd = Command::new("curl");
+    cmd.arg0(format!("curl {item}"));
     cmd.args(args(limits));
     die_with_parent(&mut cmd);
     let mut child = cmd

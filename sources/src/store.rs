@@ -137,7 +137,14 @@ impl SourceStore {
                     ..self.limits
                 };
                 let mut file = tmp.reopen().map_err(io_err)?;
-                curl::download(url, user.map(Secret::expose), &mut file, &limits).map_err(|f| {
+                curl::download(
+                    url,
+                    user.map(Secret::expose),
+                    &mut file,
+                    &limits,
+                    checksum.as_str(),
+                )
+                .map_err(|f| {
                     let download = |message| SourceError::Download {
                         checksum: checksum.clone(),
                         url: url.clone(),

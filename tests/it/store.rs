@@ -800,9 +800,12 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
         !mounts.contains(&env.store().display().to_string()),
         "no mount of the store outlives its build"
     );
-    // A killed build's download died with it.
-    let url = server.url("/big.bin");
-    let left = Command::new("pgrep").args(["-f", &url]).output().unwrap();
+    // A killed build's download died with it (curl's argv[0] names the
+    // item; its URL comes on stdin).
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("^curl {download_sum}")])
+        .output()
+        .unwrap();
     assert!(
         left.stdout.is_empty(),
         "curl outlived its build: {}",
@@ -824,9 +827,10 @@ fn a_killed_build_leaves_no_download_running() {
             "options": {"paths": [{"from": format!("input://f/{sum}"), "to": "tree:///f"}]}}]}],
         "sources": {"curl": {"items": {sum.clone(): {"url": url.clone()}}}}});
     let child = env.spawn_build(&m, &[]);
+    // curl's argv[0] names the item (its URL comes on stdin).
     let curl_running = || {
         !Command::new("pgrep")
-            .args(["-f", &url])
+            .args(["-f", &format!("^curl {sum}")])
             .output()
             .unwrap()
             .stdout
