@@ -486,7 +486,7 @@ fn pulls_never_follow_symlinks_out(b: Backend) {
 /// Runs `pull`; if it has not returned in 60 s the whole test binary ends
 /// with a failure: while a pull can still hang on a FIFO, the test fails
 /// instead of hanging.
-fn bounded<T>(what: &str, pull: impl FnOnce() -> T) -> T {
+fn watchdog<T>(what: &str, pull: impl FnOnce() -> T) -> T {
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watch = done.clone();
     let what = what.to_owned();
@@ -512,7 +512,7 @@ fn pulls_leave_privileges_behind(b: Backend) {
     let folder = back.path();
     // A FIFO is refused, without waiting for a writer that never comes.
     for fifo in ["/srv/sp/fifo", "/srv/sp/to-fifo"] {
-        let err = bounded(fifo, || env.file_pull(fifo, folder, Specials::Drop)).unwrap_err();
+        let err = watchdog(fifo, || env.file_pull(fifo, folder, Specials::Drop)).unwrap_err();
         assert!(
             matches!(&err, BackendError::NotFound(_) | BackendError::Tool { .. }),
             "{fifo}: {err}"
@@ -529,7 +529,7 @@ fn pulls_leave_privileges_behind(b: Backend) {
         0o755
     );
     // A folder pull leaves the FIFO out and clears setuid and setgid.
-    let pulled = bounded("/srv/sp", || {
+    let pulled = watchdog("/srv/sp", || {
         env.dir_pull("/srv/sp", folder, Specials::Drop)
     })
     .unwrap();
@@ -539,7 +539,7 @@ fn pulls_leave_privileges_behind(b: Backend) {
     assert_eq!((mode("suid"), mode("sgid")), (0o755, 0o711));
     std::fs::remove_dir_all(&pulled.path).unwrap();
     // Asked for, they come out as they are.
-    let pulled = bounded("/srv/sp", || {
+    let pulled = watchdog("/srv/sp", || {
         env.dir_pull("/srv/sp", folder, Specials::Keep)
     })
     .unwrap();

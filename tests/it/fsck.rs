@@ -5,13 +5,12 @@
 //! build makes it again. Every strata run is bounded: a walk that hangs
 //! fails the test.
 
-use crate::support::{Env, Run, bin_dir, checksum, inline_sources, test_user};
+use crate::support::{Env, Run, bin_dir, bounded_command, checksum, inline_sources, test_user};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -32,54 +31,6 @@ fn manifest() -> Value {
          "inputs": {"files": {"type": "files", "origin": "source", "references": [sum]}},
          "options": {"paths": [{"from": format!("input://files/{sum}"), "to": "tree:///srv/item"}]}}]}],
         "sources": inline_sources(&[ITEM])})
-}
-
-/// `cmd` (with `input` on stdin), killed after `limit`: a run that hangs
-/// is a failure, not a stuck test. (support::bounded's, for a command that
-/// may be strata run as the test user through runuser.)
-fn bounded_command(mut cmd: Command, input: Option<&str>, limit: Duration) -> Run {
-    cmd.stdin(if input.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(text) = input {
-        let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
-    }
-    // Drained while it runs: a full pipe must not pass for a hang.
-    let drain = |mut from: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut all = Vec::new();
-            from.read_to_end(&mut all).unwrap();
-            all
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > limit {
-            // Our own child, by its id.
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!(
-                "{cmd:?} still ran after {limit:?}:\n{}",
-                String::from_utf8_lossy(&stderr.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Run(std::process::Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    })
 }
 
 /// How strata is started: as root here, or as the test user.
@@ -109,7 +60,7 @@ impl As<'_> {
             }
         };
         cmd.args(args);
-        bounded_command(cmd, input, LIMIT)
+        bounded_command(cmd, input, LIMIT).0
     }
 
     /// `strata build --json` of [`manifest`]: the ids and statuses of its stages.

@@ -509,18 +509,25 @@ impl TestUser {
 /// `strata ARGS` (stdin `input`), killed after `limit`: a run that hangs
 /// is a failure, not a stuck test.
 pub fn bounded(env: &Env, args: &[&str], input: &str, limit: Duration) -> (Run, Duration) {
-    let mut child = Command::new(bin_dir().join("strata"))
-        .args(args)
-        .env("STRATA_STORE", env.store())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
+    let mut cmd = Command::new(bin_dir().join("strata"));
+    cmd.args(args).env("STRATA_STORE", env.store());
+    bounded_command(cmd, Some(input), limit)
+}
+
+/// `cmd` (stdin `input`), killed after `limit`, its output drained while it
+/// runs; how long it took.
+pub fn bounded_command(mut cmd: Command, input: Option<&str>, limit: Duration) -> (Run, Duration) {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(text) = input {
         use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        let _ = stdin.write_all(input.as_bytes());
+        let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
     }
     // Drained while it runs: a full pipe must not pass for a hang.
     let drain = |mut from: Box<dyn std::io::Read + Send>| {
@@ -542,11 +549,11 @@ pub fn bounded(env: &Env, args: &[&str], input: &str, limit: Duration) -> (Run, 
             child.kill().unwrap();
             child.wait().unwrap();
             panic!(
-                "strata {args:?} still ran after {limit:?}:\n{}",
+                "{cmd:?} still ran after {limit:?}:\n{}",
                 String::from_utf8_lossy(&stderr.join().unwrap())
             );
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     };
     let took = started.elapsed();
     let output = std::process::Output {
