@@ -84,10 +84,11 @@ impl Builder<'_> {
         mounts.push(Mount::RoBind(args_path, protocol::ARGS_PATH.into()));
 
         // Kept until the stage ends: the folder its secrets are bound from.
-        let (secret_mounts, _secrets) = self.stage_secrets(st, runner, &bound)?;
+        let (secret_mounts, secrets_dir) = self.stage_secrets(st, runner, &bound)?;
+        let has_secrets = secrets_dir.is_some();
         mounts.extend(secret_mounts);
         let redact = |text: &str| {
-            if _secrets.is_some() {
+            if has_secrets {
                 self.opts.secrets.redact(text)
             } else {
                 text.to_owned()
@@ -138,7 +139,7 @@ impl Builder<'_> {
             )
             .map_err(|e| st.failure(e.to_string(), process::tail(log, 20)))?;
         let duration = started.elapsed();
-        if _secrets.is_some() {
+        if has_secrets {
             // The log is stored with the object: whatever the stage's tools
             // printed of a secret goes before it is.
             let text = fs::read(log).map_err(StoreError::from)?;
