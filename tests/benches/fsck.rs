@@ -15,7 +15,6 @@
 mod common;
 
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,24 +30,13 @@ fn main() {
     let manifest = scratch.path().join("system.json");
     std::fs::write(&manifest, system.to_string()).unwrap();
     let store = scratch.path().join("store");
-    let out = Command::new(&strata)
-        .args(["build", "-q", "--json", "--checkpoint", "*", "--store"])
-        .arg(&store)
-        .arg(&manifest)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = common::build_json(&strata, &store, &manifest);
     let id = doc["pipelines"][0]["stages"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let layer = store.join("objects").join(&id).join("layer");
-    let bytes = du(&layer);
+    let bytes = common::du(&layer);
 
     let fsck = || {
         let t = Instant::now();
@@ -123,18 +111,4 @@ fn main() {
         ms(p),
         ms(o) / ms(p)
     );
-}
-
-fn du(path: &Path) -> u64 {
-    let out = Command::new("du")
-        .args(["-s", "-B1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }

@@ -39,18 +39,7 @@ fn main() {
     let build = |m: &Value| {
         let path = scratch.path().join("m.json");
         std::fs::write(&path, m.to_string()).unwrap();
-        let out = Command::new(&strata)
-            .args(["build", "-q", "--json", "--checkpoint", "*", "--store"])
-            .arg(&store)
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        common::build_json(&strata, &store, &path)
     };
     let doc = build(&manifest(1000));
     let env_id = doc["pipelines"][0]["id"].as_str().unwrap().to_owned();

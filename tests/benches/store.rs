@@ -62,14 +62,14 @@ fn main() {
         .map(|i| Id::parse(doc["pipelines"][0]["stages"][i]["id"].as_str().unwrap()).unwrap())
         .collect();
     let layout = strata::store::Layout::new(&store);
-    let tree = du(&layout.object(ids[0].as_str()).layer());
+    let tree = common::du(&layout.object(ids[0].as_str()).layer());
     let total: u64 = ids
         .iter()
-        .map(|id| du(layout.object(id.as_str()).dir()))
+        .map(|id| common::du(layout.object(id.as_str()).dir()))
         .sum();
     let changes: u64 = ids[1..]
         .iter()
-        .map(|id| du(layout.object(id.as_str()).dir()))
+        .map(|id| common::du(layout.object(id.as_str()).dir()))
         .sum();
 
     // Branch: the workspace a stage after the last one would start from.
@@ -183,20 +183,6 @@ fn main() {
             ms(t)
         );
     }
-}
-
-fn du(path: &Path) -> u64 {
-    let out = Command::new("du")
-        .args(["-s", "-B1"])
-        .arg(path)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 fn cp(flags: &[&str], from: &Path, to: &Path) -> Duration {

@@ -7,7 +7,7 @@
 //! a store under cargo's target tmp dir, which later runs reuse. Instances
 //! are named `strata-test-…` and removed by the test that made them.
 
-use crate::support::{Run, bin_dir, cleanup, require};
+use crate::support::{Run, bin_dir, bounded_command, cleanup, require};
 use serde_json::{Value, json};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -823,24 +823,8 @@ fn strata_env(args: &[&str], stdin: Option<&str>) -> Run {
         .arg("--store")
         .arg(&shared().store)
         .args(&args[1..]);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    if let Some(text) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    Run(child.wait_with_output().unwrap())
+    // Bounded: an environment command that hangs fails the test.
+    bounded_command(cmd, stdin, Duration::from_secs(600)).0
 }
 
 /// Removes an environment made through the CLI, also when the test fails.

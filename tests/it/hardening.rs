@@ -113,6 +113,21 @@ fn a_plain_meta_json_is_still_read() {
     );
 }
 
+/// `strata ARGS` (stdin `input`) refused with exit 2 because its output
+/// exists already, then the same with `--force`: that second run.
+fn refused_then_forced(env: &Env, args: &[&str], input: &str) -> Run {
+    let limit = Duration::from_secs(120);
+    let (run, _) = bounded(env, args, input, limit);
+    assert_eq!(run.code(), 2, "refused without --force: {}", run.describe());
+    assert!(
+        run.stderr().contains("exists already"),
+        "{}",
+        run.describe()
+    );
+    let forced = [args, &["--force"]].concat();
+    bounded(env, &forced, input, limit).0
+}
+
 #[test]
 fn an_export_never_goes_through_a_link_in_the_output_directory() {
     let env = Env::new();
@@ -130,17 +145,7 @@ fn an_export_never_goes_through_a_link_in_the_output_directory() {
         "--output-directory",
         out.to_str().unwrap(),
     ];
-    let limit = Duration::from_secs(120);
-    let (run, _) = bounded(&env, &args, &m.to_string(), limit);
-    assert_eq!(run.code(), 2, "{}", run.describe());
-    assert!(
-        run.stderr().contains("exists already"),
-        "{}",
-        run.describe()
-    );
-    let mut forced = args.to_vec();
-    forced.push("--force");
-    let (run, _) = bounded(&env, &forced, &m.to_string(), limit);
+    let run = refused_then_forced(&env, &args, &m.to_string());
     run.success();
     assert!(
         elsewhere.symlink_metadata().is_err(),
@@ -180,18 +185,7 @@ fn artifacts_json_never_goes_through_a_link() {
         "1",
         "--quiet",
     ];
-    let limit = Duration::from_secs(120);
-    let (run, _) = bounded(&env, &args, &task.to_string(), limit);
-    assert_eq!(run.code(), 2, "refused without --force: {}", run.describe());
-    assert!(
-        run.stderr().contains("exists already"),
-        "{}",
-        run.describe()
-    );
-
-    let mut forced = args.to_vec();
-    forced.push("--force");
-    let (run, _) = bounded(&env, &forced, &task.to_string(), limit);
+    let run = refused_then_forced(&env, &args, &task.to_string());
     assert_eq!(run.code(), 1, "the task fails: {}", run.describe());
     assert!(
         target.symlink_metadata().is_err(),

@@ -33,6 +33,38 @@ pub fn median(v: &mut [Duration]) -> Duration {
     v[v.len() / 2]
 }
 
+/// The bytes `du -s -B1` counts under `path`.
+pub fn du(path: &Path) -> u64 {
+    let out = std::process::Command::new("du")
+        .args(["-s", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `strata build -q --json --checkpoint '*' --store STORE MANIFEST`, which
+/// must succeed; its result document.
+pub fn build_json(strata: &Path, store: &Path, manifest: &Path) -> serde_json::Value {
+    let out = std::process::Command::new(strata)
+        .args(["build", "-q", "--json", "--checkpoint", "*", "--store"])
+        .arg(store)
+        .arg(manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// The floor of one sandboxed stage: one bare `bwrap … true`.
 pub fn bare_bwrap() {
     bwrap_true(false);
