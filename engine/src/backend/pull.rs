@@ -22,12 +22,13 @@
 
 use super::{BackendError, Owner, Pulled, Specials, basename};
 use crate::store::copy::{copy_tree_mapped, map_capability};
+use crate::store::treesum::XattrsOf;
 use fs_err as fs;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -373,34 +374,17 @@ pub(crate) fn kept_mode(mode: u32, specials: Specials) -> (u32, bool) {
 /// An xattr's name and value.
 type Xattr = (Vec<u8>, Vec<u8>);
 
-/// Every xattr of the open file `fd`.
+/// Every xattr of the open file `fd` (none where the filesystem has none).
 fn xattrs(fd: &OwnedFd) -> Result<Vec<Xattr>, Errno> {
-    let mut names = vec![0u8; 1024];
-    let n = loop {
-        match rustix::fs::flistxattr(fd, &mut names[..]) {
-            Ok(n) => break n,
-            Err(Errno::RANGE) => names.resize(names.len() * 4, 0),
-            // A filesystem without xattrs has none to copy.
-            Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        }
+    let of = XattrsOf::Fd(fd.as_fd());
+    let names = match of.list() {
+        Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
+        other => other?,
     };
-    let mut out = Vec::new();
-    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
-        let mut value = vec![0u8; 256];
-        loop {
-            match rustix::fs::fgetxattr(fd, name, &mut value[..]) {
-                Ok(len) => {
-                    value.truncate(len);
-                    break;
-                }
-                Err(Errno::RANGE) => value.resize(value.len() * 4, 0),
-                Err(e) => return Err(e),
-            }
-        }
-        out.push((name.to_vec(), value));
-    }
-    Ok(out)
+    names
+        .into_iter()
+        .map(|name| of.get(&name).map(|value| (name, value)))
+        .collect()
 }
 
 fn not_a(source: &str, what: &str) -> BackendError {

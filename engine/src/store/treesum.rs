@@ -586,13 +586,13 @@ fn changed() -> io::Error {
 
 /// Where an entry's xattrs are read: its descriptor, or a path that
 /// follows nothing after the directory's descriptor.
-enum XattrsOf<'a> {
+pub(crate) enum XattrsOf<'a> {
     Fd(BorrowedFd<'a>),
     Path(&'a CString),
 }
 
 impl XattrsOf<'_> {
-    fn list(&self) -> rustix::io::Result<Vec<Vec<u8>>> {
+    pub(crate) fn list(&self) -> rustix::io::Result<Vec<Vec<u8>>> {
         let mut buf = vec![0u8; 256];
         loop {
             let listed = match self {
@@ -613,7 +613,7 @@ impl XattrsOf<'_> {
         }
     }
 
-    fn get(&self, name: &[u8]) -> rustix::io::Result<Vec<u8>> {
+    pub(crate) fn get(&self, name: &[u8]) -> rustix::io::Result<Vec<u8>> {
         let name = CString::new(name).expect("xattr names hold no NUL");
         let mut buf = vec![0u8; 256];
         loop {
