@@ -152,8 +152,10 @@ pub(crate) fn download(
     limits: &Limits,
     item: &str,
 ) -> Result<u64, CurlFailure> {
-    if let Some(path) = file_path(url) {
-        return read_file(&path, output, limits.max_bytes);
+    match file_url_path(url) {
+        Some(Ok(path)) => return read_file(&path, output, limits.max_bytes),
+        Some(Err(why)) => return Err(CurlFailure::Failed(why)),
+        None => {}
     }
     let mut attempt = 0;
     loop {
@@ -269,44 +271,45 @@ fn copy_capped(from: &mut impl Read, to: &mut File, cap: u64) -> Result<u64, Cur
     }
 }
 
-/// The path of a `file://` URL (host empty or `localhost`), percent-decoded.
-fn file_path(url: &str) -> Option<Vec<u8>> {
+/// The path a `file://` URL names (host empty or `localhost`),
+/// percent-decoded; `None` for another scheme. The one reader of file URLs:
+/// curl items and task documents both use it.
+pub fn file_url_path(url: &str) -> Option<Result<std::path::PathBuf, String>> {
+    use std::os::unix::ffi::OsStringExt;
     let (scheme, rest) = url.split_once("://")?;
     if !scheme.eq_ignore_ascii_case("file") {
         return None;
     }
     let path = rest.strip_prefix("localhost").unwrap_or(rest);
+    if !path.starts_with('/') {
+        return Some(Err(format!("`{url}`: a file URL is file:///absolute/path")));
+    }
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
+        if bytes[i] == b'%' {
+            let Some(byte) = path
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            else {
+                return Some(Err(format!("`{url}`: a cut-off or bad %-escape")));
+            };
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
         }
-        i += 1;
     }
-    Some(out)
+    Some(Ok(std::ffi::OsString::from_vec(out).into()))
 }
 
 /// Reads the local file `path` as the invoking user: a regular file only
 /// (a FIFO would never end, `/dev/zero` never stops), opened without
 /// blocking, at most `cap` bytes.
-fn read_file(path: &[u8], output: &mut File, cap: u64) -> Result<u64, CurlFailure> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path));
+fn read_file(path: &std::path::Path, output: &mut File, cap: u64) -> Result<u64, CurlFailure> {
     let shown = |what: &str| CurlFailure::Failed(format!("{}: {what}", path.display()));
-    if !path.is_absolute() {
-        return Err(shown("a file:// URL names an absolute path (file:///…)"));
-    }
     let fd = rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
@@ -352,9 +355,12 @@ mod tests {
 
     #[test]
     fn file_urls_are_decoded_paths() {
-        assert_eq!(file_path("file:///srv/a%20b").unwrap(), b"/srv/a b");
-        assert_eq!(file_path("FILE://localhost/x%2").unwrap(), b"/x%2");
-        assert!(file_path("http://127.0.0.1/x").is_none());
+        let path = |u| file_url_path(u).unwrap().unwrap();
+        assert_eq!(path("file:///srv/a%20b"), std::path::Path::new("/srv/a b"));
+        assert_eq!(path("FILE://localhost/x%25"), std::path::Path::new("/x%"));
+        assert!(file_url_path("FILE://localhost/x%2").unwrap().is_err());
+        assert!(file_url_path("file://relative").unwrap().is_err());
+        assert!(file_url_path("http://127.0.0.1/x").is_none());
     }
 
     #[test]
@@ -363,14 +369,14 @@ mod tests {
         let mut out = tempfile::tempfile().unwrap();
         let f = dir.path().join("f");
         std::fs::write(&f, b"12345").unwrap();
-        let p = f.to_str().unwrap().as_bytes();
+        let p = f.as_path();
         assert_eq!(read_file(p, &mut out, 5).unwrap(), 5);
         assert!(matches!(
             read_file(p, &mut out, 4),
             Err(CurlFailure::TooLarge(4))
         ));
         assert!(
-            matches!(read_file(b"/dev/zero", &mut out, 1 << 20), Err(CurlFailure::Failed(m)) if m.contains("not a regular file"))
+            matches!(read_file(std::path::Path::new("/dev/zero"), &mut out, 1 << 20), Err(CurlFailure::Failed(m)) if m.contains("not a regular file"))
         );
         let fifo = dir.path().join("fifo");
         rustix::fs::mknodat(
@@ -382,7 +388,7 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            read_file(fifo.to_str().unwrap().as_bytes(), &mut out, 10),
+            read_file(&fifo, &mut out, 10),
             Err(CurlFailure::Failed(_))
         ));
     }

@@ -21,7 +21,7 @@ mod secrets;
 mod store;
 
 pub use checksum::{Checksum, InvalidChecksum, sha256_file, sha256_reader};
-pub use curl::{DEFAULT_MAX_BYTES, Limits};
+pub use curl::{DEFAULT_MAX_BYTES, Limits, file_url_path};
 pub use error::{SourceError, UnknownSourceType};
 pub use item::{Item, SourceType, parse_item};
 pub use secrets::{Secret, Secrets, redact_url, redact_urls, split_userinfo};

@@ -479,32 +479,7 @@ fn local_file(path: &Path) -> Result<LocalFile, String> {
 
 /// A path or a file:/// URL (percent-decoded) as a path.
 fn local_path(value: &str) -> Result<PathBuf, String> {
-    match value.strip_prefix("file://") {
-        Some(rest) if rest.starts_with('/') => percent_decode(rest).map(PathBuf::from),
-        Some(_) => Err(format!("`{value}`: a file URL is file:///absolute/path")),
-        None => Ok(PathBuf::from(value)),
-    }
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .ok_or_else(|| format!("`{s}`: a cut-off %-escape"))?;
-            out.push(
-                u8::from_str_radix(hex, 16).map_err(|_| format!("`{s}`: bad %-escape %{hex}"))?,
-            );
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| format!("`{s}`: not UTF-8"))
+    strata_sources::file_url_path(value).unwrap_or_else(|| Ok(PathBuf::from(value)))
 }
 
 /// file:// URL of an absolute path, bytes outside the safe set escaped.
