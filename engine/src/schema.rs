@@ -55,9 +55,10 @@ pub fn is_name(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     /// A pattern is a search unless anchored: `^https?:` lets
-    /// `https://x\nTrusted: yes` through.
+    /// `http://127.0.0.1/x\nTrusted: yes` through.
     #[test]
     fn every_schema_pattern_is_anchored_at_both_ends() {
         fn walk(v: &Value, at: &str, bad: &mut Vec<String>) {
@@ -101,8 +102,6 @@ mod tests {
         assert!(seen > 10, "read {seen} schemas");
         assert!(bad.is_empty(), "unanchored: {bad:#?}");
     }
-
-    use super::*;
 
     #[test]
     fn tree_paths() {
