@@ -737,7 +737,14 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
             .join(&download_sum)
             .exists()
     };
-    for round in 0..32 {
+    // 32 rounds, and more (up to 64) while too few kills have landed part
+    // way: where a kill lands is chance, and a loaded machine moves it.
+    let mut rounds = 0;
+    for round in 0..64 {
+        if round >= 32 && killed >= 20 && in_download >= 3 {
+            break;
+        }
+        rounds += 1;
         let (child, delay) = if round % 4 == 3 {
             // A collection of the whole store (the previous round left it
             // full), killed part way.
@@ -785,7 +792,7 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
         assert_objects_whole(&env);
     }
     eprintln!(
-        "{killed} of 32 runs were killed part way, {in_download} of them before the download was stored"
+        "{killed} of {rounds} runs were killed part way, {in_download} of them before the download was stored"
     );
     assert!(
         in_download >= 3,
@@ -793,7 +800,7 @@ fn kill_9_at_any_moment_leaves_nothing_partial() {
     );
     assert!(
         killed >= 20,
-        "only {killed} of 32 runs were still running when killed"
+        "only {killed} of {rounds} runs were still running when killed"
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
