@@ -43,8 +43,8 @@ use crate::manifest::graph;
 use crate::manifest::plan::Plan;
 use crate::manifest::{Manifest, Pipeline, Stage};
 use crate::monitor::{self, Event, Monitor, PipelineInfo, PipelineResult, StageInfo, StageRef};
-use crate::sandbox::HostLayout;
 use crate::sandbox::runner::StageRunner;
+use crate::sandbox::{HostLayout, HostView};
 use crate::store::layers::{View, Workspace};
 use crate::store::{Store, gc};
 use std::collections::{BTreeSet, HashMap};
@@ -115,6 +115,7 @@ pub fn build(
         monitor,
         jobs,
         host: HostLayout::detect(),
+        host_view: Mutex::new(None),
         report: Mutex::new(BuildReport {
             stages: vec![Vec::new(); m.pipelines.len()],
             ..BuildReport::default()
@@ -192,6 +193,8 @@ struct Builder<'a> {
     monitor: &'a Monitor,
     jobs: usize,
     host: HostLayout,
+    /// The host's root mounted once, on the first stage that runs over it.
+    host_view: Mutex<Option<HostView>>,
     report: Mutex<BuildReport>,
     /// Final tree of each pipeline built so far.
     trees: Mutex<HashMap<usize, FinalTree>>,

@@ -7,7 +7,7 @@ use crate::manifest::{InputType, Origin};
 use crate::monitor::Event;
 use crate::sandbox::process::{self, Outcome};
 use crate::sandbox::runner::{StageLog, StageRunner};
-use crate::sandbox::{self, Limits, Mount, Overlay, Root, StageSpec};
+use crate::sandbox::{self, HostLayout, HostView, Limits, Mount, Overlay, Root, StageSpec};
 use crate::store::StoreError;
 use crate::store::copy::{copy_tree, copy_tree_mapped};
 use crate::store::untrusted;
@@ -292,6 +292,23 @@ impl Builder<'_> {
         Ok((mounts, inputs))
     }
 
+    /// The host's root for a stage without a build pipeline: the layout,
+    /// mounted once for the whole build on the first such stage (host.rs).
+    fn host_root(&self) -> Result<HostLayout, BuildError> {
+        let mut view = self.host_view.lock().expect("host view lock");
+        let view = match view.as_ref() {
+            Some(view) => view,
+            None => {
+                let dir = self.store().work_dir("host")?;
+                view.insert(HostView::mount(dir, &self.host).map_err(StoreError::from)?)
+            }
+        };
+        Ok(HostLayout {
+            view: Some(view.path().to_path_buf()),
+            ..self.host.clone()
+        })
+    }
+
     /// What the stage's `/` is.
     fn stage_root(
         &self,
@@ -336,7 +353,7 @@ impl Builder<'_> {
                 )));
             }
             (StageRoot::Build, Some(env)) => Root::Tree(env),
-            (StageRoot::Build, None) => Root::Host(self.host.clone()),
+            (StageRoot::Build, None) => Root::Host(self.host_root()?),
         })
     }
 

@@ -19,6 +19,7 @@
 //! placed in the tree first ([`places`]), so that no symlink there leads
 //! bwrap outside it.
 
+pub mod host;
 pub mod limits;
 pub mod net;
 pub mod places;
@@ -32,69 +33,7 @@ use std::path::{Path, PathBuf};
 
 pub use places::{PlaceError, Places};
 
-/// Host `/etc` files bound into a host build root (read-only, when present).
-pub const HOST_ETC: &[&str] = &[
-    "/etc/passwd",
-    "/etc/group",
-    "/etc/nsswitch.conf",
-    "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
-    "/etc/alternatives",
-    "/etc/localtime",
-    "/etc/debian_version",
-    "/etc/os-release",
-    "/etc/dpkg",
-    "/etc/apt",
-    "/etc/ssl",
-    "/etc/ca-certificates",
-    "/etc/mmdebstrap",
-];
-
-/// Host `/etc` files bound only for stages that declare network.
-pub const HOST_ETC_NETWORK: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/gai.conf"];
-
-/// Top-level names that merged-/usr systems make symlinks into /usr.
-pub const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-
-/// How the host's root is laid out, as far as a host build root needs.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HostLayout {
-    /// `/bin` → `usr/bin` and the like, as found on the host.
-    pub links: Vec<(String, String)>,
-    /// Top-level dirs that are real directories on the host (not merged-usr).
-    pub dirs: Vec<String>,
-    /// The `/etc` entries that exist.
-    pub etc: Vec<String>,
-    /// The network-only `/etc` entries that exist.
-    pub etc_network: Vec<String>,
-}
-
-impl HostLayout {
-    /// Reads the layout off this machine.
-    pub fn detect() -> HostLayout {
-        let mut layout = HostLayout::default();
-        for name in USR_LINKS {
-            let path = Path::new("/").join(name);
-            match std::fs::read_link(&path) {
-                Ok(target) => layout
-                    .links
-                    .push((path.display().to_string(), target.display().to_string())),
-                Err(_) if path.is_dir() => layout.dirs.push(path.display().to_string()),
-                Err(_) => {}
-            }
-        }
-        let existing = |list: &[&str]| {
-            list.iter()
-                .filter(|p| Path::new(p).exists())
-                .map(|p| p.to_string())
-                .collect()
-        };
-        layout.etc = existing(HOST_ETC);
-        layout.etc_network = existing(HOST_ETC_NETWORK);
-        layout
-    }
-}
+pub use host::{HOST_ETC, HOST_ETC_NETWORK, HostLayout, HostView, USR_LINKS};
 
 /// What the sandbox's `/` is.
 #[derive(Debug, Clone, PartialEq)]
@@ -286,6 +225,18 @@ impl StageSpec {
             push(&["--setenv", k, v]);
         }
         match &self.root {
+            Root::Host(HostLayout {
+                view: Some(view),
+                etc_network,
+                ..
+            }) => {
+                // Mounted once for the build, read-only (host.rs); only the
+                // network files are the stage's own.
+                a.extend(["--ro-bind".into(), view.into(), "/".into()]);
+                for path in etc_network.iter().filter(|_| self.network) {
+                    a.extend(["--ro-bind", path, path].map(OsString::from));
+                }
+            }
             Root::Host(layout) => {
                 push(&["--ro-bind", "/usr", "/usr"]);
                 for (link, target) in &layout.links {
@@ -327,7 +278,7 @@ impl StageSpec {
             a.extend(m.src);
             a.push(dest);
         }
-        if matches!(self.root, Root::Host(_)) {
+        if matches!(self.root, Root::Host(HostLayout { view: None, .. })) {
             // bwrap's own root is a tmpfs; writes there would vanish, but a
             // stage should learn at once that only its tree is writable.
             a.extend(["--remount-ro".into(), "/".into()]);
@@ -448,6 +399,7 @@ mod tests {
                 dirs: vec![],
                 etc: vec!["/etc/passwd".into()],
                 etc_network: vec!["/etc/resolv.conf".into()],
+                view: None,
             }),
             mounts: vec![
                 Mount::Bind("/w/tree".into(), "/run/strata/tree".into()),
@@ -482,6 +434,37 @@ mod tests {
         assert!(
             !s.contains("/root /root"),
             "the host's /root is never bound"
+        );
+    }
+
+    #[test]
+    fn a_mounted_host_view_is_bound_in_one_go() {
+        let with_view = |network| {
+            let mut sp = spec(network);
+            if let Root::Host(layout) = &mut sp.root {
+                layout.view = Some("/store/tmp/host-1".into());
+            }
+            joined(&sp)
+        };
+        let s = with_view(false);
+        assert!(
+            s.contains("--ro-bind /store/tmp/host-1 / --proc /proc"),
+            "{s}"
+        );
+        for piecewise in [
+            "/usr /usr",
+            "--symlink",
+            "/etc/passwd",
+            "resolv.conf",
+            "--remount-ro",
+        ] {
+            assert!(!s.contains(piecewise), "{piecewise} in {s}");
+        }
+        assert!(s.ends_with("--chdir / -- /run/strata/runner /run/strata/stage"));
+        let s = with_view(true);
+        assert!(
+            s.contains("--ro-bind /store/tmp/host-1 / --ro-bind /etc/resolv.conf /etc/resolv.conf"),
+            "a network stage gets the host's DNS files over the view: {s}"
         );
     }
 
