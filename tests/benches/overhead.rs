@@ -16,7 +16,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 const CONTENT: &str = "Hello from strata.\n";
 
@@ -56,6 +56,10 @@ fn cold_build(strata: &Path, manifest: &Path, store: &Path) -> (Duration, Vec<(S
     // The events come on the child's stderr (`-q`: nothing else is said
     // there but an error, which is no event and is passed over).
     let (reader, writer) = std::io::pipe().unwrap();
+    // Each event is placed by the time strata stamped it with, not by when
+    // it arrived: a record is only known to be whole when the next one's
+    // separator comes.
+    let epoch = SystemTime::now();
     let started = Instant::now();
     let mut child = Command::new(strata)
         .args(["build", "-q", "--monitor-fd", "2", "--store"])
@@ -80,7 +84,10 @@ fn cold_build(strata: &Path, manifest: &Path, store: &Path) -> (Duration, Vec<(S
             ),
             _ => kind,
         };
-        stamps.push((what, Instant::now()));
+        let at = event["time"].as_f64().expect("events are stamped");
+        let since = Duration::from_secs_f64(at)
+            .saturating_sub(epoch.duration_since(SystemTime::UNIX_EPOCH).unwrap());
+        stamps.push((what, started + since));
     }
     assert!(child.wait().unwrap().success(), "the build failed");
     let wall = started.elapsed();
