@@ -236,6 +236,39 @@ impl StagedFile {
 }
 
 impl Root {
+    /// The regular file at `path`, opened for reading without following a
+    /// link at its end (nor, through [`Root::entry`], on the way); `None`
+    /// when it, or a folder on its way, is missing or it is no regular file.
+    pub fn open_regular(&self, path: &str) -> Result<Option<std::fs::File>, Error> {
+        let entry = match self.entry(path) {
+            Ok(e) => e,
+            Err(Error::NoParent { .. } | Error::NotDirectory { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match entry.lstat()? {
+            Some(st) if rustix::fs::FileType::from_raw_mode(st.st_mode).is_file() => {}
+            _ => return Ok(None),
+        }
+        let fd = rustix::fs::openat(
+            entry.dir(),
+            entry.name(),
+            // NONBLOCK: a FIFO swapped in since the check fails, not hangs.
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::Io {
+            what: "cannot read",
+            path: entry.shown().to_owned(),
+            source: e.into(),
+        })?;
+        let file = std::fs::File::from(fd);
+        // The kind checked above may have changed since: check what was opened.
+        match file.metadata() {
+            Ok(m) if m.file_type().is_file() => Ok(Some(file)),
+            _ => Ok(None),
+        }
+    }
+
     /// A [`StagedFile`] that becomes `/name` at the top of this tree.
     pub fn stage_file(&self, name: &str) -> Result<StagedFile, Error> {
         let entry = self.entry(&format!("/.{name}.strata-tmp"))?;

@@ -26,7 +26,6 @@ use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use rustix::fs::{FileType, Mode, OFlags};
 use serde::Serialize;
 
 use crate::tool::capture;
@@ -318,31 +317,15 @@ pub fn read_os_release(root: &Root) -> Result<BTreeMap<String, String>, Error> {
 
 /// The text of `path` beneath `root` if it is a regular file.
 pub fn read_regular(root: &Root, path: &str) -> Result<Option<String>, Error> {
-    let entry = match root.entry(path) {
-        Ok(e) => e,
-        Err(Error::NoParent { .. } | Error::NotDirectory { .. }) => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(mut file) = root.open_regular(path)? else {
+        return Ok(None);
     };
-    match entry.lstat()? {
-        Some(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
-        _ => return Ok(None),
-    }
-    let io = |source: std::io::Error| Error::Io {
-        what: "cannot read",
-        path: entry.shown().to_owned(),
-        source,
-    };
-    let fd = rustix::fs::openat(
-        entry.dir(),
-        entry.name(),
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io(e.into()))?;
     let mut text = String::new();
-    std::fs::File::from(fd)
-        .read_to_string(&mut text)
-        .map_err(io)?;
+    file.read_to_string(&mut text).map_err(|source| Error::Io {
+        what: "cannot read",
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(Some(text))
 }
 

@@ -2,10 +2,13 @@
 //! engine (its input's pipeline id, two stores giving the same bytes,
 //! refusals that leave nothing stored), and one real round trip: a
 //! bootstrapped bookworm with systemd-sysv imported into the machine's
-//! Incus and started with the debusine profile. Instances and images are
+//! Incus and started with the debusine profile. Virtual-machine images
+//! (format vm) are imported into the real Incus too; starting one needs
+//! vhost_vsock, which this machine lacks (backend.rs records those
+//! commands instead). Instances and images are
 //! named `strata-test-…` and deleted again, also when a check fails.
 
-use crate::support::{Env, sha256_hex};
+use crate::support::{Env, checksum, inline_sources, sha256_hex};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::{Command, Output};
@@ -176,6 +179,129 @@ fn a_tree_without_init_is_refused_and_nothing_is_kept() {
     assert!(stderr.contains("tarball-to-incus"), "{stderr}");
     // The system's two stages are stored; the failed stage left nothing.
     assert_eq!(env.objects().len(), 2, "{:?}", env.objects());
+    assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
+}
+
+/// A qcow2 disk as `qemu-img` makes it (empty: incus imports it as it is).
+fn qcow2_disk() -> Vec<u8> {
+    crate::support::require("qemu-img");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.qcow2");
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&path)
+        .arg("64M")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&path).unwrap()
+}
+
+/// system (a tiny tree), disk (`bytes` as /NAME), and a vm image of both.
+fn vm_manifest(bytes: &[u8], name: &str, options: Value) -> Value {
+    let sum = checksum(bytes);
+    let mut vm = image_pipeline("vm", options);
+    vm["stages"][0]["inputs"]["image"] =
+        json!({"type": "tree", "origin": "pipeline", "references": ["name:disk"]});
+    json!({"version": "2", "sources": inline_sources(&[bytes]), "pipelines": [
+        system_pipeline(true),
+        {"name": "disk", "source-epoch": EPOCH, "stages": [{
+            "type": "copy",
+            "inputs": {"files": {"type": "files", "origin": "source", "references": [sum]}},
+            "options": {"paths": [{"from": format!("input://files/{sum}"), "to": format!("tree:///{name}")}]}
+        }]},
+        vm,
+    ]})
+}
+
+#[test]
+fn a_disk_image_becomes_an_incus_vm_image_incus_imports() {
+    let disk = qcow2_disk();
+    let env = Env::new();
+    let doc = build(
+        &env,
+        &vm_manifest(&disk, "disk.qcow2", json!({"format": "vm"})),
+        &["vm"],
+    );
+    let vm = last_stage(&doc, "vm");
+    assert_eq!(vm["metadata"]["format"], "vm");
+    assert_eq!(
+        vm["metadata"]["files"],
+        json!(["incus.tar.zst", "rootfs.img"])
+    );
+    let out = env.out().join("vm");
+    assert_eq!(
+        std::fs::read(out.join("rootfs.img")).unwrap(),
+        disk,
+        "rootfs.img is the disk"
+    );
+    let yaml = member(&out.join("incus.tar.zst"), "metadata.yaml");
+    assert!(
+        yaml.contains("\n  requirements.secureboot: \"false\"\n"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("profiles:\n- debusine\n"), "{yaml}");
+    assert!(yaml.contains("architecture: \"x86_64\"\n"), "{yaml}");
+
+    // The real Incus takes it as a virtual-machine image, through the
+    // same import strata uses for its own aliases.
+    let alias = format!("strata-test-vm-{}", std::process::id());
+    struct Delete<'a>(&'a str);
+    impl Drop for Delete<'_> {
+        fn drop(&mut self) {
+            let _ = incus(&["image", "delete", self.0]);
+        }
+    }
+    let _delete = Delete(&alias);
+    let imported = strata::backend::image::import(
+        &strata::backend::cli::SystemCli,
+        &env.store(),
+        &out,
+        &alias,
+    )
+    .unwrap();
+    assert!(imported);
+    let info = incus_ok(&["image", "info", &alias]);
+    assert!(info.contains("Type: virtual-machine"), "{info}");
+    assert!(info.contains("requirements.secureboot: false"), "{info}");
+}
+
+#[test]
+fn a_vm_image_needs_a_qcow2_disk_by_its_file_name() {
+    let env = Env::new();
+    for (bytes, name, options, expected) in [
+        (
+            &b"not a disk"[..],
+            "disk.qcow2",
+            json!({"format": "vm"}),
+            "the input image's disk.qcow2 is not a qcow2 disk",
+        ),
+        (
+            &b"QFI\xfb"[..],
+            "other.qcow2",
+            json!({"format": "vm"}),
+            "the input image has no regular file \"disk.qcow2\" (options.disk)",
+        ),
+    ] {
+        let run = env.build(&vm_manifest(bytes, name, options), &["--checkpoint", "*"]);
+        assert_eq!(run.code(), 1, "{}", run.describe());
+        assert!(run.stderr().contains(expected), "{}", run.stderr());
+    }
+    // A path is no file name: refused before anything runs.
+    let run = env.build(
+        &vm_manifest(
+            b"x",
+            "disk.qcow2",
+            json!({"format": "vm", "disk": "../disk.qcow2"}),
+        ),
+        &[],
+    );
+    assert_eq!(run.code(), 2, "{}", run.describe());
+    assert!(run.stderr().contains("/disk"), "{}", run.stderr());
     assert!(env.tmp_entries().is_empty(), "{:?}", env.tmp_entries());
 }
 

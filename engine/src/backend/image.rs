@@ -13,7 +13,9 @@ pub fn alias(id: &Id) -> String {
     format!("artifact/{id}")
 }
 
-/// The split image files in a tarball-to-incus output tree: (metadata, rootfs).
+/// The split image files in a tarball-to-incus output tree: (metadata,
+/// rootfs): a container's `rootfs.tar.*` or a virtual machine's
+/// `rootfs.img` (format vm).
 pub fn split_files(dir: &Path) -> Result<(PathBuf, PathBuf), BackendError> {
     let find = |prefix: &str| -> Option<PathBuf> {
         std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
@@ -21,11 +23,14 @@ pub fn split_files(dir: &Path) -> Result<(PathBuf, PathBuf), BackendError> {
             name.starts_with(prefix).then(|| e.path())
         })
     };
-    match (find("incus.tar"), find("rootfs.tar")) {
+    match (
+        find("incus.tar"),
+        find("rootfs.tar").or_else(|| find("rootfs.img")),
+    ) {
         (Some(meta), Some(rootfs)) => Ok((meta, rootfs)),
         _ => Err(BackendError::ImportFailed {
             image: dir.display().to_string(),
-            detail: "no incus.tar.* and rootfs.tar.* in the stage's output".into(),
+            detail: "no incus.tar.* with rootfs.tar.* or rootfs.img in the stage's output".into(),
         }),
     }
 }

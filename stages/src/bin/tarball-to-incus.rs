@@ -6,6 +6,12 @@
 //! {"format": "split", "compression": "zstd", "artifact_id": "…"}
 //! ```
 //!
+//! With `"format": "vm"` the system is described, not packed: the image
+//! is the qcow2 disk named by `disk` in the input named `image` (a system
+//! image pipeline's output), copied as `rootfs.img` beside `incus.tar.*`,
+//! whose metadata.yaml adds the property `requirements.secureboot: "false"`
+//! (the image's bootloader is not signed).
+//!
 //! ```text
 //!   split (default)                              unified
 //!   incus.tar.zst                                image.tar.zst
@@ -56,6 +62,13 @@ struct Options {
     os: Option<String>,
     release: Option<String>,
     artifact_id: Option<String>,
+    /// vm: the disk's file name in the input named `image`.
+    #[serde(default = "default_disk")]
+    disk: String,
+}
+
+fn default_disk() -> String {
+    "disk.qcow2".into()
 }
 
 /// zstd: incus unpacks it, and it is many times faster than xz for a
@@ -70,6 +83,7 @@ enum Format {
     #[default]
     Split,
     Unified,
+    Vm,
 }
 
 impl Format {
@@ -77,6 +91,7 @@ impl Format {
         match self {
             Self::Split => "split",
             Self::Unified => "unified",
+            Self::Vm => "vm",
         }
     }
 }
@@ -144,12 +159,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
     check_init(&system)?;
 
     let image = describe(&options, input, &system, args.meta.source_epoch)?;
-    let additions = additions(&system)?;
-
-    let tar = rootfs_tar(&input.path, args.meta.source_epoch);
     let tree = Root::tree(args)?;
     let mut files = Vec::new();
-    let written = write_all(&tree, &options, &image, &additions, tar, &mut files);
+    let written = match options.format {
+        Format::Vm => vm_disk(args, &options.disk)
+            .and_then(|disk| write_vm(&tree, &options, &image, disk, &mut files)),
+        _ => {
+            let additions = additions(&system)?;
+            let tar = rootfs_tar(&input.path, args.meta.source_epoch);
+            write_all(&tree, &options, &image, &additions, tar, &mut files)
+        }
+    };
     if let Err(e) = written {
         // A split image is two files: leave neither if one failed.
         for name in &files {
@@ -263,7 +283,7 @@ fn write_all(
         Format::Split => {
             let meta = format!("incus.tar{ext}");
             write_output(tree, &meta, options.compression, |sink| {
-                metadata_members(sink, image)?;
+                metadata_members(sink, image, false)?;
                 end_archive(sink)
             })?;
             files.push(meta);
@@ -275,6 +295,7 @@ fn write_all(
             })?;
             files.push(rootfs);
         }
+        Format::Vm => unreachable!("write_vm writes VM images"),
         Format::Unified => {
             let name = format!("image.tar{ext}");
             // "." becomes "rootfs", "./etc" "rootfs/etc"; hard link targets
@@ -282,7 +303,7 @@ fn write_all(
             tar.arg(r"--transform=s,^\.,rootfs,S");
             write_output(tree, &name, options.compression, |sink| {
                 // Top-level names in order: metadata.yaml, rootfs, templates.
-                let yaml = metadata_yaml(image);
+                let yaml = metadata_yaml(image, false);
                 member(sink, "metadata.yaml", Kind::File(yaml.as_bytes()), date)?;
                 splice(tar, &["."], sink)?;
                 added_members(sink, "rootfs/", additions, date)?;
@@ -292,6 +313,62 @@ fn write_all(
             files.push(name);
         }
     }
+    Ok(())
+}
+
+/// The qcow2 disk `name` in the input named `image`, checked to be one: a
+/// plain file name, a regular file (no link followed), qcow2's magic.
+fn vm_disk(args: &Args, name: &str) -> anyhow::Result<std::fs::File> {
+    let input = args.input("image").ok_or_else(|| {
+        anyhow!("format vm takes the disk from an input named image, and it was given none")
+    })?;
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        bail!("options.disk {name:?} is not a file name in the input image");
+    }
+    let image = Root::open(&input.path, "the input image", "/")?;
+    let mut disk = image
+        .open_regular(&format!("/{name}"))?
+        .ok_or_else(|| anyhow!("the input image has no regular file {name:?} (options.disk)"))?;
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut disk, &mut magic)
+        .with_context(|| format!("cannot read the input image's {name}"))?;
+    if magic != *b"QFI\xfb" {
+        bail!(
+            "the input image's {name} is not a qcow2 disk (Incus takes a VM's rootfs.img as qcow2; convert the raw image first)"
+        );
+    }
+    std::io::Seek::rewind(&mut disk).context("cannot rewind the disk")?;
+    Ok(disk)
+}
+
+/// A VM image: incus.tar.EXT (metadata.yaml, templates/) and rootfs.img,
+/// a copy of the disk.
+fn write_vm(
+    tree: &Root,
+    options: &Options,
+    image: &Image,
+    mut disk: std::fs::File,
+    files: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let meta = format!("incus.tar{}", options.compression.extension());
+    write_output(tree, &meta, options.compression, |sink| {
+        metadata_members(sink, image, true)?;
+        end_archive(sink)
+    })?;
+    files.push(meta);
+    let staged = tree.stage_file("rootfs.img")?;
+    let copied = staged
+        .file
+        .try_clone()
+        .and_then(|mut out| std::io::copy(&mut disk, &mut out));
+    match copied {
+        Ok(_) => staged.publish()?,
+        Err(e) => {
+            staged.discard();
+            return Err(anyhow!(e).context("cannot copy the disk to /rootfs.img"));
+        }
+    }
+    files.push("rootfs.img".into());
     Ok(())
 }
 
@@ -447,7 +524,7 @@ fn write_output(
 
 /// metadata.yaml: strings are written as JSON strings, which YAML reads
 /// as double-quoted scalars, so no value can break the document.
-fn metadata_yaml(image: &Image) -> String {
+fn metadata_yaml(image: &Image, vm: bool) -> String {
     let q = |s: &str| serde_json::to_string(s).expect("a string serializes");
     let mut y = String::new();
     y.push_str(&format!("architecture: {}\n", q(&image.architecture)));
@@ -464,6 +541,11 @@ fn metadata_yaml(image: &Image) -> String {
             y.push_str(&format!("  {key}: {}\n", q(value)));
         }
     }
+    if vm {
+        // Incus reads a VM image's needs from `requirements.*` properties:
+        // strata's images boot through an unsigned systemd-boot or GRUB.
+        y.push_str("  requirements.secureboot: \"false\"\n");
+    }
     y.push_str("templates:\n");
     for (path, template) in [
         ("/etc/hostname", "hostname.tpl"),
@@ -477,11 +559,11 @@ fn metadata_yaml(image: &Image) -> String {
 }
 
 /// incus.tar: metadata.yaml and templates/, in name order.
-fn metadata_members(sink: &mut Sink, image: &Image) -> Result<(), Error> {
+fn metadata_members(sink: &mut Sink, image: &Image, vm: bool) -> Result<(), Error> {
     member(
         sink,
         "metadata.yaml",
-        Kind::File(metadata_yaml(image).as_bytes()),
+        Kind::File(metadata_yaml(image, vm).as_bytes()),
         image.creation_date,
     )?;
     template_members(sink, image.creation_date)
