@@ -467,6 +467,113 @@ timeout 30 bash -c "exec 3<>/dev/tcp/$host/80; printf 'HEAD $path/dists/bookworm
     );
 }
 
+/// Every process below `root` (pid, command name), from /proc.
+fn descendants(root: u32) -> Vec<(u32, String)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: comm may hold spaces, not `)`.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = stat[open + 1..close].to_owned();
+        let ppid = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            all.push((pid, ppid, comm));
+        }
+    }
+    let mut found = vec![root];
+    let mut out = Vec::new();
+    while let Some(parent) = found.pop() {
+        for (pid, ppid, comm) in &all {
+            if *ppid == parent {
+                found.push(*pid);
+                out.push((*pid, comm.clone()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_killed_strata_leaves_no_network_stage_and_no_pasta_behind() {
+    assert!(
+        Path::new("/usr/bin/pasta").exists(),
+        "pasta is missing: install passt (make deps)"
+    );
+    let env = Env::new();
+    let lib = env.script_stage(
+        "netsleep",
+        "echo stage-running\nexec sleep 600",
+        json!({"network": true}),
+    );
+    let m = json!({"version": "2", "pipelines": [{"name": "p", "stages": [{"type": "netsleep"}]}]});
+    let mut child = env.spawn_build(&m, &["--libdir", lib.to_str().unwrap(), "-v"]);
+    // Wait for the stage to say it runs (its log comes on stderr with -v).
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("stage-running") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let started = rx.recv_timeout(Duration::from_secs(60));
+    // The stage said so just before it becomes `sleep`.
+    let mut below = descendants(child.id());
+    let until = Instant::now() + Duration::from_secs(5);
+    while started.is_ok() && !below.iter().any(|(_, c)| c == "sleep") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        below = descendants(child.id());
+    }
+    // Killed before any check, so that a failed one leaves nothing running.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    started.expect("the network stage did not start within 60 s");
+    let of = |name: &str| -> Vec<u32> {
+        below
+            .iter()
+            .filter(|(_, c)| c.starts_with(name))
+            .map(|(p, _)| *p)
+            .collect()
+    };
+    // pasta runs as `passt.avx2` and the like where the CPU allows.
+    assert_eq!(of("pas").len(), 1, "strata's pasta is its own: {below:?}");
+    assert_eq!(of("sleep").len(), 1, "the stage runs: {below:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: Vec<&(u32, String)> = below
+            .iter()
+            .filter(|(pid, _)| Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "10 s after strata was killed these still run: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_libdir_stage_shadowing_write_is_refused_without_the_flag_and_gets_its_own_id() {
     let env = Env::new();

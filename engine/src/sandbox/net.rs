@@ -5,10 +5,11 @@
 //!                              │      --cap-drop CAP_NET_ADMIN --info-fd 3 --block-fd 4 …
 //!                              │
 //!                              ├─ reads bwrap's {"child-pid": N} from fd 3
-//!                              ├─ pasta --config-net --no-map-gw -T PORTS … N
+//!                              ├─ pasta --foreground --config-net --no-map-gw -T PORTS … N
 //!                              │    (user-mode networking into N's network namespace:
 //!                              │     the namespace's default route leads out through
-//!                              │     pasta's sockets on the host)
+//!                              │     pasta's sockets on the host; our child, ended
+//!                              │     with the sandbox)
 //!                              ├─ blackhole route for 169.254.0.0/16 in N's namespace
 //!                              └─ one byte on fd 4: bwrap starts the stage
 //! ```
@@ -22,6 +23,12 @@
 //! the host's loopback (an apt-cacher-ng on 127.0.0.1:3142) keeps working:
 //! exactly its port is forwarded (`-T`), from the namespace's loopback to
 //! the host's.
+//!
+//! Nothing outlives strata: the wrapper dies with strata (parent-death
+//! signal), bwrap with the wrapper (`--die-with-parent`), and pasta, which
+//! stays in the foreground as the wrapper's child, with the wrapper too.
+//! A SIGKILLed strata leaves neither a stage running nor a pasta holding a
+//! network namespace and one of root's inotify instances.
 //!
 //! Without pasta (package `passt`) a network stage shares the host's
 //! network, as before: [`private_network`] says which.
@@ -192,6 +199,7 @@ fn net_main_inner(args: &[OsString]) -> Result<i32, String> {
         return Err("usage: --strata-sandbox-net PORTS -- PROGRAM ARGS…".into());
     }
     let ports = ports.to_string_lossy().into_owned();
+    die_with_parent().map_err(|e| format!("following strata: {e}"))?;
     let (mut info_r, info_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (block_r, mut block_w) = std::io::pipe().map_err(|e| format!("pipe: {e}"))?;
     let (info_fd, block_fd) = (fd(&info_w), fd(&block_r));
@@ -244,11 +252,30 @@ fn net_main_inner(args: &[OsString]) -> Result<i32, String> {
     });
     let code = exit_code(child.wait());
     let _ = drain.join();
-    if let Ok(Some(pasta)) = pasta {
+    if let Ok(mut pasta) = pasta {
         // Already gone when it saw the namespace end; otherwise ended here.
-        let _ = rustix::process::pidfd_send_signal(&pasta, rustix::process::Signal::TERM);
+        let _ = pasta.kill();
+        let _ = pasta.wait();
     }
     Ok(code)
+}
+
+/// SIGKILL when the parent (strata, or the wrapper for pasta) dies; fails
+/// if it died already. For a child: runs between fork and exec, so only
+/// async-signal-safe calls.
+fn die_with_parent() -> std::io::Result<()> {
+    let parent = rustix::process::getppid();
+    // SAFETY: prctl(PR_SET_PDEATHSIG) changes only this process's own
+    // setting; it is async-signal-safe.
+    #[allow(unsafe_code)]
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    if set != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if rustix::process::getppid() != parent {
+        return Err(std::io::Error::other("the parent process ended"));
+    }
+    Ok(())
 }
 
 fn fd(f: &impl std::os::fd::AsRawFd) -> libc::c_int {
@@ -306,92 +333,127 @@ fn wait_for_loopback(pid: i32) -> Result<(), String> {
 }
 
 /// pasta into `pid`'s network namespace, and the link-local blackhole.
-/// Returns a pidfd of the pasta daemon, for the caller to end it when the
-/// sandbox has ended.
-fn connect(pid: i32, ports: &str) -> Result<Option<rustix::fd::OwnedFd>, String> {
+/// Returns pasta, running in the foreground as our child: the caller ends
+/// it when the sandbox has ended, and it dies with us.
+fn connect(pid: i32, ports: &str) -> Result<std::process::Child, String> {
     let pasta = pasta().ok_or("pasta is not installed (package passt)")?;
     wait_for_loopback(pid)?;
     let tcp_ns = if ports.is_empty() { "none" } else { ports };
-    // pasta forks into the background once the namespace is configured;
-    // its exit is the signal to go on. (Its output goes to a file: the
-    // daemon could hold a pipe open.) It is meant to end when the namespace
-    // does, but it watches the namespace's path with inotify, which says
-    // nothing for /proc/self/fd/3: run by root, bookworm's pasta outlives
-    // every sandbox, each holding one of root's inotify instances (128 by
-    // default, which containers' systemd needs too). So it writes its pid,
-    // and the caller ends it.
+    // In the foreground: daemonized, pasta would be nobody's child, and it
+    // is meant to end when the namespace does, but it watches the
+    // namespace's path with inotify, which says nothing for
+    // /proc/self/fd/3: run by root, bookworm's pasta outlived every
+    // sandbox whose wrapper was killed, each holding one of root's inotify
+    // instances (128 by default, which containers' systemd needs too).
+    // Its output goes to a file: a pipe would have to be drained.
     let errors = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
-    let pid_file = tempfile::NamedTempFile::new().map_err(|e| format!("a temporary file: {e}"))?;
     // pasta drops its capabilities before it opens the namespace, and
     // bwrap's first process is not dumpable: open it here, hand it over.
     let netns_path = format!("/proc/{pid}/ns/net");
     let netns = std::fs::File::open(&netns_path).map_err(|e| format!("{netns_path}: {e}"))?;
     let netns_fd = fd(&netns);
     let mut cmd = Command::new(pasta);
-    cmd.args(["--config-net", "--no-map-gw", "--quiet"])
+    cmd.args(["--foreground", "--config-net", "--no-map-gw", "--quiet"])
         .args(["-t", "none", "-u", "none", "-U", "none", "-T", tcp_ns])
         .args(["--netns", "/proc/self/fd/3"])
         // Dropping to `nobody` (pasta's default for root, and strata is
         // root of its namespace even as a user) loses the right to join the
         // namespace; pasta drops its capabilities all the same.
         .args(["--runas", "0"])
-        .arg("--pid")
-        .arg(pid_file.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(errors.try_clone().map_err(|e| e.to_string())?);
-    // SAFETY: dup2 is async-signal-safe and only places the namespace's fd.
+    // SAFETY: dup2 and prctl are async-signal-safe; they place the
+    // namespace's fd and tie pasta's life to ours.
     #[allow(unsafe_code)]
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(netns_fd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
+            die_with_parent()
         });
     }
-    let status = cmd.status().map_err(|e| format!("starting pasta: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| format!("starting pasta: {e}"))?;
     drop(netns);
-    if !status.success() {
+    let failed = |child: &mut std::process::Child, why: String| {
+        let _ = child.kill();
+        let status = child.wait();
         let mut text = String::new();
-        let mut errors = errors;
-        use std::io::Seek;
-        let _ = errors.seek(std::io::SeekFrom::Start(0));
-        let _ = errors.read_to_string(&mut text);
-        return Err(format!(
-            "pasta could not give the sandbox a network ({status}): {}",
-            text.trim()
-        ));
-    }
-    // While the namespace lives, so does the daemon: its pid is its own.
-    let daemon = std::fs::read_to_string(pid_file.path())
-        .ok()
-        .and_then(|text| text.trim().parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw)
-        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
-    let end_daemon = || {
-        if let Some(fd) = &daemon {
-            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::TERM);
+        let mut errors = errors.try_clone().ok();
+        if let Some(errors) = &mut errors {
+            use std::io::Seek;
+            let _ = errors.seek(std::io::SeekFrom::Start(0));
+            let _ = errors.take(4096).read_to_string(&mut text);
         }
+        let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+        format!("{why} ({status}): {}", text.trim())
     };
+    // Ready once the namespace has its default route, which pasta adds
+    // last (copied from the host's); before that, a stage would find no
+    // network.
+    if let Err(why) = wait_for_route(pid, &mut child) {
+        return Err(failed(&mut child, why));
+    }
     // Link-local addresses (a cloud's metadata service) are the host's business.
     let out = Command::new("nsenter")
         .args(["--net=".to_owned() + &format!("/proc/{pid}/ns/net")])
         .args(["ip", "route", "add", "blackhole", "169.254.0.0/16"])
         .stdin(Stdio::null())
-        .output()
-        .map_err(|e| {
-            end_daemon();
-            format!("starting nsenter: {e}")
-        })?;
-    if !out.status.success() {
-        end_daemon();
-        return Err(format!(
-            "could not close 169.254.0.0/16 in the sandbox's network: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        .output();
+    match out {
+        Ok(out) if out.status.success() => Ok(child),
+        Ok(out) => Err(failed(
+            &mut child,
+            format!(
+                "could not close 169.254.0.0/16 in the sandbox's network: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )),
+        Err(e) => Err(failed(&mut child, format!("starting nsenter: {e}"))),
     }
-    Ok(daemon)
+}
+
+/// Waits until `pid`'s network namespace has a default route (IPv4 or
+/// IPv6), while `pasta` runs; at most 10 s.
+fn wait_for_route(pid: i32, pasta: &mut std::process::Child) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if has_default_route(pid) {
+            return Ok(());
+        }
+        if let Ok(Some(_)) = pasta.try_wait() {
+            return Err("pasta could not give the sandbox a network".into());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("pasta gave the sandbox no default route within 10s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Whether `pid`'s network namespace routes 0.0.0.0/0 or ::/0.
+fn has_default_route(pid: i32) -> bool {
+    let v4 = std::fs::read_to_string(format!("/proc/{pid}/net/route")).unwrap_or_default();
+    let v6 = std::fs::read_to_string(format!("/proc/{pid}/net/ipv6_route")).unwrap_or_default();
+    default_route_in(&v4, &v6)
+}
+
+/// Whether /proc/net/route (`v4`) or /proc/net/ipv6_route (`v6`) text
+/// lists a default route.
+fn default_route_in(v4: &str, v6: &str) -> bool {
+    let v4_default = v4
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"));
+    let v6_default = v6.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        // destination, its prefix length, …, the interface last.
+        f.next() == Some("00000000000000000000000000000000")
+            && f.next() == Some("00")
+            && l.split_whitespace().last() != Some("lo")
+    });
+    v4_default || v6_default
 }
 
 #[cfg(test)]
@@ -406,6 +468,19 @@ mod tests {
         assert_eq!(loopback_port("http://user:pw@127.0.0.1:8080"), Some(8080));
         assert_eq!(loopback_port("http://mirror.invalid/debian"), None);
         assert_eq!(loopback_port("http://10.0.0.1:3142/"), None);
+    }
+
+    #[test]
+    fn default_routes_are_found_in_procs_route_tables() {
+        let v4 = "Iface\tDestination\tGateway\tFlags\nens3\t00000000\t0102A8C0\t0003\nens3\t0002A8C0\t00000000\t0001\n";
+        assert!(default_route_in(v4, ""));
+        let v4_local = "Iface\tDestination\tGateway\tFlags\nens3\t0002A8C0\t00000000\t0001\n";
+        assert!(!default_route_in(v4_local, ""));
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 ens3\n";
+        assert!(default_route_in("", v6));
+        // The kernel's unreachable ::/0 on lo is no route out.
+        let v6_lo = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
+        assert!(!default_route_in("", v6_lo));
     }
 
     #[test]
