@@ -24,7 +24,7 @@ DEB = $(OUT)/strata_$(VERSION)_$(DEB_ARCH).deb
 # network).
 DEB_PACKAGES = bubblewrap uidmap passt curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr lintian man-db binutils
 
-.PHONY: deps incus build demo test bench lint install deb
+.PHONY: deps incus qemu build demo test bench lint install deb
 
 deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -50,10 +50,14 @@ demo: deps build
 incus:
 	bash docs/incus-setup.sh
 
+# qemu (the qemu backend, disk images booted in tests) and OVMF; idempotent.
+qemu:
+	bash docs/qemu-setup.sh
+
 # Every test: unit tests of each crate and the integration tests in tests/it,
 # which run the built binaries (so build them first). It installs what the
 # tests run first, so that on a fresh machine this one command is enough.
-test: deps incus
+test: deps incus qemu
 	$(CARGO) build --workspace --bins --examples
 	$(CARGO) test --workspace
 

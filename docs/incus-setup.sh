@@ -18,21 +18,8 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok install
 
 # 1. Packages, from the backports suite of the mirror the host already uses.
 if ! have_pkg incus-base || ! have_pkg incus-client || ! have_pkg dnsmasq-base; then
-  list=/etc/apt/sources.list.d/strata-backports.sources
-  if [ ! -e "$list" ]; then
-    src=/etc/apt/sources.list.d/debian.sources
-    if [ -e "$src" ]; then
-      # The first stanza (the main archive), with its suite turned into backports.
-      awk 'BEGIN{RS=""; ORS="\n"} NR==1' "$src" \
-        | sed -E 's/^Suites:.*/Suites: bookworm-backports/' > "$list"
-    else
-      # One-line sources.list: the first main-archive line.
-      line=$(grep -E '^deb [^#]*[[:space:]]bookworm[[:space:]]' /etc/apt/sources.list | head -n1)
-      [ -n "$line" ] || { echo "incus-setup: no bookworm line in the apt sources" >&2; exit 1; }
-      echo "$line" | sed -E 's/[[:space:]]bookworm[[:space:]]/ bookworm-backports /' \
-        > /etc/apt/sources.list.d/strata-backports.list
-    fi
-  fi
+  . "$(dirname "$0")/backports.sh"
+  add_backports
   apt-get update -q
   apt-get install -y -q --no-install-recommends -t bookworm-backports incus-base incus-client dnsmasq-base
 fi
