@@ -346,8 +346,10 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, bool, i64)>) -> anyhow::Re
 
 /// A path as one debugfs argument.
 fn quoted(path: &str) -> anyhow::Result<String> {
-    if path.contains(['"', '\n', '\\']) {
-        bail!("{path:?}: debugfs cannot be given a path with quotes, backslashes or newlines");
+    // debugfs's parser knows double quotes and nothing else: a backslash
+    // (systemd's unit names have them) is taken as it is.
+    if path.contains(['"', '\n']) {
+        bail!("{path:?}: debugfs cannot be given a path with double quotes or newlines");
     }
     Ok(format!("\"{path}\""))
 }
@@ -361,7 +363,8 @@ fn vfat(
 ) -> anyhow::Result<()> {
     let mut cmd = Command::new("mkfs.vfat");
     cmd.arg(format!("--offset={}", part.start / SECTOR))
-        .args(["--invariant", "-i", volid]);
+        .args(["--invariant", "-i", volid])
+        .args(fat_size(part.size));
     if let Some(label) = &options.label {
         cmd.arg("-n").arg(label);
     }
@@ -411,6 +414,22 @@ fn vfat(
             .with_context(|| format!("mcopy into {dir} failed"))?;
     }
     Ok(())
+}
+
+/// The FAT type (and cluster size) for a partition of `size` bytes.
+/// mkfs.fat would choose by the size of the whole image file, not the
+/// partition's, and refuse the FAT32 it chose for an ESP of 100 MiB; FAT32,
+/// which UEFI asks of an ESP, needs 65525 clusters: one-sector clusters
+/// below 512 MiB give that from 33 MiB up.
+fn fat_size(size: u64) -> Vec<&'static str> {
+    const MIB: u64 = 1 << 20;
+    if size < 64 * MIB {
+        vec!["-F", "16"]
+    } else if size < 512 * MIB {
+        vec!["-F", "32", "-s", "1"]
+    } else {
+        vec!["-F", "32"]
+    }
 }
 
 /// An mtools command on the filesystem at `target` (IMAGE@@OFFSET).
