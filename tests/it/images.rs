@@ -10,7 +10,7 @@
 
 use crate::support::{Env, require};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -199,14 +199,19 @@ fn boot_to_login(env: &Env, image: &Path, within: Duration) -> Result<String, St
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    // Chunks, not lines: the prompt ("localhost login: ") ends no line.
     std::thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = Vec::new();
-        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-            let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
-            line.clear();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
         }
     });
     let start = Instant::now();
@@ -214,9 +219,9 @@ fn boot_to_login(env: &Env, image: &Path, within: Duration) -> Result<String, St
     let found = loop {
         let left = within.saturating_sub(start.elapsed());
         match rx.recv_timeout(left.min(Duration::from_secs(5))) {
-            Ok(line) => {
-                seen.push_str(&line);
-                if line.contains(" login:") {
+            Ok(chunk) => {
+                seen.push_str(&chunk);
+                if seen.contains(" login: ") {
                     break true;
                 }
             }
@@ -376,7 +381,7 @@ fn images_a_disk_image_is_laid_out_bootable_reproducible_and_rebuilt_in_part() {
         && Path::new("/usr/share/OVMF/OVMF_CODE_4M.fd").exists()
     {
         match boot_to_login(&env, &raw, Duration::from_secs(300)) {
-            Ok(_) => {}
+            Ok(seen) => assert!(seen.contains("Debian GNU/Linux 12"), "{seen}"),
             Err(seen) => panic!("no login prompt on the serial console:\n{seen}"),
         }
     }
