@@ -235,7 +235,7 @@ fn kernel_version() -> anyhow::Result<String> {
         })
         .filter(|v| Path::new(&format!("/boot/initrd.img-{v}")).is_file())
         .collect();
-    versions.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+    versions.sort_by_key(|v| version_key(v));
     versions
         .pop()
         .context("no kernel with an initrd in /boot after installing the kernel package (/boot/vmlinuz-V and /boot/initrd.img-V)")
@@ -315,8 +315,8 @@ mod tests {
 
     #[test]
     fn the_newest_kernel_is_chosen() {
-        let mut v = vec!["6.1.0-10-amd64", "6.1.0-9-amd64"];
-        v.sort_by(|a, b| version_key(a).cmp(&version_key(b)));
+        let mut v = ["6.1.0-10-amd64", "6.1.0-9-amd64"];
+        v.sort_by_key(|v| version_key(v));
         assert_eq!(v.last(), Some(&"6.1.0-10-amd64"));
     }
 }

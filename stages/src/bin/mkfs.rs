@@ -221,7 +221,6 @@ fn source(args: &Args, path: &str) -> anyhow::Result<PathBuf> {
     Ok(real)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn ext4(
     image: &Path,
     part: &Partition,
