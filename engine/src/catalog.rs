@@ -42,6 +42,16 @@ const BUILTIN_SCHEMAS: &[(&str, &str)] = &[
         "tarball-to-incus",
         include_str!("../../schemas/stages/tarball-to-incus.json"),
     ),
+    (
+        "partition",
+        include_str!("../../schemas/stages/partition.json"),
+    ),
+    ("mkfs", include_str!("../../schemas/stages/mkfs.json")),
+    (
+        "bootloader",
+        include_str!("../../schemas/stages/bootloader.json"),
+    ),
+    ("convert", include_str!("../../schemas/stages/convert.json")),
 ];
 
 /// The version of the built-in stages and runners as a set: bump it when

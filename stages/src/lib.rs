@@ -5,7 +5,9 @@
 //! args      the arguments document (strata_protocol's types), typed options
 //! beneath   paths resolved beneath a tree, and files written there (Root::write_file)
 //! tool      the one place programs are started: run, status, capture, Log
+//! disk      image layouts (the partition stage's FILENAME.json), derived uuids, sizes
 //! debian    apt sources, deb822 and clearsigned control files, dpkg-deb fields, changelogs
+//! apt       packages installed from inside a tree, services held back, no caches left
 //! archive   reproducible tarballs; the one compression enum
 //! unpack    a tarball unpacked beneath a tree by one parser (the tar crate)
 //! ```
@@ -28,8 +30,10 @@ mod args;
 mod beneath;
 mod tool;
 
+pub mod apt;
 pub mod archive;
 pub mod debian;
+pub mod disk;
 pub mod unpack;
 
 use std::path::PathBuf;
@@ -37,7 +41,9 @@ use std::process::ExitCode;
 
 pub use args::{ARGS_ENV, ARGS_PATH, Args, Input, Meta, Paths};
 pub use beneath::{Entry, Root, StagedFile, locate};
-pub use tool::{Failure, Log, capture, capture_logged, program, run as run_tool, status};
+pub use tool::{
+    Failure, Log, capture, capture_logged, feed, feed_stderr, program, run as run_tool, status,
+};
 
 /// What can go wrong in the shared parts of a stage.
 #[derive(Debug, thiserror::Error)]

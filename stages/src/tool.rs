@@ -4,6 +4,8 @@
 //!
 //! ```text
 //!   run(cmd)        stdout -> the stage's log; stderr kept for the error, then logged
+//!   feed(cmd, text) run(cmd) with `text` as its stdin (sfdisk's script)
+//!   feed_stderr     feed, stdout dropped, stderr given back (debugfs -f)
 //!   status(cmd)     stdout, stderr -> the stage's log, as they are; how it ended
 //!   capture(cmd)    stdout -> a String;        stderr kept for the error
 //!   Log::run(cmd)   stdout+stderr, as they come -> the stage's log [+ a file]; last lines kept
@@ -97,6 +99,49 @@ pub fn run(cmd: &mut Command) -> Result<(), Failure> {
         eprint!("{}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
+}
+
+/// [`run`] with `input` as the program's stdin, for tools that read their
+/// instructions there (sfdisk's script).
+pub fn feed(cmd: &mut Command, input: &[u8]) -> Result<(), Failure> {
+    let out = fed(cmd, input, Stdio::inherit())?;
+    if !out.stderr.is_empty() {
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// [`feed`] for a tool that echoes every instruction (debugfs -f): its
+/// stdout is dropped, and its stderr given back, for tools that say there
+/// what failed and still exit 0.
+pub fn feed_stderr(cmd: &mut Command, input: &[u8]) -> Result<String, Failure> {
+    let out = fed(cmd, input, Stdio::null())?;
+    Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn fed(cmd: &mut Command, input: &[u8], stdout: Stdio) -> Result<std::process::Output, Failure> {
+    let program = program(cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::spawn(&program, e))?;
+    // Written from a thread: a tool that answers while it reads would
+    // otherwise fill its stderr pipe and wait on us as we wait on it.
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        // A tool that stops reading early says why on stderr, and its
+        // exit status tells; a broken pipe here adds nothing to that.
+        let _ = stdin.write_all(&input);
+    });
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Failure::wait(&program, e))?;
+    let _ = writer.join();
+    Failure::check(&program, out.status, &out.stderr)?;
+    Ok(out)
 }
 
 /// Runs `cmd` to its end with no stdin and both its streams the stage's

@@ -12,6 +12,7 @@ mod debian;
 mod fsck;
 mod hardening;
 mod ids;
+mod images;
 mod incus_image;
 mod isolation;
 mod layout;

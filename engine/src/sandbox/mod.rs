@@ -171,7 +171,12 @@ impl StageSpec {
             op(&["--dev"], None, "/dev"),
             op(&["--perms", "1777", "--tmpfs"], None, "/tmp"),
             op(&["--perms", "1777", "--tmpfs"], None, "/var/tmp"),
-            op(&["--tmpfs"], None, "/run"),
+            // Open to all, like /tmp: bwrap makes the tmpfs as an owner the
+            // stage's own user namespace does not map (it shows as nobody),
+            // so 0755 would keep the stage's root from writing there, and
+            // tools that lock under /run (adduser's /run/adduser, run by
+            // udev's postinst) would fail in a tree-rooted stage.
+            op(&["--perms", "1777", "--tmpfs"], None, "/run"),
             op(&["--perms", "0755", "--dir"], None, "/run/strata"),
         ];
         if self.network && !matches!(self.root, Root::Host(_)) {
@@ -508,7 +513,7 @@ mod tests {
         // sandbox's fresh /run, once that is mounted.
         assert!(
             s.contains(
-                "--tmpfs /run --perms 0755 --dir /run/strata --perms 0755 --dir \
+                "--perms 1777 --tmpfs /run --perms 0755 --dir /run/strata --perms 0755 --dir \
                  /run/systemd/resolve --ro-bind-try /etc/resolv.conf \
                  /run/systemd/resolve/stub-resolv.conf --bind /w/tree /run/strata/tree"
             ),

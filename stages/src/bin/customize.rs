@@ -20,7 +20,6 @@
 //! packages ─> files ─> script ─> hostname ─> enable/disable units ─> users
 //! ```
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
@@ -88,14 +87,6 @@ struct User {
     home: Option<String>,
 }
 
-/// Set in place of the tree's own while packages install: services must not
-/// start in a tree that is not running (invoke-rc.d honours it; exit 101 is
-/// "action forbidden").
-const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
-const POLICY_RC_D_SAVED: &str = "/usr/sbin/policy-rc.d.strata-saved";
-const POLICY_DENY: &str =
-    "#!/bin/sh\n# strata customize: no service starts while packages install.\nexit 101\n";
-
 fn main() -> ExitCode {
     strata_stage::main(run)
 }
@@ -113,7 +104,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut meta = Map::new();
 
     if !options.packages.is_empty() {
-        install(&options.packages)
+        strata_stage::apt::install(&options.packages)
             .with_context(|| format!("cannot install {}", options.packages.join(" ")))?;
         meta.insert("packages_installed".into(), json!(options.packages));
     }
@@ -137,109 +128,6 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     write_meta(args, &Value::Object(meta))?;
     Ok(())
-}
-
-/// `apt-get update`, `install`, `clean`, with services held back, and no
-/// lists or caches left in the tree afterwards.
-fn install(packages: &[String]) -> anyhow::Result<()> {
-    let had_policy = Path::new(POLICY_RC_D).symlink_metadata().is_ok();
-    if had_policy {
-        std::fs::rename(POLICY_RC_D, POLICY_RC_D_SAVED)
-            .with_context(|| format!("cannot move {POLICY_RC_D} aside"))?;
-    }
-    let installed = write_policy().and_then(|()| apt(packages));
-    // Put the tree's own policy back even when apt failed: a failed stage's
-    // tree is kept for inspection (--checkpoint) and should look as it was.
-    let _ = std::fs::remove_file(POLICY_RC_D);
-    let restored = if had_policy {
-        std::fs::rename(POLICY_RC_D_SAVED, POLICY_RC_D)
-            .with_context(|| format!("cannot put {POLICY_RC_D} back"))
-    } else {
-        Ok(())
-    };
-    // Cleaned even after a failure, for the same reason.
-    let cleaned = clean_apt();
-    installed?;
-    restored?;
-    cleaned
-}
-
-fn write_policy() -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o755)
-        .open(POLICY_RC_D)
-        .with_context(|| format!("cannot write {POLICY_RC_D}"))?;
-    f.write_all(POLICY_DENY.as_bytes())
-        .with_context(|| format!("cannot write {POLICY_RC_D}"))
-}
-
-fn apt(packages: &[String]) -> anyhow::Result<()> {
-    for argv in apt_argvs(packages) {
-        let mut cmd = Command::new(argv[0]);
-        cmd.args(&argv[1..])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .current_dir("/");
-        println!("running {}", argv.join(" "));
-        run_tool(&mut cmd)?;
-    }
-    Ok(())
-}
-
-/// The apt-get runs, in order.
-fn apt_argvs(packages: &[String]) -> Vec<Vec<&str>> {
-    let mut install = vec!["apt-get", "install", "-y", "--no-install-recommends"];
-    install.extend(packages.iter().map(String::as_str));
-    vec![vec!["apt-get", "update"], install, vec!["apt-get", "clean"]]
-}
-
-/// Removes the package lists and caches `apt-get clean` leaves: a system
-/// image should not ship a day's snapshot of the archive. What apt itself
-/// expects to find (`lists/partial`, `lists/lock`) stays, emptied.
-fn clean_apt() -> anyhow::Result<()> {
-    let lists = Path::new("/var/lib/apt/lists");
-    for entry in read_dir(lists)? {
-        let name = entry.file_name();
-        let path = entry.path();
-        if name == "lock" {
-            continue;
-        }
-        if name == "partial" && path.is_dir() {
-            for inner in read_dir(&path)? {
-                remove(&inner.path())?;
-            }
-            continue;
-        }
-        remove(&path)?;
-    }
-    for entry in read_dir(Path::new("/var/cache/apt"))? {
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "bin") {
-            remove(&path)?;
-        }
-    }
-    Ok(())
-}
-
-fn read_dir(dir: &Path) -> anyhow::Result<Vec<std::fs::DirEntry>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("cannot list {}", dir.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
-        Err(e) => Err(e).with_context(|| format!("cannot list {}", dir.display())),
-    }
-}
-
-fn remove(path: &Path) -> anyhow::Result<()> {
-    let removed = if path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
-        std::fs::remove_dir_all(path)
-    } else {
-        std::fs::remove_file(path)
-    };
-    removed.with_context(|| format!("cannot remove {}", path.display()))
 }
 
 /// Writes one file through the stages' one writer ([`Root::write_file`],
@@ -557,26 +445,6 @@ mod tests {
         assert!(options(json!({"files": [{"path": "/x", "content": "", "uid": 0}]})).is_err());
         assert!(options(json!({"users": [{"name": "x", "password": "y"}]})).is_err());
         assert!(options(json!({"script": {"from": "input://s/x", "args": []}})).is_err());
-    }
-
-    #[test]
-    fn apt_runs_update_install_clean() {
-        let pkgs = vec!["hello".to_owned(), "less".to_owned()];
-        assert_eq!(
-            apt_argvs(&pkgs),
-            [
-                vec!["apt-get", "update"],
-                vec![
-                    "apt-get",
-                    "install",
-                    "-y",
-                    "--no-install-recommends",
-                    "hello",
-                    "less"
-                ],
-                vec!["apt-get", "clean"],
-            ]
-        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod copy;
 mod customize;
+mod images;
 mod mkdir;
 mod tar;
 mod tarball_to_incus;
