@@ -23,9 +23,9 @@ DEB = $(OUT)/strata_$(VERSION)_$(DEB_ARCH).deb
 # (newuidmap for rootless builds) and passt (pasta: network stages' own
 # network); the image stages' tools, which run in the build root (the
 # host's /usr when a pipeline has no build pipeline): fdisk (sfdisk:
-# partition), e2fsprogs, dosfstools, mtools and util-linux (mkfs), qemu-utils
-# (convert); and what the image tests boot with: qemu-system-x86 and ovmf.
-DEB_PACKAGES = bubblewrap uidmap passt curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr lintian man-db binutils fdisk e2fsprogs dosfstools mtools qemu-utils qemu-system-x86 ovmf
+# partition), e2fsprogs, dosfstools, mtools and util-linux (mkfs). qemu-utils
+# (convert), qemu-system-x86 and ovmf come from `make qemu` (backports).
+DEB_PACKAGES = bubblewrap uidmap passt curl tar gzip xz-utils zstd coreutils ca-certificates time mmdebstrap debian-archive-keyring dpkg-dev tmux xfsprogs attr lintian man-db binutils fdisk e2fsprogs dosfstools mtools
 
 .PHONY: deps incus qemu build demo test bench lint install deb
 

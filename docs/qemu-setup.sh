@@ -8,7 +8,12 @@ export DEBIAN_FRONTEND=noninteractive
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
 
-if ! have_pkg qemu-system-x86 || ! have_pkg qemu-utils || ! have_pkg ovmf; then
+# bookworm's own qemu (7.2) is replaced: the tests are made with 10.
+recent() {
+  have_pkg "$1" && dpkg --compare-versions "$(dpkg-query -W -f='${Version}' "$1")" ge 1:10
+}
+
+if ! recent qemu-system-x86 || ! recent qemu-utils || ! have_pkg ovmf; then
   . "$(dirname "$0")/backports.sh"
   add_backports
   apt-get update -q
