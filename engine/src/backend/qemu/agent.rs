@@ -398,16 +398,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Whether the agent answers a PING within `wait`: used while the guest
-    /// boots, when the agent may not be listening yet.
-    pub fn ping(&mut self, wait: Duration) -> Result<bool, AgentError> {
-        match self.sync(Instant::now() + wait) {
-            Ok(()) => Ok(true),
-            Err(AgentError::Deadline) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Runs `req` and reads its reply; `deadline` bounds the whole exchange
     /// (none: as long as qemu runs).
     pub fn run(

@@ -51,8 +51,12 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a request waits for the agent to take it (an earlier,
 /// abandoned command may still be running in it).
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one push or pull may take.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 /// The kernel command line of `direct` boots made by [`DiskImage::direct`].
-pub const DIRECT_CMDLINE: &str = "root=/dev/vda rw console=ttyS0 panic=1";
+/// `quiet`: every console line is an emulated UART's worth of traps under
+/// TCG; panics and systemd's failures still print.
+pub const DIRECT_CMDLINE: &str = "root=/dev/vda rw console=ttyS0 panic=1 quiet";
 
 /// The disk image's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,35 +424,50 @@ impl Qemu {
         }
     }
 
-    /// Runs `req` through the agent.
+    /// Runs `req` through the agent. The guest ends the command at its
+    /// timeout; the host gives it a margin to say so, then stops waiting.
+    /// Without a timeout it waits as long as qemu runs.
     fn request(&self, req: &Request<'_>) -> Result<Reply, BackendError> {
-        let alive = || self.alive();
-        let fail = |e| self.agent_error(e, req.argv, req.timeout);
-        let mut session = Session::connect(&self.files.sock(), &alive).map_err(fail)?;
-        // The guest ends the command at its timeout; the host gives it a
-        // margin to say so, then stops waiting.
         let deadline = req
             .timeout
             .map(|t| Instant::now() + SYNC_TIMEOUT + t + Duration::from_secs(30));
-        session
-            .run(req, Instant::now() + SYNC_TIMEOUT, deadline)
-            .map_err(fail)
+        self.request_until(req, Instant::now() + SYNC_TIMEOUT, deadline)
     }
 
-    /// Runs `argv` as root with `stdin`, captured; a non-zero status is an
-    /// error naming `what`.
-    fn root(&self, argv: &[&str], stdin: &[u8], what: &str) -> Result<Completed, BackendError> {
+    fn request_until(
+        &self,
+        req: &Request<'_>,
+        sync: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Reply, BackendError> {
+        let alive = || self.alive();
+        let fail = |e| self.agent_error(e, req.argv, req.timeout);
+        let mut session = Session::connect(&self.files.sock(), &alive).map_err(fail)?;
+        session.run(req, sync, deadline).map_err(fail)
+    }
+
+    /// Runs `argv` as root with `stdin`, captured, within `limit` (push,
+    /// pull, useradd: an agent that died mid-request must not leave strata
+    /// waiting on a qemu that runs on).
+    fn root(
+        &self,
+        argv: &[&str],
+        stdin: &[u8],
+        what: &str,
+        limit: Duration,
+    ) -> Result<Completed, BackendError> {
         let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
         let env = super::unshare::base_env(User::Root, "/root");
-        let reply = self.request(&Request {
+        let req = Request {
             argv: &argv,
             env: &env,
             cwd: "/",
             uid: 0,
             stdin,
-            timeout: None,
-        })?;
-        match reply {
+            timeout: Some(limit),
+        };
+        let now = Instant::now();
+        match self.request_until(&req, now + limit.min(SYNC_TIMEOUT), Some(now + limit))? {
             Reply::Ran {
                 status,
                 stdout,
@@ -488,17 +507,16 @@ impl Qemu {
                     ),
                 });
             }
-            // One connection, pinged every 200 ms: the agent answers the
-            // first PING it reads once it runs.
+            // One connection and one PING: qemu reads nothing from the
+            // socket before the guest opens its port, so the PING waits
+            // there for the agent (more would only fill the socket and
+            // block strata's writes). A connection that fails (qemu still
+            // setting up) is tried again.
             match Session::connect(&self.files.sock(), &alive) {
-                Ok(mut session) => loop {
-                    match session.ping(Duration::from_millis(200)) {
-                        Ok(true) => return Ok(()),
-                        Ok(false) if started.elapsed() <= limit => {}
-                        Ok(false) => break,
-                        Err(AgentError::Interrupted) => return Err(BackendError::Interrupted),
-                        Err(_) => break,
-                    }
+                Ok(mut session) => match session.sync(started + limit) {
+                    Ok(()) => return Ok(()),
+                    Err(AgentError::Interrupted) => return Err(BackendError::Interrupted),
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
                 },
                 Err(AgentError::Interrupted) => return Err(BackendError::Interrupted),
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -536,7 +554,7 @@ impl Qemu {
         let script = format!(
             "id -u {USER_NAME} >/dev/null 2>&1 || useradd --create-home --uid {USER_ID} --user-group --shell /bin/sh {USER_NAME}"
         );
-        let done = self.root(&["sh", "-c", &script], b"", "useradd")?;
+        let done = self.root(&["sh", "-c", &script], b"", "useradd", SYNC_TIMEOUT)?;
         if done.status != 0 {
             return Err(BackendError::Tool {
                 command: script,
@@ -823,7 +841,8 @@ impl ExecutionEnvironment for Qemu {
         // stop timeout lets qemu live anyway.
         let limit = self.state.stop_timeout();
         let started = Instant::now();
-        let _ = self.root(&["systemctl", "--no-block", "poweroff"], b"", "poweroff");
+        let ask = limit.clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let _ = self.root(&["systemctl", "--no-block", "poweroff"], b"", "poweroff", ask);
         let left = limit.saturating_sub(started.elapsed());
         let how = if wait_until(left, || !self.alive()) {
             Stopped::Gracefully
@@ -944,6 +963,7 @@ impl ExecutionEnvironment for Qemu {
             &["sh", "-c", PUSH_FILE, "strata-push", target, &owner, &mode],
             &bytes,
             "push",
+            TRANSFER_TIMEOUT,
         )?;
         match done.status {
             0 => Ok(()),
@@ -964,7 +984,12 @@ impl ExecutionEnvironment for Qemu {
         self.require_running()?;
         inside_path(source)?;
         basename(source, folder)?;
-        let done = self.root(&["sh", "-c", PULL_FILE, "strata-pull", source], b"", "pull")?;
+        let done = self.root(
+            &["sh", "-c", PULL_FILE, "strata-pull", source],
+            b"",
+            "pull",
+            TRANSFER_TIMEOUT,
+        )?;
         match done.status {
             0 => {}
             20 => return Err(BackendError::NotFound(source.to_owned())),
@@ -1006,6 +1031,7 @@ impl ExecutionEnvironment for Qemu {
             &["sh", "-c", pull::PUSH_DIR, "strata-push", target],
             &archive,
             "push",
+            TRANSFER_TIMEOUT,
         )?;
         match done.status {
             0 => Ok(()),
@@ -1029,7 +1055,12 @@ impl ExecutionEnvironment for Qemu {
         self.require_running()?;
         inside_path(source)?;
         basename(source, folder)?;
-        let done = self.root(&["sh", "-c", pull::PULL_DIR, "strata-pull", source], b"", "pull")?;
+        let done = self.root(
+            &["sh", "-c", pull::PULL_DIR, "strata-pull", source],
+            b"",
+            "pull",
+            TRANSFER_TIMEOUT,
+        )?;
         if done.status != 0 {
             return Err(BackendError::NotFound(source.to_owned()));
         }
@@ -1065,7 +1096,7 @@ mod tests {
         });
         let argv = joined(&qemu_argv(&files, "e", &direct, Accel::Tcg, false));
         assert!(argv.contains("-accel tcg -cpu max -smp 2 -m 1024"), "{argv}");
-        assert!(argv.contains("-kernel /s/instances/e/qemu/vmlinuz -initrd /s/instances/e/qemu/initrd.img -append root=/dev/vda rw console=ttyS0 panic=1"), "{argv}");
+        assert!(argv.contains("-kernel /s/instances/e/qemu/vmlinuz -initrd /s/instances/e/qemu/initrd.img -append root=/dev/vda rw console=ttyS0 panic=1 quiet"), "{argv}");
         assert!(argv.contains("socket,id=agent,path=/s/instances/e/qemu/agent.sock,server=on,wait=off"), "{argv}");
         assert!(argv.contains("-daemonize -pidfile /s/instances/e/qemu/qemu.pid"), "{argv}");
         assert!(!argv.contains("-netdev") && !argv.contains("hostfwd"), "{argv}");
