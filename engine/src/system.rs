@@ -237,11 +237,12 @@ pub fn create_env(
         }
         (Backend::Qemu, Image::Build(source)) => {
             system = build_system(store, catalog, source, false, quiet)?;
-            let (disk, format) = disk_image(&system.tree).ok_or_else(|| BackendError::NotASystem {
-                image: system.origin.clone(),
-                backend: Backend::Qemu,
-                path: Backend::Qemu.required_path(),
-            })?;
+            let (disk, format) =
+                disk_image(&system.tree).ok_or_else(|| BackendError::NotASystem {
+                    image: system.origin.clone(),
+                    backend: Backend::Qemu,
+                    path: Backend::Qemu.required_path(),
+                })?;
             // A disk image made by a pipeline boots with its own bootloader.
             Prepared::Disk {
                 image: DiskImage {

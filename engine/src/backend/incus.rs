@@ -609,7 +609,10 @@ impl ExecutionEnvironment for Incus {
         self.require_running()?;
         inside_path(source)?;
         basename(source, folder)?;
-        let ran = self.exec(&["sh", "-c", pull::PULL_DIR, "strata-pull", source], Stdin::Null)?;
+        let ran = self.exec(
+            &["sh", "-c", pull::PULL_DIR, "strata-pull", source],
+            Stdin::Null,
+        )?;
         if !ran.outcome.success() {
             return Err(BackendError::NotFound(source.to_owned()));
         }

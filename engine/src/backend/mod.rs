@@ -231,7 +231,9 @@ pub enum BackendError {
     #[error("the {0} backend is not implemented yet")]
     NotImplemented(Backend),
     /// A running environment's VM is not there any more.
-    #[error("environment `{env}` is not running any more: {detail}\n    hint: strata env start {env}")]
+    #[error(
+        "environment `{env}` is not running any more: {detail}\n    hint: strata env start {env}"
+    )]
     Gone {
         /// The environment.
         env: String,

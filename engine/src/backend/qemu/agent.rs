@@ -138,13 +138,15 @@ while :; do
 done
 "#;
 
-/// The agent's unit. It starts as early as the root filesystem is
-/// writable, not after multi-user: the time to the first command is the
-/// boot time users wait for.
+/// The agent's unit. It starts as soon as the root filesystem is writable
+/// (and /var/lib mounted, where it keeps a command's files), not after
+/// local-fs or multi-user: the time to the first command is the boot time
+/// users wait for.
 pub const AGENT_UNIT: &str = "[Unit]
 Description=strata guest agent (commands from strata's qemu backend on a virtio-serial port)
 DefaultDependencies=no
-After=systemd-remount-fs.service local-fs.target
+After=systemd-remount-fs.service
+RequiresMountsFor=/var/lib
 Conflicts=shutdown.target
 Before=shutdown.target
 
@@ -307,7 +309,8 @@ impl<'a> Session<'a> {
 
     fn send(&mut self, bytes: &[u8]) -> Result<(), AgentError> {
         // A guest that stopped reading would block a large write for good.
-        self.stream.set_write_timeout(Some(Duration::from_secs(60)))?;
+        self.stream
+            .set_write_timeout(Some(Duration::from_secs(60)))?;
         self.stream.write_all(bytes).map_err(|e| {
             if (self.alive)() {
                 AgentError::Io(e)

@@ -215,7 +215,12 @@ pub fn qemu_argv(files: &Files, name: &str, vm: &Vm, accel: Accel, network: bool
     push(&["-machine", "q35", "-accel", accel.as_str()]);
     // TCG's `max` has every feature it can emulate; KVM passes the host's.
     push(&["-cpu", if accel == Accel::Kvm { "host" } else { "max" }]);
-    push(&["-smp", &vm.cpus.to_string(), "-m", &vm.memory_mib.to_string()]);
+    push(&[
+        "-smp",
+        &vm.cpus.to_string(),
+        "-m",
+        &vm.memory_mib.to_string(),
+    ]);
     push(&["-nodefaults", "-no-user-config", "-display", "none"]);
     // A guest that reboots or panics (panic=1) ends qemu: reported, not looped.
     push(&["-no-reboot"]);
@@ -232,15 +237,26 @@ pub fn qemu_argv(files: &Files, name: &str, vm: &Vm, accel: Accel, network: bool
     push(&["-device", "virtio-serial-pci,id=vs"]);
     push(&[
         "-chardev",
-        &format!("socket,id=agent,path={},server=on,wait=off", path(files.sock())),
+        &format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            path(files.sock())
+        ),
     ]);
     push(&[
         "-device",
-        &format!("virtserialport,bus=vs.0,chardev=agent,name={}", agent::PORT_NAME),
+        &format!(
+            "virtserialport,bus=vs.0,chardev=agent,name={}",
+            agent::PORT_NAME
+        ),
     ]);
     if network {
         // User-mode: no root, no bridge, no port on the host.
-        push(&["-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0"]);
+        push(&[
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-pci,netdev=net0",
+        ]);
     }
     match &vm.boot {
         Boot::Efi => {
@@ -384,14 +400,14 @@ impl Qemu {
         let text: String = lines
             .iter()
             .map(|l| {
-                let clean: String = l.chars().filter(|c| !c.is_control() || *c == '\t').collect();
+                let clean: String = l
+                    .chars()
+                    .filter(|c| !c.is_control() || *c == '\t')
+                    .collect();
                 format!("\n    | {clean}")
             })
             .collect();
-        format!(
-            "last lines of {}:{text}",
-            self.files.console().display()
-        )
+        format!("last lines of {}:{text}", self.files.console().display())
     }
 
     fn gone(&self) -> BackendError {
@@ -703,7 +719,11 @@ pub fn accel(cache_dir: &Path) -> Result<Accel, BackendError> {
         && let Some((id, answer)) = text.trim().split_once(' ')
         && id == boot_id.trim()
     {
-        return Ok(if answer == "kvm" { Accel::Kvm } else { Accel::Tcg });
+        return Ok(if answer == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        });
     }
     let answer = if probe_kvm(cache_dir) {
         Accel::Kvm
@@ -814,12 +834,15 @@ impl ExecutionEnvironment for Qemu {
                 command: "qemu-system-x86_64".into(),
                 detail: format!(
                     "{}{hint}",
-                    String::from_utf8_lossy(&ran.stderr).trim().to_owned() + &ran.outcome.describe()
+                    String::from_utf8_lossy(&ran.stderr).trim().to_owned()
+                        + &ran.outcome.describe()
                 ),
             });
         }
         self.state.running = true;
-        let ready = self.wait_ready(READY_TIMEOUT).and_then(|()| self.ensure_user());
+        let ready = self
+            .wait_ready(READY_TIMEOUT)
+            .and_then(|()| self.ensure_user());
         if let Err(e) = ready {
             // A VM that never became usable only burns CPU.
             let _ = self.kill();
@@ -842,7 +865,12 @@ impl ExecutionEnvironment for Qemu {
         let limit = self.state.stop_timeout();
         let started = Instant::now();
         let ask = limit.clamp(Duration::from_secs(1), Duration::from_secs(10));
-        let _ = self.root(&["systemctl", "--no-block", "poweroff"], b"", "poweroff", ask);
+        let _ = self.root(
+            &["systemctl", "--no-block", "poweroff"],
+            b"",
+            "poweroff",
+            ask,
+        );
         let left = limit.saturating_sub(started.elapsed());
         let how = if wait_until(left, || !self.alive()) {
             Stopped::Gracefully
@@ -1095,12 +1123,27 @@ mod tests {
             cmdline: DIRECT_CMDLINE.into(),
         });
         let argv = joined(&qemu_argv(&files, "e", &direct, Accel::Tcg, false));
-        assert!(argv.contains("-accel tcg -cpu max -smp 2 -m 1024"), "{argv}");
+        assert!(
+            argv.contains("-accel tcg -cpu max -smp 2 -m 1024"),
+            "{argv}"
+        );
         assert!(argv.contains("-kernel /s/instances/e/qemu/vmlinuz -initrd /s/instances/e/qemu/initrd.img -append root=/dev/vda rw console=ttyS0 panic=1 quiet"), "{argv}");
-        assert!(argv.contains("socket,id=agent,path=/s/instances/e/qemu/agent.sock,server=on,wait=off"), "{argv}");
-        assert!(argv.contains("-daemonize -pidfile /s/instances/e/qemu/qemu.pid"), "{argv}");
-        assert!(!argv.contains("-netdev") && !argv.contains("hostfwd"), "{argv}");
-        assert!(argv.contains("-nodefaults"), "no default NIC either: {argv}");
+        assert!(
+            argv.contains("socket,id=agent,path=/s/instances/e/qemu/agent.sock,server=on,wait=off"),
+            "{argv}"
+        );
+        assert!(
+            argv.contains("-daemonize -pidfile /s/instances/e/qemu/qemu.pid"),
+            "{argv}"
+        );
+        assert!(
+            !argv.contains("-netdev") && !argv.contains("hostfwd"),
+            "{argv}"
+        );
+        assert!(
+            argv.contains("-nodefaults"),
+            "no default NIC either: {argv}"
+        );
         assert!(!argv.contains("pflash"), "{argv}");
     }
 
@@ -1109,9 +1152,18 @@ mod tests {
         let files = Files("/s/instances/e/qemu".into());
         let argv = joined(&qemu_argv(&files, "e", &vm(Boot::Efi), Accel::Kvm, true));
         assert!(argv.contains("-accel kvm -cpu host"), "{argv}");
-        assert!(argv.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0"), "{argv}");
-        assert!(argv.contains(&format!("unit=0,readonly=on,file={OVMF_CODE}")), "{argv}");
-        assert!(argv.contains("unit=1,file=/s/instances/e/qemu/OVMF_VARS.fd"), "{argv}");
+        assert!(
+            argv.contains("-netdev user,id=net0 -device virtio-net-pci,netdev=net0"),
+            "{argv}"
+        );
+        assert!(
+            argv.contains(&format!("unit=0,readonly=on,file={OVMF_CODE}")),
+            "{argv}"
+        );
+        assert!(
+            argv.contains("unit=1,file=/s/instances/e/qemu/OVMF_VARS.fd"),
+            "{argv}"
+        );
         assert!(!argv.contains("-kernel"), "{argv}");
     }
 
