@@ -700,6 +700,41 @@ mod tests {
     }
 
     #[test]
+    fn a_single_file_pull_takes_one_regular_file_and_nothing_else() {
+        let one = |build: &dyn Fn(&mut tar::Builder<Vec<u8>>)| {
+            let mut b = tar::Builder::new(Vec::new());
+            build(&mut b);
+            b.into_inner().unwrap()
+        };
+        let file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o4750);
+            h.set_size(data.len() as u64);
+            h.set_path(path).unwrap();
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        let ok = one(&|b| file(b, "out.bin", b"bytes"));
+        assert_eq!(single_file(&ok, "/x").unwrap(), (b"bytes".to_vec(), 0o4750));
+        let fifo = one(&|b| member(b, "out.bin", tar::EntryType::Fifo, 0o644));
+        let two = one(&|b| {
+            file(b, "a", b"1");
+            file(b, "b", b"2");
+        });
+        let deep = one(&|b| file(b, "etc/shadow", b"x"));
+        for (bad, why) in [
+            (&fifo, "regular file"),
+            (&two, "more than the file"),
+            (&deep, "holds `etc/shadow`"),
+            (&Vec::new(), "sent nothing"),
+        ] {
+            let err = single_file(bad, "/x").unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
+
+    #[test]
     fn an_archive_member_outside_the_folder_is_refused() {
         for bad in ["../up", "/abs", "a/../../b"] {
             let mut raw = tar::Header::new_old();
