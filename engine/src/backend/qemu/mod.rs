@@ -12,6 +12,7 @@
 //!     agent.sock       the agent's virtio-serial port (agent.rs draws the protocol)
 //!     qemu.pid         qemu runs daemonized: environments outlive the strata that started them
 //!     console.log      the serial console; its tail goes into boot and crash errors
+//!     qemu.args        qemu's arguments as `start` gave them, for people
 //! ```
 //!
 //! start:  pick the accelerator (KVM where a tiny guest really runs on it,
@@ -199,6 +200,10 @@ impl Files {
     }
     fn pid(&self) -> PathBuf {
         self.0.join("qemu.pid")
+    }
+    /// qemu's arguments, one a line, as `start` gave them.
+    pub fn args(&self) -> PathBuf {
+        self.0.join("qemu.args")
     }
     /// The serial console's log.
     pub fn console(&self) -> PathBuf {
@@ -818,6 +823,12 @@ impl ExecutionEnvironment for Qemu {
             accel,
             self.state.network,
         );
+        // For people who debug a VM: how strata started it (nothing secret).
+        let lines: Vec<String> = argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        fs::write(self.files.args(), lines.join("\n") + "\n")?;
         // -daemonize: this returns once the VM is set up and qemu detached.
         let ran = process::run(&Invocation {
             program: "qemu-system-x86_64".into(),
@@ -833,9 +844,10 @@ impl ExecutionEnvironment for Qemu {
             return Err(BackendError::Tool {
                 command: "qemu-system-x86_64".into(),
                 detail: format!(
-                    "{}{hint}",
-                    String::from_utf8_lossy(&ran.stderr).trim().to_owned()
-                        + &ran.outcome.describe()
+                    "{} ({}; its arguments are in {}){hint}",
+                    String::from_utf8_lossy(&ran.stderr).trim(),
+                    ran.outcome.describe(),
+                    self.files.args().display(),
                 ),
             });
         }
