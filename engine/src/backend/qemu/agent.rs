@@ -1,4 +1,4 @@
-//! The command channel into a qemu guest: a small POSIX shell agent on a
+//! The command channel into a qemu guest: a small bash agent on a
 //! virtio-serial port, and strata's end of it on the port's unix socket.
 //!
 //! ```text
@@ -6,16 +6,18 @@
 //!  connect ─▶ PING <nonce>\n ──────────────────────────────────────────────▶ strata-agent (systemd unit)
 //!          ◀─ … whatever an earlier, abandoned session still had in flight
 //!          ◀─ PONG <nonce>\n                       (everything before it is skipped)
-//!  RUN <nonce> <timeout ms> <uid> <cwd> <n> <env>… <n> <argv>… <stdin length>\n <stdin bytes>
-//!          ◀─ OUT <nonce> <length>\n <stdout bytes>
-//!          ◀─ ERR <nonce> <length>\n <stderr bytes>
-//!          ◀─ END <nonce> <status>\n          or  NOCMD <nonce>\n (argv[0] is not a command)
+//!  RUN <nonce> <timeout ms> <uid> <n env> <n argv> <stdin length>\n
+//!      <cwd>\0 <KEY=VALUE>\0… <arg>\0… <stdin bytes>
+//!          ◀─ RES <nonce> <status> <stdout length> <stderr length>\n <stdout bytes><stderr bytes>
+//!          ◀─ NOCMD <nonce>\n                  (argv[0] is not a command)
 //! ```
 //!
-//! Every string in a request is `.` + base64, so that an empty one is a word
-//! too and no byte of it means anything to the shell. Everything else in the
-//! channel (push, pull, user creation, poweroff) is a RUN of a shell
-//! command with stdin, as the incus backend does it over `incus exec`.
+//! Strings travel NUL-terminated, as the kernel takes argv: bash reads
+//! them with `read -d ''` without a process per string (under TCG every
+//! process the agent starts costs a good part of a second), and a
+//! command's stdout and stderr come back with one `cat`. Everything else
+//! in the channel (push, pull, user creation, poweroff) is a RUN of a
+//! shell command with stdin, as the incus backend does it over `incus exec`.
 //!
 //! Why virtio-serial: it is a unix socket on the host, so no TCP port, no
 //! key and no NIC is needed (environments without network have none), and
@@ -43,9 +45,9 @@ pub const UNIT_NAME: &str = "strata-agent.service";
 /// Where the image keeps the unit.
 pub const UNIT_PATH: &str = "/etc/systemd/system/strata-agent.service";
 
-/// The agent: POSIX sh and coreutils (base64, head, stat, timeout, env)
-/// and util-linux's setpriv, all in every Debian system.
-pub const AGENT_SCRIPT: &str = r#"#!/bin/sh
+/// The agent: bash, coreutils (head, stat, cat, timeout, env) and
+/// util-linux's setpriv, all Essential in Debian.
+pub const AGENT_SCRIPT: &str = r#"#!/bin/bash
 # strata-agent: runs what strata's qemu backend asks, on the virtio-serial
 # port org.strata.agent. The protocol is drawn in strata's
 # engine/src/backend/qemu/agent.rs.
@@ -56,10 +58,12 @@ NAME=org.strata.agent
 
 # By sysfs, not /dev/virtio-ports: that link is udev's, and udev may be late.
 find_port() {
+  local d n
   for d in /sys/class/virtio-ports/*; do
     [ -r "$d/name" ] || continue
-    if [ "$(cat "$d/name")" = "$NAME" ]; then
-      echo "/dev/${d##*/}"
+    read -r n <"$d/name" || continue
+    if [ "$n" = "$NAME" ]; then
+      port=/dev/${d##*/}
       return 0
     fi
   done
@@ -68,7 +72,7 @@ find_port() {
 
 modprobe virtio_console 2>/dev/null || :
 i=0
-until port=$(find_port) && [ -c "$port" ]; do
+until find_port && [ -c "$port" ]; do
   i=$((i + 1))
   # Not booted by strata: nothing to serve, and nothing failed.
   [ "$i" -lt 600 ] || exit 0
@@ -79,49 +83,38 @@ work=/var/lib/strata-agent
 rm -rf "$work"
 mkdir -p -m 0700 "$work"
 
-# An argument as the host sends it: "." then base64.
-dec() { v=$(printf '%s' "${1#.}" | base64 -d; echo .); v=${v%.}; }
-
-send() { # KIND FILE
-  printf '%s %s %s\n' "$1" "$nonce" "$(stat -c %s "$2")" >&3
-  cat "$2" >&3
-}
-
-serve_run() { # nonce timeout-ms uid cwd n env… n argv… stdin-length
-  nonce=$1 ms=$2 uid=$3
-  dec "$4"; cwd=$v
-  shift 4
-  ne=$1; shift; i=0
-  while [ "$i" -lt "$ne" ]; do i=$((i + 1)); dec "$1"; shift; eval "e_$i=\$v"; done
-  na=$1; shift; i=0
-  while [ "$i" -lt "$na" ]; do i=$((i + 1)); dec "$1"; shift; eval "a_$i=\$v"; done
-  head -c "$1" <&3 >"$work/in"
-  path=$PATH
-  set --
-  i=0
-  while [ "$i" -lt "$ne" ]; do
-    i=$((i + 1)); eval "e=\$e_$i"
-    set -- "$@" "$e"
-    case $e in PATH=*) path=${e#PATH=} ;; esac
+serve_run() { # nonce timeout-ms uid n-env n-argv stdin-length
+  local nonce=$1 ms=$2 uid=$3 ne=$4 na=$5 len=$6 cwd s i frac path=$PATH
+  local -a env=() argv=() pre=() cmd=()
+  # A host gone mid-request leaves a string cut short: run nothing then.
+  IFS= read -r -d '' cwd <&3 || return
+  for ((i = 0; i < ne; i++)); do
+    IFS= read -r -d '' s <&3 || return
+    env+=("$s")
+    case $s in PATH=*) path=${s#PATH=} ;; esac
   done
-  if ! (PATH=$path; command -v -- "$a_1") >/dev/null 2>&1; then
+  for ((i = 0; i < na; i++)); do
+    IFS= read -r -d '' s <&3 || return
+    argv+=("$s")
+  done
+  head -c "$len" <&3 >"$work/in"
+  set -- $(stat -c %s "$work/in")
+  [ "$1" = "$len" ] || return
+  if ! (PATH=$path; type -P -- "${argv[0]}") >/dev/null 2>&1; then
     printf 'NOCMD %s\n' "$nonce" >&3
-    rm -f "$work/in"
     return
   fi
-  [ "$uid" = 0 ] || set -- "$@" setpriv --reuid="$uid" --regid="$uid" --init-groups --
-  i=0
-  while [ "$i" -lt "$na" ]; do i=$((i + 1)); eval "set -- \"\$@\" \"\$a_$i\""; done
-  set -- env -i "$@"
+  [ "$uid" = 0 ] || pre=(setpriv --reuid="$uid" --regid="$uid" --init-groups --)
+  cmd=(env -i "${env[@]}" "${pre[@]}" "${argv[@]}")
   if [ "$ms" -gt 0 ]; then
-    set -- timeout -s KILL "$((ms / 1000)).$(printf %03d $((ms % 1000)))" "$@"
+    printf -v frac %03d $((ms % 1000))
+    cmd=(timeout -s KILL "$((ms / 1000)).$frac" "${cmd[@]}")
   fi
-  (cd -- "$cwd" && exec "$@") <"$work/in" >"$work/out" 2>"$work/err" 3>&-
-  status=$?
-  send OUT "$work/out"
-  send ERR "$work/err"
-  printf 'END %s %s\n' "$nonce" "$status" >&3
-  rm -f "$work/in" "$work/out" "$work/err"
+  (cd -- "$cwd" && exec "${cmd[@]}") <"$work/in" >"$work/out" 2>"$work/err" 3>&-
+  local status=$?
+  set -- $(stat -c %s "$work/out" "$work/err")
+  printf 'RES %s %s %s %s\n' "$nonce" "$status" "$1" "$2" >&3
+  cat "$work/out" "$work/err" >&3
 }
 
 exec 3<>"$port"
@@ -191,6 +184,8 @@ pub enum AgentError {
     Interrupted,
     /// The guest said something that is not the protocol.
     Protocol(String),
+    /// The request cannot be sent.
+    Invalid(String),
 }
 
 impl From<std::io::Error> for AgentError {
@@ -232,30 +227,39 @@ pub struct Request<'a> {
     pub timeout: Option<Duration>,
 }
 
-/// The request line and stdin of `req`, under `nonce`.
-pub fn encode(nonce: &str, req: &Request<'_>) -> Vec<u8> {
-    use base64::Engine;
-    let word = |s: &[u8]| format!(".{}", base64::engine::general_purpose::STANDARD.encode(s));
-    let mut line = format!(
-        "RUN {nonce} {} {} {} {}",
+/// The request line, strings and stdin of `req`, under `nonce`; a string
+/// with a NUL in it cannot be sent (nor be an argument, a folder or a
+/// variable inside).
+pub fn encode(nonce: &str, req: &Request<'_>) -> Result<Vec<u8>, String> {
+    let mut out = format!(
+        "RUN {nonce} {} {} {} {} {}\n",
         req.timeout.map_or(0, |t| t.as_millis().max(1)),
         req.uid,
-        word(req.cwd.as_bytes()),
-        req.env.len()
-    );
+        req.env.len(),
+        req.argv.len(),
+        req.stdin.len()
+    )
+    .into_bytes();
+    let mut string = |s: &[u8]| {
+        if s.contains(&0) {
+            return Err(format!(
+                "`{}` has a NUL byte, which no argument, folder or variable can hold",
+                String::from_utf8_lossy(s)
+            ));
+        }
+        out.extend_from_slice(s);
+        out.push(0);
+        Ok(())
+    };
+    string(req.cwd.as_bytes())?;
     for (k, v) in req.env {
-        line.push(' ');
-        line.push_str(&word(format!("{k}={v}").as_bytes()));
+        string(format!("{k}={v}").as_bytes())?;
     }
-    line.push_str(&format!(" {}", req.argv.len()));
     for a in req.argv {
-        line.push(' ');
-        line.push_str(&word(a.as_bytes()));
+        string(a.as_bytes())?;
     }
-    line.push_str(&format!(" {}\n", req.stdin.len()));
-    let mut out = line.into_bytes();
     out.extend_from_slice(req.stdin);
-    out
+    Ok(out)
 }
 
 /// A fresh nonce: what an abandoned session's leftovers cannot contain.
@@ -411,61 +415,45 @@ impl<'a> Session<'a> {
     ) -> Result<Reply, AgentError> {
         self.sync(sync_deadline)?;
         let n = nonce();
-        self.send(&encode(&n, req))?;
-        let header = |s: &mut Session<'_>| -> Result<Vec<String>, AgentError> {
-            let line = s
-                .line(deadline)?
-                .ok_or_else(|| AgentError::Protocol("an overlong header line".into()))?;
-            let text = String::from_utf8_lossy(&line).into_owned();
-            let words: Vec<String> = text.split(' ').map(str::to_owned).collect();
-            if words.get(1) != Some(&n) {
-                return Err(AgentError::Protocol(format!(
-                    "`{}` answers another request",
-                    text.chars().take(80).collect::<String>()
-                )));
-            }
-            Ok(words)
+        let request = encode(&n, req).map_err(AgentError::Invalid)?;
+        self.send(&request)?;
+        let line = self
+            .line(deadline)?
+            .ok_or_else(|| AgentError::Protocol("an overlong header line".into()))?;
+        let text = String::from_utf8_lossy(&line).into_owned();
+        let words: Vec<&str> = text.split(' ').collect();
+        let shown = || text.chars().take(80).collect::<String>();
+        if words.get(1) != Some(&n.as_str()) {
+            return Err(AgentError::Protocol(format!(
+                "`{}` answers another request",
+                shown()
+            )));
+        }
+        let number = |w: &str| -> Result<u64, AgentError> {
+            w.parse()
+                .map_err(|_| AgentError::Protocol(format!("`{}`: `{w}` is no number", shown())))
         };
-        let output = |s: &mut Session<'_>, kind: &str| -> Result<Vec<u8>, AgentError> {
-            let words = header(s)?;
-            if words.first().map(String::as_str) == Some("NOCMD") {
-                return Err(AgentError::Protocol("NOCMD".into()));
-            }
-            let len: u64 = match (words.first().map(String::as_str), words.get(2)) {
-                (Some(k), Some(len)) if k == kind && words.len() == 3 => len
-                    .parse()
-                    .map_err(|_| AgentError::Protocol(format!("bad {kind} length `{len}`")))?,
-                _ => {
+        match words[..] {
+            ["NOCMD", _] => Ok(Reply::NoCommand),
+            ["RES", _, status, out, err] => {
+                let status = i32::try_from(number(status)?)
+                    .map_err(|_| AgentError::Protocol(format!("status `{status}`")))?;
+                let (out, err) = (number(out)?, number(err)?);
+                if out > MAX_OUTPUT || err > MAX_OUTPUT {
                     return Err(AgentError::Protocol(format!(
-                        "expected {kind}, got `{}`",
-                        words.join(" ").chars().take(80).collect::<String>()
+                        "{} bytes of output are more than the {MAX_OUTPUT} strata takes",
+                        out.max(err)
                     )));
                 }
-            };
-            if len > MAX_OUTPUT {
-                return Err(AgentError::Protocol(format!(
-                    "{kind} of {len} bytes is more than the {MAX_OUTPUT} strata takes"
-                )));
+                Ok(Reply::Ran {
+                    status,
+                    stdout: self.exactly(out as usize, deadline)?,
+                    stderr: self.exactly(err as usize, deadline)?,
+                })
             }
-            s.exactly(len as usize, deadline)
-        };
-        let stdout = match output(self, "OUT") {
-            Err(AgentError::Protocol(p)) if p == "NOCMD" => return Ok(Reply::NoCommand),
-            other => other?,
-        };
-        let stderr = output(self, "ERR")?;
-        let end = header(self)?;
-        match (end.first().map(String::as_str), end.get(2)) {
-            (Some("END"), Some(status)) if end.len() == 3 => Ok(Reply::Ran {
-                status: status
-                    .parse()
-                    .map_err(|_| AgentError::Protocol(format!("bad status `{status}`")))?,
-                stdout,
-                stderr,
-            }),
             _ => Err(AgentError::Protocol(format!(
-                "expected END, got `{}`",
-                end.join(" ")
+                "`{}` is no answer to RUN",
+                shown()
             ))),
         }
     }
@@ -476,8 +464,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_request_is_one_line_of_words_then_stdin() {
-        let argv = ["sh".to_owned(), String::new()];
+    fn a_request_is_a_line_then_nul_terminated_strings_then_stdin() {
+        let argv = ["sh".to_owned(), String::new(), "a\nb".to_owned()];
         let env = [("A".to_owned(), "1 2".to_owned())];
         let req = Request {
             argv: &argv,
@@ -488,9 +476,12 @@ mod tests {
             timeout: Some(Duration::from_millis(1500)),
         };
         assert_eq!(
-            String::from_utf8(encode("n1", &req)).unwrap(),
-            "RUN n1 1500 4242 .Lw== 1 .QT0xIDI= 2 .c2g= . 2\nin"
+            encode("n1", &req).unwrap(),
+            b"RUN n1 1500 4242 1 3 2\n/\0A=1 2\0sh\0\0a\nb\0in"
         );
+        let nul = ["a\0b".to_owned()];
+        let err = encode("n1", &Request { argv: &nul, ..req }).unwrap_err();
+        assert!(err.contains("NUL"), "{err}");
     }
 
     #[test]

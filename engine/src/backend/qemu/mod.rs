@@ -438,6 +438,7 @@ impl Qemu {
                 command: format!("the agent of environment `{}`", self.state.name),
                 detail: e.to_string(),
             },
+            AgentError::Invalid(why) => BackendError::Invalid(why),
             AgentError::Protocol(p) => BackendError::Tool {
                 command: format!("the agent of environment `{}`", self.state.name),
                 detail: format!("it broke the protocol: {p}"),
