@@ -15,7 +15,7 @@ pub enum Backend {
     IncusLxc,
     /// An incus virtual machine.
     IncusVm,
-    /// qemu-system over a disk image (not implemented yet).
+    /// qemu-system over a disk image.
     Qemu,
 }
 
@@ -46,7 +46,9 @@ impl Backend {
         match self {
             // Every run starts `sh` once to make the unprivileged user.
             Backend::Unshare => "/bin/sh",
-            Backend::IncusLxc | Backend::IncusVm | Backend::Qemu => "/sbin/init",
+            Backend::IncusLxc | Backend::IncusVm => "/sbin/init",
+            // What a SystemImageBuild pipeline leaves at its tree's top.
+            Backend::Qemu => "/*.qcow2 or /*.raw (a disk image)",
         }
     }
 }

@@ -15,6 +15,7 @@
 use crate::backend::cli::Cli;
 use crate::backend::envs::{self, Prepared};
 use crate::backend::image::{alias, check_bootable, import};
+use crate::backend::qemu::{BootFrom, DiskFormat, DiskImage};
 use crate::backend::{Backend, BackendError, ExecutionEnvironment};
 use crate::catalog::Catalog;
 use crate::derive;
@@ -184,6 +185,26 @@ fn build(
     }
 }
 
+/// The one disk image (`*.qcow2`, `*.raw`) at the top of a pipeline's
+/// tree: what a SystemImageBuild pipeline makes. Links are not followed.
+fn disk_image(tree: &std::path::Path) -> Option<(PathBuf, DiskFormat)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(tree).ok()?.flatten() {
+        let path = entry.path();
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("qcow2") => DiskFormat::Qcow2,
+            Some("raw") => DiskFormat::Raw,
+            _ => continue,
+        };
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            found.push((path, format));
+        }
+    }
+    // Two images (raw and qcow2 of one system): the qcow2 one, smaller.
+    found.sort_by_key(|(_, f)| *f != DiskFormat::Qcow2);
+    found.into_iter().next()
+}
+
 /// What to make an environment from.
 #[derive(Debug, Clone)]
 pub enum Image {
@@ -209,7 +230,31 @@ pub fn create_env(
     // Kept alive until the backend copied or imported what it needs.
     let system;
     let prepared = match (backend, image) {
-        (Backend::Qemu, _) => return Err(BackendError::NotImplemented(Backend::Qemu)),
+        (Backend::Qemu, Image::Alias(alias)) => {
+            return Err(BackendError::ImageMissing(format!(
+                "`{alias}` is an incus image; qemu needs a pipeline that makes a disk image"
+            )));
+        }
+        (Backend::Qemu, Image::Build(source)) => {
+            system = build_system(store, catalog, source, false, quiet)?;
+            let (disk, format) =
+                disk_image(&system.tree).ok_or_else(|| BackendError::NotASystem {
+                    image: system.origin.clone(),
+                    backend: Backend::Qemu,
+                    path: Backend::Qemu.required_path(),
+                })?;
+            // A disk image made by a pipeline boots with its own bootloader.
+            Prepared::Disk {
+                image: DiskImage {
+                    disk,
+                    format,
+                    boot: BootFrom::Efi,
+                },
+                origin: system.origin.clone(),
+                id: system.id.to_string(),
+                network: true,
+            }
+        }
         (Backend::Unshare, Image::Alias(alias)) => {
             return Err(BackendError::ImageMissing(format!(
                 "`{alias}` is an incus image; unshare needs a pipeline or a tarball"

@@ -18,6 +18,7 @@ use strata::backend::cli::RecordingCli;
 use strata::backend::envs;
 use strata::backend::image;
 use strata::backend::incus::{Incus, InstanceSpec};
+use strata::backend::qemu as vm;
 use strata::backend::{
     Backend, BackendError, ExecutionEnvironment, Owner, RunOptions, Specials, Stdin, Stopped, User,
 };
@@ -119,15 +120,19 @@ fn scrub(store: &Path, name: &str) {
     cleanup("incus", &["delete", "--force", &format!("strata-{name}")]);
 }
 
-/// An environment that is destroyed when dropped.
+/// An environment that is destroyed when dropped (unless it is the shared
+/// qemu VM, which a guardian ends with the test process).
 struct TestEnv {
     env: Box<dyn ExecutionEnvironment>,
     store: PathBuf,
+    keep: bool,
 }
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        scrub(&self.store, &self.env.state().name.clone());
+        if !self.keep {
+            scrub(&self.store, &self.env.state().name.clone());
+        }
     }
 }
 
@@ -155,11 +160,14 @@ fn suffix(b: Backend) -> &'static str {
 
 /// A new environment `test-SHORT-B` on backend `b`, not started.
 fn create(b: Backend, short: &str) -> TestEnv {
+    let sh = shared();
+    let name = format!("test-{short}-{}", suffix(b));
+    if b == Backend::Qemu {
+        return create_qemu(&name);
+    }
     if b != Backend::Unshare {
         require("incus");
     }
-    let sh = shared();
-    let name = format!("test-{short}-{}", suffix(b));
     scrub(&sh.store, &name);
     let image = match b {
         Backend::Unshare => Image::Build(source()),
@@ -178,10 +186,14 @@ fn create(b: Backend, short: &str) -> TestEnv {
     TestEnv {
         env,
         store: sh.store.clone(),
+        keep: false,
     }
 }
 
 fn started(b: Backend, short: &str) -> TestEnv {
+    if b == Backend::Qemu {
+        return shared_qemu();
+    }
     let mut env = create(b, short);
     env.start().unwrap();
     env
@@ -230,6 +242,10 @@ fn lifecycle(b: Backend) {
     env.destroy().unwrap();
     match b {
         Backend::Unshare => assert!(!Path::new(&env.state().image).exists()),
+        Backend::Qemu => {
+            let dir = open(&env.store).layout().instance(&env.state().name);
+            assert!(!dir.dir().join("qemu").exists(), "the VM's files are gone");
+        }
         _ => assert!(
             !incus(&["info", env.state().instance.as_deref().unwrap()])
                 .status
@@ -580,7 +596,7 @@ fn refuses_an_image_that_is_no_system(b: Backend) {
         envs::load(&open(&sh.store), &name).is_err(),
         "no environment is left"
     );
-    if b != Backend::Unshare {
+    if matches!(b, Backend::IncusLxc | Backend::IncusVm) {
         let loaded = strata::manifest::load(&m.to_string(), "bare.json", &catalog()).unwrap();
         let id = strata::manifest::plan::Plan::new(&loaded)
             .pipeline_id(0)
@@ -604,6 +620,9 @@ macro_rules! contract {
         mod incus_lxc {
             $( #[test] fn $test() { super::$test(strata::backend::Backend::IncusLxc) } )*
         }
+        mod qemu {
+            $( #[test] fn $test() { super::$test(strata::backend::Backend::Qemu) } )*
+        }
     };
 }
 
@@ -617,6 +636,259 @@ contract!(
     pulls_leave_privileges_behind,
     refuses_an_image_that_is_no_system,
 );
+
+// ---- qemu ----
+
+/// The system the qemu tests boot: the shared one's bootstrap with a
+/// kernel, and the guest agent.
+fn qemu_manifest() -> Value {
+    json!({"version": "2", "pipelines": [{"name": "system", "runner": "debian", "source-epoch": 1700000000,
+        "stages": [{"type": "bootstrap", "options": {
+            "bootstrap_options": {"architecture": "amd64", "variant": "minbase", "extra_packages": ["systemd-sysv", "linux-image-amd64"]},
+            "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}]}},
+            {"type": "customize", "options": qemu_customize()}]}]})
+}
+
+/// The agent, and a small initrd: Debian's default (MODULES=most) is a
+/// 35 MB one whose unpacking and udev run take most of a TCG boot; the
+/// VM needs only its disk's driver and filesystem.
+fn qemu_customize() -> Value {
+    let mut options = vm::agent::customize_options();
+    let files = options["files"].as_array_mut().unwrap();
+    files.push(
+        json!({"path": "/etc/initramfs-tools/conf.d/strata-vm.conf", "content": "MODULES=list\n"}),
+    );
+    files.push(json!({"path": "/etc/initramfs-tools/modules", "content": "virtio_pci\nvirtio_blk\next4\n"}));
+    options["script"] = json!("update-initramfs -u -k all");
+    options
+}
+
+/// A root filesystem image of the qemu system and the kernel and initrd
+/// to boot it with.
+struct QemuImage {
+    disk: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    id: String,
+}
+
+/// Made once per system id, beside the module's store: the image stages
+/// (partition, mkfs, bootloader) are not there yet, so the test makes an
+/// ext4 filesystem from the tree with `mkfs.ext4 -d` and boots it directly.
+fn qemu_image() -> &'static QemuImage {
+    static IMAGE: OnceLock<QemuImage> = OnceLock::new();
+    require("qemu-system-x86_64");
+    IMAGE.get_or_init(|| {
+        let sh = shared();
+        let store = open(&sh.store);
+        let source = Source::Pipeline {
+            text: qemu_manifest().to_string(),
+            origin: "backend-test-qemu".into(),
+            name: "system".into(),
+        };
+        let system = system::build_system(&store, &catalog(), &source, false, true).unwrap();
+        let dir = sh.store.parent().unwrap().join("qemu-image").join(system.id.as_str());
+        let image = QemuImage {
+            disk: dir.join("root.raw"),
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.img"),
+            id: system.id.to_string(),
+        };
+        if image.disk.exists() {
+            return image;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The stored tree holds the stages' namespace's owners: unpacked
+        // with the in-tree ones (as root), then made a filesystem.
+        let root = dir.join("root");
+        std::fs::create_dir(&root).unwrap();
+        let maps = in_tree_owner_maps(&system.tree, &dir);
+        let script = format!(
+            "tar --numeric-owner {} -C \"$1\" -cf - . | tar --numeric-owner -xpf - -C \"$2\" && cp -L \"$2\"/boot/vmlinuz-* \"$3\"/vmlinuz && cp -L \"$2\"/boot/initrd.img-* \"$3\"/initrd.img && mkfs.ext4 -q -F -L root -d \"$2\" \"$3\"/root.partial 2G && mv \"$3\"/root.partial \"$3\"/root.raw",
+            maps.join(" ")
+        );
+        let status = Command::new("sh")
+            .args(["-c", &script, "sh"])
+            .arg(&system.tree)
+            .arg(&root)
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(status.success(), "making the qemu test image failed");
+        std::fs::remove_dir_all(&root).unwrap();
+        image
+    })
+}
+
+/// A new qemu environment `name` from the test image, not started, without
+/// a NIC.
+fn create_qemu(name: &str) -> TestEnv {
+    let image = qemu_image();
+    let sh = shared();
+    scrub(&sh.store, name);
+    let env = envs::create(
+        &open(&sh.store),
+        name,
+        Backend::Qemu,
+        envs::Prepared::Disk {
+            image: vm::DiskImage::direct(
+                &image.disk,
+                vm::DiskFormat::Raw,
+                &image.kernel,
+                &image.initrd,
+            ),
+            origin: "the qemu test image".into(),
+            id: image.id.clone(),
+            network: false,
+        },
+        Arc::new(strata::backend::cli::SystemCli),
+    )
+    .unwrap();
+    TestEnv {
+        env,
+        store: sh.store.clone(),
+        keep: false,
+    }
+}
+
+/// One booted qemu environment for the contract tests that only need a
+/// running system (each boot is ~10 s of TCG): each test gets its own
+/// handle on it. A guardian process kills its qemu once this test
+/// process has ended, however it ends; the next run scrubs its files.
+fn shared_qemu() -> TestEnv {
+    static STATE: OnceLock<strata::backend::EnvState> = OnceLock::new();
+    let sh = shared();
+    let state = STATE.get_or_init(|| {
+        let mut env = create_qemu("test-shared-q");
+        env.keep = true;
+        env.start().unwrap();
+        let pid = open(&sh.store)
+            .layout()
+            .instance("test-shared-q")
+            .dir()
+            .join("qemu/qemu.pid");
+        // Backgrounded by a shell that exits at once: init reaps it.
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                "(while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill -9 \"$(cat \"$2\")\") &",
+                "guardian",
+                &std::process::id().to_string(),
+            ])
+            .arg(pid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        env.state().clone()
+    });
+    TestEnv {
+        env: strata::backend::open(state.clone(), &open(&sh.store)).unwrap(),
+        store: sh.store.clone(),
+        keep: true,
+    }
+}
+
+fn as_qemu(env: &TestEnv) -> vm::Qemu {
+    let store = open(&env.store);
+    vm::Qemu::open(
+        env.state().clone(),
+        &store.layout().instance(&env.state().name),
+    )
+}
+
+#[test]
+fn qemu_stop_is_graceful_and_kills_after_the_timeout() {
+    let mut env = create_qemu("test-stop-q");
+    let t = Instant::now();
+    env.start().unwrap();
+    eprintln!("qemu: start to ready in {:?}", t.elapsed());
+    let t = Instant::now();
+    assert_eq!(sh(&*env, "echo up"), "up\n");
+    eprintln!("qemu: first run in {:?}", t.elapsed());
+    // The agent answers while the rest of the boot still runs; a shutdown
+    // in the middle of it takes long under TCG on a loaded machine.
+    let opts = RunOptions {
+        timeout: Some(Duration::from_secs(120)),
+        ..RunOptions::captured()
+    };
+    env.run(&argv(&["systemctl", "is-system-running", "--wait"]), &opts)
+        .unwrap();
+    let mut vm = as_qemu(&env);
+    vm.set_stop_timeout(Duration::from_secs(60));
+    let t = Instant::now();
+    assert_eq!(vm.stop().unwrap(), Stopped::Gracefully);
+    eprintln!("qemu: graceful stop in {:?}", t.elapsed());
+    assert!(vm.pid().is_none(), "qemu is gone");
+    vm.set_stop_timeout(Duration::from_secs(3));
+    vm.start().unwrap();
+    // A unit that never stops: shutdown waits for it until strata kills.
+    let done = vm
+        .run(
+            &argv(&[
+                "systemd-run",
+                "--unit=strata-stubborn",
+                "-p",
+                "TimeoutStopSec=infinity",
+                "-p",
+                "KillSignal=SIGCONT",
+                "-p",
+                "SendSIGKILL=no",
+                "sleep",
+                "600",
+            ]),
+            &RunOptions::captured(),
+        )
+        .unwrap();
+    assert_eq!(done.status, 0, "{}", done.stderr_text());
+    let t = Instant::now();
+    assert_eq!(vm.stop().unwrap(), Stopped::Killed);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    assert!(vm.pid().is_none(), "qemu is gone");
+    env.env = Box::new(vm);
+}
+
+#[test]
+fn qemu_a_guest_that_powered_itself_off_is_reported_not_waited_for() {
+    let mut env = create_qemu("test-gone-q");
+    let t = Instant::now();
+    env.start().unwrap();
+    eprintln!("qemu: start to ready in {:?}", t.elapsed());
+    // The guest may go down before its agent has answered.
+    match env.run(
+        &argv(&["systemctl", "--no-block", "poweroff"]),
+        &RunOptions::captured(),
+    ) {
+        Ok(done) => assert_eq!(done.status, 0, "{}", done.stderr_text()),
+        Err(BackendError::Gone { .. }) => {}
+        Err(e) => panic!("{e}"),
+    }
+    let vm = as_qemu(&env);
+    let t = Instant::now();
+    while vm.pid().is_some() && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(vm.pid().is_none(), "the guest powered off");
+    let t = Instant::now();
+    let err = env
+        .run(&argv(&["true"]), &RunOptions::captured())
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(matches!(err, BackendError::Gone { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("console.log"), "the console's tail: {text}");
+    // It starts again, and stop of a VM already gone is no error.
+    env.start().unwrap();
+    assert_eq!(sh(&*env, "echo again"), "again\n");
+    assert_eq!(env.stop().unwrap(), Stopped::Gracefully);
+}
 
 // ---- incus only ----
 
@@ -1086,7 +1358,7 @@ fn cli_env_bad_input_is_refused_clearly() {
                 "qemu",
             ],
             1,
-            "the qemu backend is not implemented yet",
+            "is not a system qemu can start: it has no /*.qcow2 or /*.raw (a disk image)",
         ),
         (
             &["create", "test-bad", "--tarball", "/nonexistent/system.tar"],

@@ -259,7 +259,7 @@ fn invalid_task_documents_name_the_key() {
             package_build("hello-strata"),
             |d| d["task_data"]["backend"] = json!("qemu"),
             "task_data.backend",
-            "`qemu` is not available to tasks: strata has no qemu backend",
+            "`qemu` is not available to tasks: tasks do not run on the qemu backend yet",
         ),
         (
             package_build("hello-strata"),

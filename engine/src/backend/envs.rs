@@ -3,12 +3,14 @@
 //! ```text
 //! STORE/instances/NAME/state.json   EnvState (backend, image, instance, running, stop timeout)
 //! STORE/instances/NAME/tree/        unshare only: the environment's own copy of its system
+//! STORE/instances/NAME/qemu/        qemu only: overlay, pinned image, sockets, console (qemu/mod.rs)
 //! ```
 //!
 //! state.json is written beside and renamed over, so it is whole or absent.
 
 use super::cli::Cli;
 use super::incus::{Incus, InstanceSpec, check_name};
+use super::qemu::Qemu;
 use super::unshare::Unshare;
 use super::{Backend, BackendError, EnvState, ExecutionEnvironment};
 use crate::store::{Store, durable};
@@ -84,6 +86,17 @@ pub enum Prepared<'a> {
         /// The system's content id (empty for an image incus had).
         id: String,
     },
+    /// A disk image qemu boots.
+    Disk {
+        /// The image and how it boots.
+        image: super::qemu::DiskImage,
+        /// What it was made from, for people.
+        origin: String,
+        /// The system's content id.
+        id: String,
+        /// Whether the VM gets a (user-mode) NIC.
+        network: bool,
+    },
 }
 
 /// Refuses a bad or taken environment name.
@@ -125,6 +138,22 @@ pub fn create(
             };
             Box::new(Incus::create(store.root(), &spec, cli)?)
         }
+        (
+            Backend::Qemu,
+            Prepared::Disk {
+                image,
+                origin,
+                id,
+                network,
+            },
+        ) => Box::new(Qemu::create(
+            &store.layout().instance(name),
+            name,
+            &image,
+            &origin,
+            &id,
+            network,
+        )?),
         (backend, _) => return Err(BackendError::NotImplemented(backend)),
     };
     save(store, env.state())?;

@@ -222,6 +222,7 @@ impl Incus {
                 running: false,
                 stop_timeout: super::STOP_TIMEOUT.as_secs(),
                 network,
+                vm: None,
             },
             store: store.to_path_buf(),
             cli,
@@ -580,25 +581,10 @@ impl ExecutionEnvironment for Incus {
         if !host.is_dir() {
             return Err(BackendError::NotFound(host.display().to_string()));
         }
-        let archive = crate::sandbox::process::run(&Invocation {
-            program: "tar".into(),
-            args: ["--numeric-owner", "-C"]
-                .map(OsString::from)
-                .into_iter()
-                .chain([host.into(), "-cf".into(), "-".into(), ".".into()])
-                .collect(),
-            ..Invocation::default()
-        });
-        if !archive.outcome.success() {
-            return Err(BackendError::Tool {
-                command: format!("tar -C {} -c .", host.display()),
-                detail: String::from_utf8_lossy(&archive.stderr).into_owned(),
-            });
-        }
-        let script = r#"[ ! -e "$1" ] || { echo "$1 exists already in the environment" >&2; exit 17; }; mkdir -- "$1" && tar --numeric-owner --same-owner -xpf - -C "$1""#;
+        let archive = pull::archive_host_dir(host)?;
         let ran = self.exec(
-            &["sh", "-c", script, "strata-push", target],
-            Stdin::Bytes(archive.stdout),
+            &["sh", "-c", pull::PUSH_DIR, "strata-push", target],
+            Stdin::Bytes(archive),
         )?;
         // By status, not by message: incus may lose the stderr of a command
         // that ends without reading its stdin.
@@ -623,38 +609,16 @@ impl ExecutionEnvironment for Incus {
         self.require_running()?;
         inside_path(source)?;
         basename(source, folder)?;
-        let script = r#"[ -d "$1" ] || { echo "$1: not a directory" >&2; exit 20; }; tar --numeric-owner -C "$1" -cf - ."#;
-        let ran = self.exec(&["sh", "-c", script, "strata-pull", source], Stdin::Null)?;
+        let ran = self.exec(
+            &["sh", "-c", pull::PULL_DIR, "strata-pull", source],
+            Stdin::Null,
+        )?;
         if !ran.outcome.success() {
             return Err(BackendError::NotFound(source.to_owned()));
         }
         // The instance's tar made the archive: one parser reads it and
         // writes what the host's tar unpacks.
-        let (archive, left_out, cleared) = pull::filter_archive(&ran.stdout, source, specials)?;
-        let land = landing(folder)?;
-        let landed = land.path().join("dir");
-        fs::create_dir(&landed)?;
-        let unpacked = crate::sandbox::process::run(&Invocation {
-            program: "tar".into(),
-            args: ["--numeric-owner", "--same-owner", "-xpf", "-", "-C"]
-                .map(OsString::from)
-                .into_iter()
-                .chain([landed.clone().into()])
-                .collect(),
-            stdin: Stdin::Bytes(archive),
-            ..Invocation::default()
-        });
-        if !unpacked.outcome.success() {
-            return Err(BackendError::Tool {
-                command: format!("tar -x -C {}", landed.display()),
-                detail: String::from_utf8_lossy(&unpacked.stderr).into_owned(),
-            });
-        }
-        Ok(Pulled {
-            path: settle(&landed, source, folder, true)?,
-            left_out,
-            cleared,
-        })
+        pull::unpack_pulled(&ran.stdout, source, folder, specials)
     }
 }
 

@@ -9,7 +9,8 @@
 //!  unshare:   STORE/instances/NAME/tree (a copy), every run one bwrap over it
 //!  incus-lxc: image `artifact/<id>` ─▶ instance `strata-NAME` (profile debusine)
 //!  incus-vm:  the same, `--vm`, booted from a disk image
-//!  qemu:      not implemented yet
+//!  qemu:      STORE/instances/NAME/qemu/: a qcow2 overlay over the pinned image, qemu daemonized,
+//!             commands through a guest agent on a virtio-serial socket (qemu/agent.rs)
 //! ```
 //!
 //! Every backend implements [`ExecutionEnvironment`]; [`Backend`] is the
@@ -25,6 +26,7 @@ pub mod envs;
 pub mod image;
 pub mod incus;
 pub mod pull;
+pub mod qemu;
 pub mod stage;
 pub mod unshare;
 
@@ -228,6 +230,16 @@ pub enum BackendError {
     /// qemu.
     #[error("the {0} backend is not implemented yet")]
     NotImplemented(Backend),
+    /// A running environment's VM is not there any more.
+    #[error(
+        "environment `{env}` is not running any more: {detail}\n    hint: strata env start {env}"
+    )]
+    Gone {
+        /// The environment.
+        env: String,
+        /// What happened, with the console's last lines.
+        detail: String,
+    },
     /// The environment did not come up.
     #[error("environment `{env}` did not become ready within {secs}s: {detail}")]
     NotReady {
@@ -359,6 +371,9 @@ pub struct EnvState {
     /// the field existed had the NIC.)
     #[serde(default = "has_network")]
     pub network: bool,
+    /// qemu: the VM (disk format, boot mechanism, size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<qemu::Vm>,
 }
 
 fn has_network() -> bool {
@@ -410,7 +425,10 @@ pub fn open(
             store.root(),
             std::sync::Arc::new(cli::SystemCli),
         ))),
-        Backend::Qemu => Err(BackendError::NotImplemented(Backend::Qemu)),
+        Backend::Qemu => {
+            let dir = store.layout().instance(&state.name);
+            Ok(Box::new(qemu::Qemu::open(state, &dir)))
+        }
     }
 }
 

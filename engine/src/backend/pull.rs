@@ -472,6 +472,108 @@ pub fn filter_archive(
     Ok((bytes, left_out, cleared))
 }
 
+/// Makes the folder `target` (which must not exist; exit 17 if it does)
+/// from the tar on stdin: what an environment's own shell runs for a folder
+/// push (`sh -c PUSH_DIR strata-push TARGET`).
+pub const PUSH_DIR: &str = r#"[ ! -e "$1" ] || { echo "$1 exists already in the environment" >&2; exit 17; }; mkdir -- "$1" && tar --numeric-owner --same-owner -xpf - -C "$1""#;
+
+/// Prints the folder `$1` as a tar (exit 20 if it is not a folder): what an
+/// environment's own shell runs for a folder pull.
+pub const PULL_DIR: &str = r#"[ -d "$1" ] || { echo "$1: not a directory" >&2; exit 20; }; tar --numeric-owner -C "$1" -cf - ."#;
+
+/// The host folder `host` as a tar, owners numeric, for [`PUSH_DIR`].
+pub fn archive_host_dir(host: &Path) -> Result<Vec<u8>, BackendError> {
+    use std::ffi::OsString;
+    let archive = crate::sandbox::process::run(&crate::sandbox::process::Invocation {
+        program: "tar".into(),
+        args: ["--numeric-owner", "-C"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([host.into(), "-cf".into(), "-".into(), ".".into()])
+            .collect(),
+        ..Default::default()
+    });
+    if !archive.outcome.success() {
+        return Err(BackendError::Tool {
+            command: format!("tar -C {} -c .", host.display()),
+            detail: String::from_utf8_lossy(&archive.stderr).into_owned(),
+        });
+    }
+    Ok(archive.stdout)
+}
+
+/// Lands the archive an environment printed for the folder `source` (see
+/// [`PULL_DIR`]) at `folder/BASENAME`: read by [`filter_archive`] first,
+/// then unpacked by the host's tar into a fresh landing entry.
+pub fn unpack_pulled(
+    archive: &[u8],
+    source: &str,
+    folder: &Path,
+    specials: Specials,
+) -> Result<Pulled, BackendError> {
+    use std::ffi::OsString;
+    let (archive, left_out, cleared) = filter_archive(archive, source, specials)?;
+    let land = landing(folder)?;
+    let landed = land.path().join("dir");
+    fs::create_dir(&landed)?;
+    let unpacked = crate::sandbox::process::run(&crate::sandbox::process::Invocation {
+        program: "tar".into(),
+        args: ["--numeric-owner", "--same-owner", "-xpf", "-", "-C"]
+            .map(OsString::from)
+            .into_iter()
+            .chain([landed.clone().into()])
+            .collect(),
+        stdin: crate::sandbox::process::Stdin::Bytes(archive),
+        ..Default::default()
+    });
+    if !unpacked.outcome.success() {
+        return Err(BackendError::Tool {
+            command: format!("tar -x -C {}", landed.display()),
+            detail: String::from_utf8_lossy(&unpacked.stderr).into_owned(),
+        });
+    }
+    Ok(Pulled {
+        path: settle(&landed, source, folder, true)?,
+        left_out,
+        cleared,
+    })
+}
+
+/// The contents and mode of the one regular file in `archive`, which an
+/// environment printed for `source`: anything else (a FIFO swapped in, a
+/// link, a second member, a name that is not the source's) is refused.
+pub fn single_file(archive: &[u8], source: &str) -> Result<(Vec<u8>, u32), BackendError> {
+    use std::io::Read;
+    let bad = |detail: String| BackendError::Tool {
+        command: format!("pull {source}"),
+        detail,
+    };
+    let mut input = tar::Archive::new(archive);
+    let mut entries = input.entries().map_err(|e| bad(e.to_string()))?;
+    let mut entry = entries
+        .next()
+        .ok_or_else(|| bad("the environment sent nothing".into()))?
+        .map_err(|e| bad(format!("a broken archive: {e}")))?;
+    let kind = entry.header().entry_type();
+    if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+        return Err(not_a(source, "regular file"));
+    }
+    let path = entry.path().map_err(|e| bad(e.to_string()))?.into_owned();
+    if path.components().count() != 1 || path.to_str().is_some_and(|p| p.contains('/')) {
+        return Err(bad(format!("the archive holds `{}`", path.display())));
+    }
+    let mode = entry.header().mode().map_err(|e| bad(e.to_string()))?;
+    let mut data = Vec::new();
+    entry
+        .read_to_end(&mut data)
+        .map_err(|e| bad(e.to_string()))?;
+    drop(entry);
+    if entries.next().is_some_and(|e| e.is_ok()) {
+        return Err(bad("the archive holds more than the file".into()));
+    }
+    Ok((data, mode))
+}
+
 /// Writes the host file `host` to `target` in the tree at `root`, refusing
 /// to write through a symlink there.
 pub fn push_file(
@@ -595,6 +697,41 @@ mod tests {
         let (out, left_out, cleared) = filter_archive(&archive, "/x", Specials::Keep).unwrap();
         assert_eq!((left_out, cleared), (0, 0));
         assert_eq!(names(&out).len(), 6);
+    }
+
+    #[test]
+    fn a_single_file_pull_takes_one_regular_file_and_nothing_else() {
+        let one = |build: &dyn Fn(&mut tar::Builder<Vec<u8>>)| {
+            let mut b = tar::Builder::new(Vec::new());
+            build(&mut b);
+            b.into_inner().unwrap()
+        };
+        let file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o4750);
+            h.set_size(data.len() as u64);
+            h.set_path(path).unwrap();
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        };
+        let ok = one(&|b| file(b, "out.bin", b"bytes"));
+        assert_eq!(single_file(&ok, "/x").unwrap(), (b"bytes".to_vec(), 0o4750));
+        let fifo = one(&|b| member(b, "out.bin", tar::EntryType::Fifo, 0o644));
+        let two = one(&|b| {
+            file(b, "a", b"1");
+            file(b, "b", b"2");
+        });
+        let deep = one(&|b| file(b, "etc/shadow", b"x"));
+        for (bad, why) in [
+            (&fifo, "regular file"),
+            (&two, "more than the file"),
+            (&deep, "holds `etc/shadow`"),
+            (&Vec::new(), "sent nothing"),
+        ] {
+            let err = single_file(bad, "/x").unwrap_err().to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
     }
 
     #[test]

@@ -168,6 +168,7 @@ fn run_stage(
                 running: false,
                 stop_timeout: 0,
                 network: spec.network,
+                vm: None,
             };
             drop(Destroy(Incus::open(state, &image.store, cli)));
             return Err(e);

@@ -88,6 +88,7 @@ impl Unshare {
                 stop_timeout: super::STOP_TIMEOUT.as_secs(),
                 // bwrap over the tree: the host's network is not shared.
                 network: false,
+                vm: None,
             },
         })
     }
@@ -205,7 +206,7 @@ impl Unshare {
 }
 
 /// The environment a command starts with, before the caller's additions.
-fn base_env(user: User, home: &str) -> Vec<(String, String)> {
+pub(crate) fn base_env(user: User, home: &str) -> Vec<(String, String)> {
     let name = match user {
         User::Root => "root",
         User::Unprivileged => USER_NAME,

@@ -88,7 +88,7 @@ pub struct CreateArgs {
     /// An image incus already has (incus backends).
     #[arg(long, value_name = "ALIAS", conflicts_with = "manifest")]
     image: Option<String>,
-    /// unshare (bwrap), incus-lxc, incus-vm (qemu: not implemented yet).
+    /// unshare (bwrap), incus-lxc, incus-vm, qemu (a pipeline that makes a disk image).
     #[arg(long, default_value = "unshare")]
     backend: String,
     /// Start it as well.

@@ -158,7 +158,9 @@ fn stage_backend(backend: Backend) -> Result<Backend, Invalid> {
         Backend::IncusVm => refuse(
             "strata makes no VM disk images from systems, and incus here runs no virtual machines (no vhost_vsock: docs/incus.md)",
         ),
-        Backend::Qemu => refuse("strata has no qemu backend"),
+        Backend::Qemu => {
+            refuse("tasks do not run on the qemu backend yet (strata env can: docs/qemu.md)")
+        }
     }
 }
 
