@@ -654,12 +654,12 @@ fn qemu_manifest() -> Value {
 /// VM needs only its disk's driver and filesystem.
 fn qemu_customize() -> Value {
     let mut options = vm::agent::customize_options();
-    let files = options["files"].as_array_mut().unwrap();
-    files.push(
-        json!({"path": "/etc/initramfs-tools/conf.d/strata-vm.conf", "content": "MODULES=list\n"}),
+    // The kernel came with the bootstrap: its initramfs is made again.
+    let script = format!(
+        "{}update-initramfs -u -k all\n",
+        options["script"].as_str().unwrap()
     );
-    files.push(json!({"path": "/etc/initramfs-tools/modules", "content": "virtio_pci\nvirtio_blk\next4\n"}));
-    options["script"] = json!("update-initramfs -u -k all");
+    options["script"] = json!(script);
     options
 }
 

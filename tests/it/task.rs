@@ -19,6 +19,19 @@ fn dsc(name: &str) -> String {
         .to_string()
 }
 
+/// A SystemImageBuild of minbase with systemd: an ESP, swap, a 1 GiB gap
+/// and the root, as the issue lays it out.
+fn system_image_build(format: &str) -> Value {
+    json!({"task": "SystemImageBuild", "task_data": {
+        "bootstrap_options": {"architecture": "amd64", "variant": "minbase", "extra_packages": ["systemd-sysv"]},
+        "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}],
+        "disk_image": {"format": format, "filename": "vm", "partitions": [
+            {"size": 1, "filesystem": "vfat", "mountpoint": "/boot/efi"},
+            {"size": 1, "filesystem": "swap"},
+            {"size": 1, "filesystem": "freespace"},
+            {"size": 2, "filesystem": "ext4", "mountpoint": "/"}]}}})
+}
+
 fn system_bootstrap() -> Value {
     json!({"task": "SystemBootstrap", "task_data": {
         "bootstrap_options": {"architecture": "amd64", "variant": "minbase"},
@@ -101,6 +114,18 @@ fn invalid_task_documents_name_the_key() {
     let env = Env::new();
     type Edit = fn(&mut Value);
     let cases: Vec<(Value, Edit, &str, &str)> = vec![
+        (
+            system_image_build("raw"),
+            |d| d["task_data"]["disk_image"]["partitions"][3]["mountpoint"] = json!("/boot/efi"),
+            "task_data.disk_image.partitions[3].mountpoint",
+            "`/boot/efi` is the mountpoint of partitions[0] already",
+        ),
+        (
+            system_image_build("raw"),
+            |d| d["task_data"]["disk_image"]["partitions"][3]["size"] = json!(100),
+            "task_data.disk_image.partitions",
+            "the partitions add up to 103 GiB, more than the cap of 64 GiB (--max-image-size)",
+        ),
         (
             system_bootstrap(),
             |d| d["tsk"] = json!(1),
@@ -458,6 +483,11 @@ fn compiled_manifests_are_pinned() {
     pb_incus["task_data"]["backend"] = json!("incus-lxc");
     insta::assert_snapshot!("task_package_build_incus_lxc", pinned(&env, &pb_incus));
 
+    insta::assert_snapshot!(
+        "task_system_image_build",
+        pinned(&env, &system_image_build("qcow2"))
+    );
+
     // The same document compiles to the same manifest.
     assert_eq!(pinned(&env, &pb), pinned(&env, &pb));
 }
@@ -537,6 +567,217 @@ fn a_system_bootstrap_task_hands_back_a_tarball_and_an_environment() {
             .is_file()
     );
     assert_eq!(bootstraps(&env), 1);
+}
+
+#[test]
+fn a_system_image_build_task_hands_back_a_laid_out_image_raw_or_qcow2() {
+    let env = Env::new();
+    let run_image = |format: &str| {
+        let out = env.path(format);
+        run_task(&env, &system_image_build(format), &out, &[]).success();
+        let doc = artifacts(&out);
+        assert_eq!(doc["task"], "SystemImageBuild");
+        assert_eq!(doc["result"], "success", "{doc:#}");
+        let images = of(&doc, "debian:system-image");
+        assert_eq!(images.len(), 1, "{doc:#}");
+        let data = images[0]["data"].clone();
+        let file = out.join(images[0]["files"][0].as_str().unwrap());
+        (data, file)
+    };
+    let (data, raw) = run_image("raw");
+    assert_eq!(data["filename"], "vm.raw");
+    assert_eq!(data["image_format"], "raw");
+    assert_eq!(data["filesystem"], "ext4");
+    assert_eq!(data["boot_mechanism"], "efi");
+    assert_eq!(data["codename"], "bookworm");
+    assert_eq!(data["with_init"], true);
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    assert_eq!(data["size"], 5 * GIB + 2 * MIB);
+    assert_eq!(std::fs::metadata(&raw).unwrap().len(), 5 * GIB + 2 * MIB);
+    // The GPT as laid out: types (DPS), sizes and order, the gap kept.
+    let out = std::process::Command::new("sfdisk")
+        .arg("--json")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parts: Vec<(u64, u64, String)> = table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["start"].as_u64().unwrap() * 512,
+                p["size"].as_u64().unwrap() * 512,
+                p["type"].as_str().unwrap().to_ascii_lowercase(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (MIB, GIB, "c12a7328-f81f-11d2-ba4b-00a0c93ec93b".to_owned()),
+            (
+                MIB + GIB,
+                GIB,
+                "0657fd6d-a4ab-43c4-84e5-0933c84b4f4f".to_owned()
+            ),
+            (
+                MIB + 3 * GIB,
+                2 * GIB,
+                "4f68bce3-e8cd-4db1-96e7-fbcaf984b709".to_owned()
+            ),
+        ]
+    );
+
+    // qcow2: the same stages from the store, converted.
+    let bootstraps_before = bootstraps(&env);
+    let (data, qcow2) = run_image("qcow2");
+    assert_eq!(
+        bootstraps(&env),
+        bootstraps_before,
+        "nothing was bootstrapped again"
+    );
+    assert_eq!(data["filename"], "vm.qcow2");
+    assert_eq!(data["image_format"], "qcow2");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&qcow2)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], data["size"]);
+    let same = std::process::Command::new("qemu-img")
+        .args(["compare", "-q"])
+        .arg(&raw)
+        .arg(&qcow2)
+        .status()
+        .unwrap();
+    assert!(same.success(), "the qcow2 holds the raw image");
+
+    // It boots (OVMF, systemd-boot, the kernel) as a qemu environment made
+    // from the same manifest, all of it from the store, and is laid out as
+    // asked: the root on the ext4 partition (the third: a gap is none),
+    // the swap partition in use.
+    let manifest = env.path("image.json");
+    std::fs::write(
+        &manifest,
+        compile(&env, &system_image_build("qcow2"))
+            .success()
+            .stdout(),
+    )
+    .unwrap();
+    struct Delete<'a>(&'a Env);
+    impl Drop for Delete<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.strata(&["env", "delete", "sib-vm"], None);
+        }
+    }
+    let _delete = Delete(&env);
+    let m = manifest.to_str().unwrap();
+    env.strata(
+        &[
+            "env",
+            "create",
+            "sib-vm",
+            m,
+            "--pipeline",
+            "qcow2",
+            "--backend",
+            "qemu",
+            "--start",
+            "-q",
+        ],
+        None,
+    )
+    .success();
+    let root = env
+        .strata(
+            &[
+                "env",
+                "run",
+                "sib-vm",
+                "--",
+                "findmnt",
+                "-n",
+                "-o",
+                "SOURCE,FSTYPE",
+                "/",
+            ],
+            None,
+        )
+        .success()
+        .stdout();
+    assert_eq!(
+        root.split_whitespace().collect::<Vec<_>>(),
+        ["/dev/vda3", "ext4"],
+        "{root}"
+    );
+    // The agent answers early in the boot; the swap is on once the boot
+    // is done (degraded or not: a VM without network is degraded).
+    env.strata(
+        &[
+            "env",
+            "run",
+            "sib-vm",
+            "--",
+            "systemctl",
+            "is-system-running",
+            "--wait",
+        ],
+        None,
+    );
+    let esp = env
+        .strata(
+            &[
+                "env",
+                "run",
+                "sib-vm",
+                "--",
+                "findmnt",
+                "-n",
+                "-o",
+                "SOURCE,FSTYPE",
+                "/boot/efi",
+            ],
+            None,
+        )
+        .success()
+        .stdout();
+    assert_eq!(
+        esp.split_whitespace().collect::<Vec<_>>(),
+        ["/dev/vda1", "vfat"],
+        "{esp}"
+    );
+    let swap = env
+        .strata(
+            &[
+                "env",
+                "run",
+                "sib-vm",
+                "--",
+                "swapon",
+                "--show=NAME,TYPE,SIZE",
+                "--noheadings",
+                "--bytes",
+            ],
+            None,
+        )
+        .success()
+        .stdout();
+    assert_eq!(
+        swap.split_whitespace().collect::<Vec<_>>(),
+        ["/dev/vda2", "partition", &(GIB - 4096).to_string()],
+        "{swap}"
+    );
+    env.strata(&["env", "stop", "sib-vm"], None).success();
 }
 
 #[test]

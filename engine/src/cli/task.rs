@@ -5,6 +5,7 @@
 
 use super::io::{out, read_input, task_source};
 use crate::store::{DEFAULT_LOCK_TIMEOUT, Store, default_root};
+use crate::task::model::Limits;
 use crate::task::{self, RunOptions, TaskError, env};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -20,6 +21,9 @@ pub enum TaskCommand {
         /// The store whose environments are reused [default: as for build].
         #[arg(long, value_name = "DIR")]
         store: Option<PathBuf>,
+        /// The largest disk image a SystemImageBuild may lay out: the sum of its partitions, in GiB.
+        #[arg(long, value_name = "GIB", default_value_t = Limits::default().max_image_gib, value_parser = clap::value_parser!(u64).range(1..))]
+        max_image_size: u64,
     },
     /// Run a task document; write its artifacts and artifacts.json.
     Run(TaskRunArgs),
@@ -52,12 +56,19 @@ pub struct TaskRunArgs {
     /// End a stage that runs longer than this many seconds (a failure).
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     stage_timeout: Option<u64>,
+    /// The largest disk image a SystemImageBuild may lay out: the sum of its partitions, in GiB.
+    #[arg(long, value_name = "GIB", default_value_t = Limits::default().max_image_gib, value_parser = clap::value_parser!(u64).range(1..))]
+    max_image_size: u64,
 }
 
 /// Runs `strata task …`; returns the exit code.
 pub fn task_main(cmd: TaskCommand) -> i32 {
     match cmd {
-        TaskCommand::Compile { task, store } => {
+        TaskCommand::Compile {
+            task,
+            store,
+            max_image_size,
+        } => {
             let task = match task_source(task.as_deref(), &["task", "compile"]) {
                 Ok(task) => task,
                 Err(code) => return code,
@@ -71,7 +82,10 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 Ok(store) => store,
                 Err(e) => return super::fail(&TaskError::Env(e.into())),
             };
-            match task::compile_document(&text, &origin, store.as_ref()) {
+            let limits = Limits {
+                max_image_gib: max_image_size,
+            };
+            match task::compile_document(&text, &origin, store.as_ref(), &limits) {
                 Ok((_, compiled)) => {
                     if let Some(choice) = &compiled.environment {
                         eprintln!("{}", task::describe_choice(choice));
@@ -103,6 +117,9 @@ pub fn task_main(cmd: TaskCommand) -> i32 {
                 stage_timeout: args.stage_timeout.map(std::time::Duration::from_secs),
                 libdirs: args.libdirs,
                 force: args.force,
+                limits: Limits {
+                    max_image_gib: args.max_image_size,
+                },
             };
             let report = match task::run_document(&text, &origin, &opts) {
                 Ok(r) => r,

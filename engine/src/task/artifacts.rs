@@ -163,6 +163,56 @@ pub fn system_tarball(
         .as_str()
         .ok_or_else(|| ArtifactError::Bad("the tar stage reported no filename".into()))?;
     let file = checked_file(out, "tarball", filename, "the tar stage's output")?;
+    let mut data = system_data(system_meta);
+    data["filename"] = json!(filename);
+    data["size"] = tar_meta["size"].clone();
+    data["sha256"] = tar_meta["sha256"].clone();
+    Ok(vec![Artifact {
+        category: "debian:system-tarball",
+        data,
+        files: vec![file],
+    }])
+}
+
+/// debian:system-image from the image export (`out/EXPORT/FILENAME`), the
+/// bootstrap's metadata and how the image is laid out and booted.
+pub fn system_image(
+    out: &Path,
+    export: &str,
+    filename: &str,
+    system_meta: &Value,
+    image: &ImageFacts<'_>,
+) -> Result<Vec<Artifact>, ArtifactError> {
+    let file = checked_file(out, export, filename, "the image pipeline's output")?;
+    let mut data = system_data(system_meta);
+    data["filename"] = json!(filename);
+    data["image_format"] = json!(image.format);
+    data["filesystem"] = json!(image.filesystem);
+    data["size"] = json!(image.size);
+    data["boot_mechanism"] = json!(image.boot_mechanism);
+    Ok(vec![Artifact {
+        category: "debian:system-image",
+        data,
+        files: vec![file],
+    }])
+}
+
+/// What a system image's artifact says of the image itself.
+#[derive(Debug, Clone)]
+pub struct ImageFacts<'a> {
+    /// raw or qcow2.
+    pub format: &'a str,
+    /// The root partition's filesystem.
+    pub filesystem: &'a str,
+    /// The disk's size in bytes (as a VM sees it).
+    pub size: u64,
+    /// How it boots: efi.
+    pub boot_mechanism: &'a str,
+}
+
+/// What debian:system-tarball and debian:system-image say of the system,
+/// from the bootstrap stage's metadata.
+fn system_data(system_meta: &Value) -> Value {
     let os = &system_meta["os-release"];
     let pkglist: Map<String, Value> = system_meta["packages"]
         .as_array()
@@ -174,8 +224,7 @@ pub fn system_tarball(
     let with_init = ["init", "systemd-sysv", "sysvinit-core", "runit-init"]
         .iter()
         .any(|p| pkglist.contains_key(*p));
-    let data = json!({
-        "filename": filename,
+    json!({
         "vendor": os["ID"],
         "codename": os.get("VERSION_CODENAME").cloned().unwrap_or_else(|| system_meta["suites"][0].clone()),
         "architecture": system_meta["architecture"],
@@ -184,14 +233,7 @@ pub fn system_tarball(
         "mirror": system_meta["mirrors"][0],
         "pkglist": pkglist,
         "with_init": with_init,
-        "size": tar_meta["size"],
-        "sha256": tar_meta["sha256"],
-    });
-    Ok(vec![Artifact {
-        category: "debian:system-tarball",
-        data,
-        files: vec![file],
-    }])
+    })
 }
 
 /// The artifacts of a build stage's export (`out/build`) and its metadata.

@@ -4,6 +4,12 @@
 //! SystemBootstrap   system   [bootstrap: task_data as is]
 //!                   tarball  [tar system.tar.zst]  ← tree system
 //!
+//! SystemImageBuild  disk     [partition: the layout, sizes in GiB]
+//!                   system   [bootstrap, customize (the qemu agent), bootloader ← tree disk (its layout)]
+//!                   image    [partition (the same id as disk's), mkfs of each
+//!                             formatted partition ← tree system]
+//!                   qcow2    [convert ← tree image]   (format qcow2 only)
+//!
 //! PackageBuild      environment  [bootstrap]  (a stored system's pipeline, or a new one)
 //!                   extra-binaries [copy]     (only with extra_binary_artifacts)
 //!                   build        [build: PackageBuild's options as is]
@@ -27,7 +33,10 @@
 //! to the same ids, and the store short-circuits a repeated task.
 
 use super::env::{Environment, Lookup};
-use super::model::{Backend, Invalid, LintianData, PackageBuildData, SystemBootstrapData, Task};
+use super::model::{
+    Backend, DiskImage, Filesystem, ImageFormat, Invalid, LintianData, PackageBuildData,
+    SystemBootstrapData, SystemImageBuildData, Task,
+};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,6 +94,7 @@ pub enum EnvironmentChoice {
 pub fn compile(task: &Task, envs: &[Environment], host_arch: &str) -> Result<Compiled, Invalid> {
     match task {
         Task::SystemBootstrap(d) => Ok(system_bootstrap(d)),
+        Task::SystemImageBuild(d) => Ok(system_image_build(d)),
         Task::PackageBuild(d) => package_build(d, envs, host_arch),
         Task::Lintian(d) => lintian(d, envs, host_arch),
     }
@@ -112,18 +122,7 @@ fn pipeline_on(name: &str, build: Option<&str>, backend: Backend, stage: Value) 
 }
 
 fn system_bootstrap(d: &SystemBootstrapData) -> Compiled {
-    let mut options = json!({
-        "bootstrap_options": d.bootstrap_options,
-        "bootstrap_repositories": d.bootstrap_repositories,
-    });
-    if let Some(s) = &d.customization_script {
-        options["customization_script"] = json!(s);
-    }
-    let system = pipeline(
-        "system",
-        None,
-        json!({"type": "bootstrap", "options": options}),
-    );
+    let system = pipeline("system", None, bootstrap_stage(d));
     let tarball = pipeline(
         "tarball",
         None,
@@ -138,6 +137,187 @@ fn system_bootstrap(d: &SystemBootstrapData) -> Compiled {
         environment: None,
         backend: None,
     }
+}
+
+/// SystemBootstrap's one stage.
+fn bootstrap_stage(d: &SystemBootstrapData) -> Value {
+    let mut options = json!({
+        "bootstrap_options": d.bootstrap_options,
+        "bootstrap_repositories": d.bootstrap_repositories,
+    });
+    if let Some(s) = &d.customization_script {
+        options["customization_script"] = json!(s);
+    }
+    json!({"type": "bootstrap", "options": options})
+}
+
+/// One GiB, the unit of a task's partition sizes.
+const GIB: u64 = 1 << 30;
+
+/// What the partition stage leaves around the partitions: 1 MiB before the
+/// first (alignment, the primary GPT) and room for the backup GPT after.
+const GPT_MARGIN: u64 = 2 << 20;
+
+/// The partitions of `disk` as the partition stage takes them, each named
+/// for the mkfs stage: esp, root, swap, swap2…, data, data2…
+fn partition_layout(disk: &DiskImage) -> (Vec<Value>, Vec<(String, Filesystem, String)>) {
+    let mut layout = Vec::new();
+    let mut named: Vec<(String, Filesystem, String)> = Vec::new();
+    let mut count = BTreeMap::<&str, usize>::new();
+    for p in &disk.partitions {
+        let size = format!("{}G", p.size);
+        if p.filesystem == Filesystem::Freespace {
+            layout.push(json!({"size": size, "filesystem": "freespace"}));
+            continue;
+        }
+        let mount = p.mountpoint.as_str();
+        let role = match (p.filesystem, mount) {
+            (_, "/") => "root",
+            (Filesystem::Vfat, m) if super::model::ESP_MOUNTPOINTS.contains(&m) => "esp",
+            (Filesystem::Swap, _) => "swap",
+            _ => "data",
+        };
+        let k = count.entry(role).or_default();
+        *k += 1;
+        let name = match *k {
+            1 => role.to_owned(),
+            k => format!("{role}{k}"),
+        };
+        let mut entry = json!({"name": name, "size": size, "filesystem": p.filesystem.as_str()});
+        if mount != "none" {
+            entry["mountpoint"] = json!(mount);
+        }
+        layout.push(entry);
+        named.push((name, p.filesystem, mount.to_owned()));
+    }
+    (layout, named)
+}
+
+/// The file a SystemImageBuild hands back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFile {
+    /// Its name in the export.
+    pub filename: String,
+    /// raw or qcow2.
+    pub format: &'static str,
+    /// The disk's size in bytes.
+    pub size: u64,
+}
+
+/// The image file `disk` compiles to.
+pub fn image_file(disk: &DiskImage) -> ImageFile {
+    let total: u64 = disk
+        .partitions
+        .iter()
+        .map(|p| u64::try_from(p.size).unwrap_or(0) * GIB)
+        .sum();
+    let format = match disk.format {
+        ImageFormat::Raw => "raw",
+        ImageFormat::Qcow2 => "qcow2",
+    };
+    ImageFile {
+        filename: format!("{}.{format}", disk.filename),
+        format,
+        size: total + GPT_MARGIN,
+    }
+}
+
+fn system_image_build(d: &SystemImageBuildData) -> Compiled {
+    let disk = &d.disk_image;
+    let file = image_file(disk);
+    let raw = format!("{}.raw", disk.filename);
+    let tree = |name: &str| json!({"type": "tree", "origin": "pipeline", "references": [format!("name:{name}")]});
+    let (layout, named) = partition_layout(disk);
+    let partition = json!({"type": "partition", "options": {
+        "filename": raw,
+        "size": file.size,
+        "architecture": d.bootstrap_options.architecture,
+        "partitions": layout,
+    }});
+    let mut loader = json!({"filename": raw});
+    if let Some(k) = &disk.kernel_package {
+        loader["kernel_package"] = json!(k);
+    }
+    if let Some(b) = disk.bootloader {
+        loader["bootloader"] = json!(b.as_str());
+    }
+    // The qemu backend's agent (and a VM's initramfs), before the kernel
+    // comes: the image is an environment strata can start.
+    let system_stages = vec![
+        bootstrap_stage(&d.system()),
+        json!({"type": "customize", "options": crate::backend::qemu::agent::customize_options()}),
+        json!({"type": "bootloader", "inputs": {"disk": tree("disk")}, "options": loader}),
+    ];
+    // Each formatted partition from the system's folder at its mount point,
+    // less what other partitions hold (mounted over it).
+    let mounts: Vec<&str> = named
+        .iter()
+        .map(|(_, _, m)| m.as_str())
+        .filter(|m| *m != "none")
+        .collect();
+    let mut image_stages = vec![partition];
+    for (name, fs, mount) in &named {
+        let stage = match fs {
+            Filesystem::Swap => {
+                json!({"type": "mkfs", "options": {"filename": raw, "partition": name, "type": "swap"}})
+            }
+            Filesystem::Ext4 | Filesystem::Vfat => {
+                let below: Vec<String> = mounts
+                    .iter()
+                    .filter_map(|m| {
+                        let rest = if mount == "/" {
+                            m.strip_prefix('/')
+                        } else {
+                            m.strip_prefix(mount.as_str())
+                                .and_then(|r| r.strip_prefix('/'))
+                        };
+                        rest.filter(|r| !r.is_empty()).map(|r| format!("/{r}"))
+                    })
+                    .collect();
+                let mut options =
+                    json!({"filename": raw, "partition": name, "type": fs.as_str(), "path": mount});
+                if !below.is_empty() {
+                    options["exclude"] = json!(below);
+                }
+                json!({"type": "mkfs", "inputs": {"tree": tree("system")}, "options": options})
+            }
+            Filesystem::None | Filesystem::Freespace => continue,
+        };
+        image_stages.push(stage);
+    }
+    let mut pipelines = vec![
+        pipeline_of("disk", json!([image_stages[0]])),
+        pipeline_of("system", Value::Array(system_stages)),
+        pipeline_of("image", Value::Array(image_stages)),
+    ];
+    let export = match disk.format {
+        ImageFormat::Raw => "image",
+        ImageFormat::Qcow2 => {
+            pipelines.push(pipeline(
+                "qcow2",
+                None,
+                json!({"type": "convert", "inputs": {"tree": tree("image")},
+                       "options": {"source": raw, "filename": file.filename}}),
+            ));
+            "qcow2"
+        }
+    };
+    Compiled {
+        manifest: json!({"version": "2", "pipelines": pipelines}),
+        exports: vec![export.into()],
+        // Not an environment for tasks to look up: a system image is one
+        // once the qemu backend can run tasks in it.
+        system: None,
+        environment: None,
+        backend: None,
+    }
+}
+
+/// A pipeline of several stages, as [`pipeline`] makes one of one.
+fn pipeline_of(name: &str, stages: Value) -> Value {
+    let mut p = pipeline(name, None, Value::Null);
+    p["stages"] = stages;
+    p
 }
 
 /// The backend a task's stages run on: unshare or incus-lxc; the others
@@ -507,5 +687,86 @@ mod tests {
         let url = file_url(p);
         assert_eq!(url, "file:///tmp/a%20b/%C3%BC%25.dsc");
         assert_eq!(local_path(&url).unwrap(), p);
+    }
+
+    #[test]
+    fn a_system_image_build_lays_out_fills_boots_and_converts() {
+        let doc = json!({"task": "SystemImageBuild", "task_data": {
+        "bootstrap_options": {"architecture": "amd64", "variant": "minbase", "extra_packages": ["systemd-sysv"]},
+        "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}],
+        "disk_image": {"format": "qcow2", "filename": "vm", "kernel_package": "linux-image-cloud-amd64",
+            "partitions": [
+                {"size": 1, "filesystem": "vfat", "mountpoint": "/boot/efi"},
+                {"size": 1, "filesystem": "swap"},
+                {"size": 1, "filesystem": "freespace"},
+                {"size": 3, "filesystem": "ext4", "mountpoint": "/"},
+                {"size": 2, "filesystem": "ext4", "mountpoint": "/home"},
+                {"size": 1, "filesystem": "none"}
+            ]}}});
+        let task = super::super::model::parse(&doc.to_string(), &Default::default()).unwrap();
+        let c = compile(&task, &[], "amd64").unwrap();
+        assert_eq!(c.exports, ["qcow2"]);
+        let m = &c.manifest;
+        let names: Vec<&str> = m["pipelines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["disk", "system", "image", "qcow2"]);
+        let stages = |i: usize| m["pipelines"][i]["stages"].as_array().unwrap().clone();
+        // The disk pipeline's partition stage is the image pipeline's first.
+        assert_eq!(stages(0)[0], stages(2)[0]);
+        let partition = &stages(0)[0]["options"];
+        assert_eq!(partition["filename"], "vm.raw");
+        assert_eq!(partition["size"], 9 * GIB + GPT_MARGIN);
+        assert_eq!(
+            partition["partitions"],
+            json!([
+                {"name": "esp", "size": "1G", "filesystem": "vfat", "mountpoint": "/boot/efi"},
+                {"name": "swap", "size": "1G", "filesystem": "swap"},
+                {"size": "1G", "filesystem": "freespace"},
+                {"name": "root", "size": "3G", "filesystem": "ext4", "mountpoint": "/"},
+                {"name": "data", "size": "2G", "filesystem": "ext4", "mountpoint": "/home"},
+                {"name": "data2", "size": "1G", "filesystem": "none"}
+            ])
+        );
+        let system = stages(1);
+        assert_eq!(system[0]["type"], "bootstrap");
+        assert_eq!(system[1]["type"], "customize");
+        assert_eq!(system[2]["type"], "bootloader");
+        assert_eq!(
+            system[2]["options"]["kernel_package"],
+            "linux-image-cloud-amd64"
+        );
+        assert_eq!(
+            system[2]["inputs"]["disk"]["references"],
+            json!(["name:disk"])
+        );
+        let mkfs: Vec<Value> = stages(2)[1..]
+            .iter()
+            .map(|s| s["options"].clone())
+            .collect();
+        assert_eq!(
+            mkfs,
+            [
+                json!({"filename": "vm.raw", "partition": "esp", "type": "vfat", "path": "/boot/efi"}),
+                json!({"filename": "vm.raw", "partition": "swap", "type": "swap"}),
+                json!({"filename": "vm.raw", "partition": "root", "type": "ext4", "path": "/", "exclude": ["/boot/efi", "/home"]}),
+                json!({"filename": "vm.raw", "partition": "data", "type": "ext4", "path": "/home"}),
+            ]
+        );
+        assert_eq!(
+            stages(3)[0]["options"],
+            json!({"source": "vm.raw", "filename": "vm.qcow2"})
+        );
+        assert_eq!(
+            image_file(match &task {
+                Task::SystemImageBuild(d) => &d.disk_image,
+                _ => unreachable!(),
+            })
+            .filename,
+            "vm.qcow2"
+        );
     }
 }

@@ -100,12 +100,13 @@ pub fn compile_document(
     text: &str,
     origin: &str,
     store: Option<&Store>,
+    limits: &model::Limits,
 ) -> Result<(Task, Compiled), TaskError> {
     let invalid = |invalid| TaskError::Invalid {
         origin: origin.to_owned(),
         invalid,
     };
-    let task = model::parse(text).map_err(invalid)?;
+    let task = model::parse(text, limits).map_err(invalid)?;
     let envs = match store {
         Some(store) => env::list(store)?,
         None => Vec::new(),
@@ -131,6 +132,8 @@ pub struct RunOptions {
     pub libdirs: Vec<PathBuf>,
     /// `--force`: replace the exports and artifacts.json of an earlier run.
     pub force: bool,
+    /// What a task may ask for at most.
+    pub limits: model::Limits,
 }
 
 /// How a run ended.
@@ -156,7 +159,7 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
         // collects at its end only when nobody else holds the store.
         let store =
             Store::open_existing(&opts.store, DEFAULT_LOCK_TIMEOUT).map_err(env::EnvError::from)?;
-        compile_document(text, origin, store.as_ref())?
+        compile_document(text, origin, store.as_ref(), &opts.limits)?
     };
     let emails = if task.on_failure().is_empty() {
         Vec::new()
@@ -233,6 +236,12 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
             .last()
             .map_or(Value::Null, |s| s.metadata.clone())
     };
+    // The bootstrap's, first in a system image's system pipeline.
+    let first_meta_of = |name: &str| {
+        report.stages[m.index(name)]
+            .first()
+            .map_or(Value::Null, |s| s.metadata.clone())
+    };
     let interrupted = matches!(built, Err(BuildError::Interrupted));
     let outcome: Result<Vec<artifacts::Artifact>, (&'static str, String)> = match built {
         Err(e) => Err((
@@ -274,6 +283,21 @@ pub fn run_document(text: &str, origin: &str, opts: &RunOptions) -> Result<RunRe
                 }
                 Task::PackageBuild(_) => artifacts::package_build(out, &meta_of("build")),
                 Task::Lintian(_) => artifacts::lintian(out),
+                Task::SystemImageBuild(d) => {
+                    let image = compile::image_file(&d.disk_image);
+                    artifacts::system_image(
+                        out,
+                        &compiled.exports[0],
+                        &image.filename,
+                        &first_meta_of("system"),
+                        &artifacts::ImageFacts {
+                            format: image.format,
+                            filesystem: "ext4",
+                            size: image.size,
+                            boot_mechanism: "efi",
+                        },
+                    )
+                }
             };
             collected.map_err(|e| ("error", format!("describing the artifacts: {e}")))
         }

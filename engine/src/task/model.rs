@@ -43,6 +43,8 @@ impl Invalid {
 pub enum Task {
     /// A Debian system by mmdebstrap, handed back as a tarball.
     SystemBootstrap(SystemBootstrapData),
+    /// A Debian system as a bootable disk image.
+    SystemImageBuild(SystemImageBuildData),
     /// A source package built in an environment.
     PackageBuild(PackageBuildData),
     /// lintian over packages, in an environment.
@@ -54,6 +56,7 @@ impl Task {
     pub fn kind(&self) -> &'static str {
         match self {
             Task::SystemBootstrap(_) => "SystemBootstrap",
+            Task::SystemImageBuild(_) => "SystemImageBuild",
             Task::PackageBuild(_) => "PackageBuild",
             Task::Lintian(_) => "Lintian",
         }
@@ -63,6 +66,7 @@ impl Task {
     pub fn on_failure(&self) -> &[Notification] {
         let n = match self {
             Task::SystemBootstrap(d) => &d.notifications,
+            Task::SystemImageBuild(d) => &d.notifications,
             Task::PackageBuild(d) => &d.notifications,
             Task::Lintian(d) => &d.notifications,
         };
@@ -77,10 +81,28 @@ struct Document {
     task_data: Value,
 }
 
-const KINDS: [&str; 3] = ["SystemBootstrap", "PackageBuild", "Lintian"];
+const KINDS: [&str; 4] = [
+    "SystemBootstrap",
+    "SystemImageBuild",
+    "PackageBuild",
+    "Lintian",
+];
+
+/// What a task may ask for at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The sum of a disk image's partitions, in GiB.
+    pub max_image_gib: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_image_gib: 64 }
+    }
+}
 
 /// Parses and checks a task document.
-pub fn parse(text: &str) -> Result<Task, Invalid> {
+pub fn parse(text: &str, limits: &Limits) -> Result<Task, Invalid> {
     let doc: Value = serde_json::from_str(text).map_err(|e| {
         Invalid::at(
             "(document)",
@@ -94,6 +116,7 @@ pub fn parse(text: &str) -> Result<Task, Invalid> {
     let doc: Document = typed(&doc, "")?;
     let task = match doc.task.as_str() {
         "SystemBootstrap" => Task::SystemBootstrap(typed(&doc.task_data, "task_data")?),
+        "SystemImageBuild" => Task::SystemImageBuild(typed(&doc.task_data, "task_data")?),
         "PackageBuild" => Task::PackageBuild(typed(&doc.task_data, "task_data")?),
         "Lintian" => Task::Lintian(typed(&doc.task_data, "task_data")?),
         other => {
@@ -106,6 +129,7 @@ pub fn parse(text: &str) -> Result<Task, Invalid> {
     let mut check = Check::default();
     match &task {
         Task::SystemBootstrap(d) => d.check(&mut check),
+        Task::SystemImageBuild(d) => d.check(&mut check, limits),
         Task::PackageBuild(d) => d.check(&mut check),
         Task::Lintian(d) => d.check(&mut check),
     }
@@ -913,6 +937,297 @@ impl LintianData {
     }
 }
 
+// ---------------------------------------------------------------- SystemImageBuild
+
+/// SystemImageBuild's task_data: SystemBootstrap's keys and the disk image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemImageBuildData {
+    /// mmdebstrap's options.
+    pub bootstrap_options: BootstrapOptions,
+    /// Where packages come from; the first one's suite is the system's.
+    pub bootstrap_repositories: Vec<BootstrapRepository>,
+    /// A script run in the new system.
+    #[serde(default)]
+    pub customization_script: Option<String>,
+    /// The image.
+    pub disk_image: DiskImage,
+    /// Who to tell on failure.
+    #[serde(default)]
+    pub notifications: Option<Notifications>,
+}
+
+impl SystemImageBuildData {
+    /// The SystemBootstrap part: the system the image holds.
+    pub fn system(&self) -> SystemBootstrapData {
+        SystemBootstrapData {
+            bootstrap_options: self.bootstrap_options.clone(),
+            bootstrap_repositories: self.bootstrap_repositories.clone(),
+            customization_script: self.customization_script.clone(),
+            notifications: self.notifications.clone(),
+        }
+    }
+
+    fn check(&self, c: &mut Check, limits: &Limits) {
+        self.system().check(c);
+        self.disk_image.check(c, limits);
+    }
+}
+
+/// `disk_image`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskImage {
+    /// raw or qcow2.
+    pub format: ImageFormat,
+    /// The image file's name, without its extension.
+    #[serde(default = "default_image_filename")]
+    pub filename: String,
+    /// The kernel; default: the vendor's (`linux-image-amd64` on Debian amd64).
+    #[serde(default)]
+    pub kernel_package: Option<String>,
+    /// The bootloader; default: systemd-boot.
+    #[serde(default)]
+    pub bootloader: Option<Bootloader>,
+    /// In order on the disk.
+    pub partitions: Vec<Partition>,
+}
+
+fn default_image_filename() -> String {
+    "image".into()
+}
+
+/// A disk image's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum ImageFormat {
+    Raw,
+    Qcow2,
+}
+
+/// The bootloaders strata installs (both boot through UEFI).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub enum Bootloader {
+    #[default]
+    SystemdBoot,
+    GrubEfi,
+}
+
+impl Bootloader {
+    /// The name as documents (and the bootloader stage) spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bootloader::SystemdBoot => "systemd-boot",
+            Bootloader::GrubEfi => "grub-efi",
+        }
+    }
+}
+
+/// One of `partitions`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// GiB (signed, so that a negative size is named, not a type error).
+    pub size: i64,
+    /// What it holds.
+    pub filesystem: Filesystem,
+    /// Where it is mounted: an absolute path, or `none`.
+    #[serde(default = "no_mountpoint")]
+    pub mountpoint: String,
+}
+
+fn no_mountpoint() -> String {
+    "none".into()
+}
+
+/// What a partition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Filesystem {
+    Ext4,
+    Vfat,
+    Swap,
+    /// A partition left unformatted.
+    None,
+    /// No partition: a gap before the next one.
+    Freespace,
+}
+
+impl Filesystem {
+    /// The name as documents spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Filesystem::Ext4 => "ext4",
+            Filesystem::Vfat => "vfat",
+            Filesystem::Swap => "swap",
+            Filesystem::None => "none",
+            Filesystem::Freespace => "freespace",
+        }
+    }
+}
+
+/// Where an EFI system partition is mounted.
+pub const ESP_MOUNTPOINTS: [&str; 2] = ["/boot/efi", "/efi"];
+
+impl DiskImage {
+    fn check(&self, c: &mut Check, limits: &Limits) {
+        let at = "task_data.disk_image";
+        c.pattern(
+            &format!("{at}.filename"),
+            &self.filename,
+            |s| {
+                !s.starts_with('.')
+                    && !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b))
+            },
+            "a file name (letters, digits, `+`, `.`, `_`, `-`; not starting with `.`)",
+        );
+        if let Some(k) = &self.kernel_package {
+            c.pattern(
+                &format!("{at}.kernel_package"),
+                k,
+                is_package,
+                "a package name",
+            );
+        }
+        if self.bootloader == Some(Bootloader::GrubEfi) {
+            c.fail(
+                format!("{at}.bootloader"),
+                "grub-efi is not supported yet: strata's bootloader stage installs systemd-boot (leave bootloader out, or set systemd-boot)",
+            );
+        }
+        if self.partitions.is_empty() {
+            c.fail(
+                format!("{at}.partitions"),
+                "at least one partition is needed",
+            );
+            return;
+        }
+        let mut root = false;
+        let mut esp = false;
+        // Mountpoints so far, and the partitions they belong to.
+        let mut seen: Vec<&str> = Vec::new();
+        let mut seen_at: Vec<usize> = Vec::new();
+        let mut total: i64 = 0;
+        for (i, p) in self.partitions.iter().enumerate() {
+            let at = format!("{at}.partitions[{i}]");
+            if p.size <= 0 {
+                c.fail(
+                    format!("{at}.size"),
+                    format!("{} is not a positive size (GiB)", p.size),
+                );
+            }
+            total = total.saturating_add(p.size.max(0));
+            let mount = p.mountpoint.as_str();
+            if mount == "none" {
+                continue;
+            }
+            let unmountable = matches!(
+                p.filesystem,
+                Filesystem::Swap | Filesystem::None | Filesystem::Freespace
+            );
+            if unmountable {
+                c.fail(
+                    format!("{at}.mountpoint"),
+                    format!(
+                        "a {} partition is not mounted: its mountpoint is `none`, not `{mount}`",
+                        p.filesystem.as_str()
+                    ),
+                );
+                continue;
+            }
+            if !is_mountpoint(mount) {
+                c.fail(
+                    format!("{at}.mountpoint"),
+                    format!(
+                        "`{mount}` is not an absolute path (`/` then names of letters, digits, `+`, `.`, `_`, `-`, no `.` or `..`), nor `none`"
+                    ),
+                );
+                continue;
+            }
+            if let Some(first) = seen.iter().position(|m| *m == mount) {
+                let first = seen_at[first];
+                c.fail(
+                    format!("{at}.mountpoint"),
+                    match mount {
+                        "/" => format!(
+                            "a second root partition: partitions[{first}] is mounted at / already"
+                        ),
+                        _ => format!("`{mount}` is the mountpoint of partitions[{first}] already"),
+                    },
+                );
+                continue;
+            }
+            seen.push(mount);
+            seen_at.push(i);
+            if mount == "/" {
+                root = true;
+                if p.filesystem != Filesystem::Ext4 {
+                    c.fail(
+                        format!("{at}.filesystem"),
+                        format!("the root partition is ext4, not {}", p.filesystem.as_str()),
+                    );
+                }
+            }
+            if ESP_MOUNTPOINTS.contains(&mount) {
+                esp = true;
+                if p.filesystem != Filesystem::Vfat {
+                    c.fail(
+                        format!("{at}.filesystem"),
+                        format!(
+                            "{mount} is the EFI system partition, which is vfat, not {}",
+                            p.filesystem.as_str()
+                        ),
+                    );
+                }
+            }
+        }
+        if !root {
+            c.fail(
+                format!("{at}.partitions"),
+                "no root partition: one ext4 partition needs mountpoint `/`",
+            );
+        }
+        if !esp {
+            let loader = self.bootloader.unwrap_or_default().as_str();
+            c.fail(
+                format!("{at}.partitions"),
+                format!(
+                    "{loader} boots from an EFI system partition: add a vfat partition with mountpoint /boot/efi"
+                ),
+            );
+        }
+        let cap = i64::try_from(limits.max_image_gib).unwrap_or(i64::MAX);
+        if total > cap {
+            c.fail(
+                format!("{at}.partitions"),
+                format!(
+                    "the partitions add up to {total} GiB, more than the cap of {cap} GiB (--max-image-size)"
+                ),
+            );
+        }
+    }
+}
+
+/// `/` or `/name/name…`, each name something fstab and a path can carry.
+fn is_mountpoint(s: &str) -> bool {
+    s == "/"
+        || (s.starts_with('/')
+            && s[1..].split('/').all(|part| {
+                !part.is_empty()
+                    && part != "."
+                    && part != ".."
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b))
+            }))
+}
+
 // ---------------------------------------------------------------- patterns
 
 /// `^(\w|[./ -])+$` as Python reads it (\w is Unicode word characters).
@@ -978,12 +1293,172 @@ pub(crate) fn is_email(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn parse_default(text: &str) -> Result<Task, Invalid> {
+        parse(text, &Limits::default())
+    }
+
+    /// A SystemImageBuild document with these partitions.
+    fn image(partitions: serde_json::Value, extra: serde_json::Value) -> String {
+        let mut disk = serde_json::json!({"format": "qcow2", "partitions": partitions});
+        if let (Some(d), Some(e)) = (disk.as_object_mut(), extra.as_object()) {
+            d.extend(e.clone());
+        }
+        serde_json::json!({"task": "SystemImageBuild", "task_data": {
+            "bootstrap_options": {"architecture": "amd64"},
+            "bootstrap_repositories": [{"suite": "bookworm", "components": ["main"]}],
+            "disk_image": disk,
+        }})
+        .to_string()
+    }
+
+    fn esp() -> serde_json::Value {
+        serde_json::json!({"size": 1, "filesystem": "vfat", "mountpoint": "/boot/efi"})
+    }
+
+    fn root() -> serde_json::Value {
+        serde_json::json!({"size": 4, "filesystem": "ext4", "mountpoint": "/"})
+    }
+
+    #[test]
+    fn a_disk_layout_with_an_esp_swap_a_gap_and_a_root_is_taken() {
+        let doc = image(
+            serde_json::json!([esp(), {"size": 1, "filesystem": "swap"},
+                {"size": 1, "filesystem": "freespace"}, root()]),
+            serde_json::json!({"kernel_package": "linux-image-amd64", "bootloader": "systemd-boot"}),
+        );
+        let Task::SystemImageBuild(d) = parse_default(&doc).unwrap() else {
+            panic!("not a SystemImageBuild")
+        };
+        assert_eq!(d.disk_image.filename, "image");
+        assert_eq!(d.disk_image.bootloader, Some(Bootloader::SystemdBoot));
+        assert_eq!(d.disk_image.partitions[2].filesystem, Filesystem::Freespace);
+        assert_eq!(d.system().bootstrap_options.architecture, "amd64");
+    }
+
+    #[test]
+    fn bad_disk_layouts_are_refused_naming_the_key() {
+        for (partitions, extra, path, message) in [
+            (
+                serde_json::json!([esp()]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions",
+                "no root partition",
+            ),
+            (
+                serde_json::json!([esp(), root(), root()]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[2].mountpoint",
+                "a second root partition: partitions[1] is mounted at / already",
+            ),
+            (
+                serde_json::json!([esp(), root(), esp()]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[2].mountpoint",
+                "`/boot/efi` is the mountpoint of partitions[0] already",
+            ),
+            (
+                serde_json::json!([{"size": 1, "filesystem": "ext4", "mountpoint": "/boot/efi"}, root()]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[0].filesystem",
+                "/boot/efi is the EFI system partition, which is vfat, not ext4",
+            ),
+            (
+                serde_json::json!([esp(), {"size": 0, "filesystem": "ext4", "mountpoint": "/"}]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[1].size",
+                "0 is not a positive size",
+            ),
+            (
+                serde_json::json!([esp(), {"size": -3, "filesystem": "ext4", "mountpoint": "/"}]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[1].size",
+                "-3 is not a positive size",
+            ),
+            (
+                serde_json::json!([esp(), root(), {"size": 1, "filesystem": "ext4", "mountpoint": "srv"}]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[2].mountpoint",
+                "`srv` is not an absolute path",
+            ),
+            (
+                serde_json::json!([esp(), root(), {"size": 1, "filesystem": "ext4", "mountpoint": "/srv/../etc"}]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[2].mountpoint",
+                "is not an absolute path",
+            ),
+            (
+                serde_json::json!([esp(), root(), {"size": 1, "filesystem": "swap", "mountpoint": "/swap"}]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[2].mountpoint",
+                "a swap partition is not mounted",
+            ),
+            (
+                serde_json::json!([root()]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions",
+                "systemd-boot boots from an EFI system partition",
+            ),
+            (
+                serde_json::json!([{"size": 1, "filesystem": "vfat", "mountpoint": "/"}, esp()]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[0].filesystem",
+                "the root partition is ext4, not vfat",
+            ),
+            (
+                serde_json::json!([esp(), {"size": 100, "filesystem": "ext4", "mountpoint": "/"}]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions",
+                "add up to 101 GiB, more than the cap of 64 GiB",
+            ),
+            (
+                serde_json::json!([]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions",
+                "at least one partition",
+            ),
+            (
+                serde_json::json!([esp(), root()]),
+                serde_json::json!({"filename": "../x"}),
+                "task_data.disk_image.filename",
+                "is not a file name",
+            ),
+            (
+                serde_json::json!([esp(), root()]),
+                serde_json::json!({"bootloader": "grub-efi"}),
+                "task_data.disk_image.bootloader",
+                "grub-efi is not supported yet",
+            ),
+            (
+                serde_json::json!([esp(), root()]),
+                serde_json::json!({"bootloader": "lilo"}),
+                "task_data.disk_image.bootloader",
+                "unknown variant `lilo`",
+            ),
+            (
+                serde_json::json!([esp(), {"size": 4, "filesystem": "btrfs", "mountpoint": "/"}]),
+                serde_json::json!({}),
+                "task_data.disk_image.partitions[1].filesystem",
+                "unknown variant `btrfs`",
+            ),
+        ] {
+            let e = parse_default(&image(partitions.clone(), extra)).unwrap_err();
+            assert_eq!(e.path, path, "{partitions}: {e}");
+            assert!(e.message.contains(message), "{partitions}: {e}");
+        }
+        // The cap is the caller's.
+        let big = image(
+            serde_json::json!([esp(), {"size": 100, "filesystem": "ext4", "mountpoint": "/"}]),
+            serde_json::json!({}),
+        );
+        assert!(parse(&big, &Limits { max_image_gib: 200 }).is_ok());
+    }
+
     #[test]
     fn paths_name_the_key() {
-        let e = parse(r#"{"task": "SystemBootstrap", "task_data": {"bootstrap_options": {"architecture": "amd64"}, "bootstrap_repositories": [{"suite": "bookworm", "sute": 1}]}}"#).unwrap_err();
+        let e = parse_default(r#"{"task": "SystemBootstrap", "task_data": {"bootstrap_options": {"architecture": "amd64"}, "bootstrap_repositories": [{"suite": "bookworm", "sute": 1}]}}"#).unwrap_err();
         assert_eq!(e.path, "task_data.bootstrap_repositories[0].sute", "{e}");
         assert!(e.message.contains("unknown field `sute`"), "{e}");
-        let e = parse(r#"{"task": "SystemBootstrap", "task_data": {"bootstrap_options": {"architecture": "amd64"}, "bootstrap_repositories": [{"suite": 5}]}}"#).unwrap_err();
+        let e = parse_default(r#"{"task": "SystemBootstrap", "task_data": {"bootstrap_options": {"architecture": "amd64"}, "bootstrap_repositories": [{"suite": 5}]}}"#).unwrap_err();
         assert_eq!(e.path, "task_data.bootstrap_repositories[0].suite", "{e}");
     }
 
