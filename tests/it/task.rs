@@ -278,7 +278,7 @@ fn invalid_task_documents_name_the_key() {
             package_build("hello-strata"),
             |d| d["task_data"]["backend"] = json!("incus-vm"),
             "task_data.backend",
-            "`incus-vm` is not available to tasks: strata makes no VM disk images",
+            "`incus-vm` is not available to tasks: tasks do not run in incus VMs yet",
         ),
         (
             package_build("hello-strata"),
@@ -698,28 +698,15 @@ fn a_system_image_build_task_hands_back_a_laid_out_image_raw_or_qcow2() {
         None,
     )
     .success();
-    let root = env
-        .strata(
-            &[
-                "env",
-                "run",
-                "sib-vm",
-                "--",
-                "findmnt",
-                "-n",
-                "-o",
-                "SOURCE,FSTYPE",
-                "/",
-            ],
-            None,
-        )
-        .success()
-        .stdout();
-    assert_eq!(
-        root.split_whitespace().collect::<Vec<_>>(),
-        ["/dev/vda3", "ext4"],
-        "{root}"
-    );
+    // What a command inside says, word by word.
+    let inside = |argv: &[&str]| -> Vec<String> {
+        let mut args = vec!["env", "run", "sib-vm", "--"];
+        args.extend_from_slice(argv);
+        let out = env.strata(&args, None).success().stdout();
+        out.split_whitespace().map(str::to_owned).collect()
+    };
+    let mounted = |path: &str| inside(&["findmnt", "-n", "-o", "SOURCE,FSTYPE", path]);
+    assert_eq!(mounted("/"), ["/dev/vda3", "ext4"]);
     // The agent answers early in the boot; the swap is on once the boot
     // is done (degraded or not: a VM without network is degraded).
     env.strata(
@@ -734,48 +721,10 @@ fn a_system_image_build_task_hands_back_a_laid_out_image_raw_or_qcow2() {
         ],
         None,
     );
-    let esp = env
-        .strata(
-            &[
-                "env",
-                "run",
-                "sib-vm",
-                "--",
-                "findmnt",
-                "-n",
-                "-o",
-                "SOURCE,FSTYPE",
-                "/boot/efi",
-            ],
-            None,
-        )
-        .success()
-        .stdout();
+    assert_eq!(mounted("/boot/efi"), ["/dev/vda1", "vfat"]);
     assert_eq!(
-        esp.split_whitespace().collect::<Vec<_>>(),
-        ["/dev/vda1", "vfat"],
-        "{esp}"
-    );
-    let swap = env
-        .strata(
-            &[
-                "env",
-                "run",
-                "sib-vm",
-                "--",
-                "swapon",
-                "--show=NAME,TYPE,SIZE",
-                "--noheadings",
-                "--bytes",
-            ],
-            None,
-        )
-        .success()
-        .stdout();
-    assert_eq!(
-        swap.split_whitespace().collect::<Vec<_>>(),
-        ["/dev/vda2", "partition", &(GIB - 4096).to_string()],
-        "{swap}"
+        inside(&["swapon", "--show=NAME,TYPE,SIZE", "--noheadings", "--bytes"]),
+        ["/dev/vda2", "partition", &(GIB - 4096).to_string()]
     );
     env.strata(&["env", "stop", "sib-vm"], None).success();
 }

@@ -108,7 +108,7 @@ const MOUNT_POINTS: &[&str] = &["proc", "dev", "tmp", "run", "root", "var", "var
 impl HostView {
     /// Mounts `layout` in `dir` (an empty folder, removed with the view).
     /// The caller must be in a mount namespace of its own
-    /// ([`crate::store::layers::enter_private_namespace`]): these mounts are
+    /// (`enter_private_namespace` in the store's layers): these mounts are
     /// not for the host to see.
     pub fn mount(dir: tempfile::TempDir, layout: &HostLayout) -> io::Result<HostView> {
         let root = dir.path();

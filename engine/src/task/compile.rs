@@ -336,7 +336,7 @@ fn stage_backend(backend: Backend) -> Result<Backend, Invalid> {
         Backend::Auto | Backend::Unshare => Ok(Backend::Unshare),
         Backend::IncusLxc => Ok(Backend::IncusLxc),
         Backend::IncusVm => refuse(
-            "strata makes no VM disk images from systems, and incus here runs no virtual machines (no vhost_vsock: docs/incus.md)",
+            "tasks do not run in incus VMs yet (and incus here runs no virtual machines: no vhost_vsock, docs/incus.md)",
         ),
         Backend::Qemu => {
             refuse("tasks do not run on the qemu backend yet (strata env can: docs/qemu.md)")
