@@ -414,29 +414,75 @@ fn connect(pid: i32, ports: &str) -> Result<std::process::Child, String> {
     }
 }
 
-/// Waits until `pid`'s network namespace has a default route (IPv4 or
-/// IPv6), while `pasta` runs; at most 10 s.
+/// Waits until pasta has configured `pid`'s network namespace: until it
+/// has a default route, which pasta adds last, copied from the host's; on
+/// a host without one (a mirror on its loopback, no way out), until it has
+/// an address besides loopback, and a moment for the routes pasta copies
+/// after it. Fails if pasta ends; after 10 s without either, the stage
+/// starts with what it has (a warning says so).
 fn wait_for_route(pid: i32, pasta: &mut std::process::Child) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    use std::time::{Duration, Instant};
+    let host_has_default = has_default_route("self");
+    let ns = pid.to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if has_default_route(pid) {
+        if host_has_default && has_default_route(&ns) {
+            return Ok(());
+        }
+        if !host_has_default && has_address(&ns) {
+            std::thread::sleep(Duration::from_millis(100));
             return Ok(());
         }
         if let Ok(Some(_)) = pasta.try_wait() {
             return Err("pasta could not give the sandbox a network".into());
         }
-        if std::time::Instant::now() > deadline {
-            return Err("pasta gave the sandbox no default route within 10s".into());
+        if Instant::now() > deadline {
+            eprintln!(
+                "strata: sandbox network: pasta configured no {} within 10s; the stage starts with what there is",
+                if host_has_default {
+                    "default route"
+                } else {
+                    "address"
+                }
+            );
+            return Ok(());
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// Whether `pid`'s network namespace routes 0.0.0.0/0 or ::/0.
-fn has_default_route(pid: i32) -> bool {
-    let v4 = std::fs::read_to_string(format!("/proc/{pid}/net/route")).unwrap_or_default();
-    let v6 = std::fs::read_to_string(format!("/proc/{pid}/net/ipv6_route")).unwrap_or_default();
+/// Whether the network namespace of /proc/`who` routes 0.0.0.0/0 or ::/0.
+fn has_default_route(who: &str) -> bool {
+    let v4 = std::fs::read_to_string(format!("/proc/{who}/net/route")).unwrap_or_default();
+    let v6 = std::fs::read_to_string(format!("/proc/{who}/net/ipv6_route")).unwrap_or_default();
     default_route_in(&v4, &v6)
+}
+
+/// Whether the network namespace of /proc/`who` has an address besides
+/// loopback's.
+fn has_address(who: &str) -> bool {
+    let v4 = std::fs::read_to_string(format!("/proc/{who}/net/fib_trie")).unwrap_or_default();
+    let v6 = std::fs::read_to_string(format!("/proc/{who}/net/if_inet6")).unwrap_or_default();
+    address_in(&v4, &v6)
+}
+
+/// Whether /proc/net/fib_trie (`v4`) has a local address outside 127/8, or
+/// /proc/net/if_inet6 (`v6`) an address on an interface other than lo.
+fn address_in(v4: &str, v6: &str) -> bool {
+    let mut last = "";
+    let v4_local = v4.lines().any(|l| {
+        let l = l.trim_start_matches([' ', '|', '+', '-']);
+        if l.starts_with("/32 host LOCAL") {
+            !last.starts_with("127.")
+        } else {
+            last = l.split_whitespace().next().unwrap_or("");
+            false
+        }
+    });
+    let v6_any = v6
+        .lines()
+        .any(|l| l.split_whitespace().last().is_some_and(|dev| dev != "lo"));
+    v4_local || v6_any
 }
 
 /// Whether /proc/net/route (`v4`) or /proc/net/ipv6_route (`v6`) text
@@ -481,6 +527,21 @@ mod tests {
         // The kernel's unreachable ::/0 on lo is no route out.
         let v6_lo = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
         assert!(!default_route_in("", v6_lo));
+    }
+
+    #[test]
+    fn addresses_besides_loopbacks_are_found() {
+        let trie = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     +-- 127.0.0.0/8 2 0 2\n        +-- 127.0.0.0/31 1 0 0\n           |-- 127.0.0.1\n              /32 host LOCAL\n";
+        assert!(!address_in(
+            trie,
+            "00000000000000000000000000000001 01 80 10 80       lo\n"
+        ));
+        let with = format!("{trie}        |-- 192.0.2.2\n           /32 host LOCAL\n");
+        assert!(address_in(&with, ""));
+        assert!(address_in(
+            "",
+            "fe8000000000000000fc00fffe000001 04 40 20 80     eth0\n"
+        ));
     }
 
     #[test]
