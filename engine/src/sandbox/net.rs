@@ -392,7 +392,8 @@ fn connect(pid: i32, ports: &str) -> Result<std::process::Child, String> {
     // Ready once the namespace has its default route, which pasta adds
     // last (copied from the host's); before that, a stage would find no
     // network.
-    if let Err(why) = wait_for_route(pid, &mut child) {
+    let forwarded: Vec<u16> = ports.split(',').filter_map(|p| p.parse().ok()).collect();
+    if let Err(why) = wait_for_route(pid, &forwarded, &mut child) {
         return Err(failed(&mut child, why));
     }
     // Link-local addresses (a cloud's metadata service) are the host's business.
@@ -415,30 +416,37 @@ fn connect(pid: i32, ports: &str) -> Result<std::process::Child, String> {
 }
 
 /// Waits until pasta has configured `pid`'s network namespace: until it
-/// has a default route, which pasta adds last, copied from the host's; on
-/// a host without one (a mirror on its loopback, no way out), until it has
-/// an address besides loopback, and a moment for the routes pasta copies
-/// after it. Fails if pasta ends; after 10 s without either, the stage
-/// starts with what it has (a warning says so).
-fn wait_for_route(pid: i32, pasta: &mut std::process::Child) -> Result<(), String> {
+/// listens there on every port it forwards to the host's loopback
+/// (`forwarded`), and the namespace has a default route, which pasta adds
+/// last, copied from the host's; on a host without one (a mirror on its
+/// loopback, no way out), an address besides loopback, and a moment for
+/// the routes pasta copies after it. Fails if pasta ends; after 10 s
+/// without all that, the stage starts with what it has (a warning says so).
+fn wait_for_route(
+    pid: i32,
+    forwarded: &[u16],
+    pasta: &mut std::process::Child,
+) -> Result<(), String> {
     use std::time::{Duration, Instant};
     let host_has_default = has_default_route("self");
     let ns = pid.to_string();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if host_has_default && has_default_route(&ns) {
-            return Ok(());
-        }
-        if !host_has_default && has_address(&ns) {
-            std::thread::sleep(Duration::from_millis(100));
-            return Ok(());
+        if listens_on(&ns, forwarded) {
+            if host_has_default && has_default_route(&ns) {
+                return Ok(());
+            }
+            if !host_has_default && has_address(&ns) {
+                std::thread::sleep(Duration::from_millis(100));
+                return Ok(());
+            }
         }
         if let Ok(Some(_)) = pasta.try_wait() {
             return Err("pasta could not give the sandbox a network".into());
         }
         if Instant::now() > deadline {
             eprintln!(
-                "strata: sandbox network: pasta configured no {} within 10s; the stage starts with what there is",
+                "strata: sandbox network: pasta did not set up the forwarded ports and the {} within 10s; the stage starts with what there is",
                 if host_has_default {
                     "default route"
                 } else {
@@ -456,6 +464,33 @@ fn has_default_route(who: &str) -> bool {
     let v4 = std::fs::read_to_string(format!("/proc/{who}/net/route")).unwrap_or_default();
     let v6 = std::fs::read_to_string(format!("/proc/{who}/net/ipv6_route")).unwrap_or_default();
     default_route_in(&v4, &v6)
+}
+
+/// Whether TCP sockets listen on each of `ports` in the network namespace
+/// of /proc/`who`.
+fn listens_on(who: &str, ports: &[u16]) -> bool {
+    if ports.is_empty() {
+        return true;
+    }
+    let v4 = std::fs::read_to_string(format!("/proc/{who}/net/tcp")).unwrap_or_default();
+    let v6 = std::fs::read_to_string(format!("/proc/{who}/net/tcp6")).unwrap_or_default();
+    let listening = listening_ports(&v4, &v6);
+    ports.iter().all(|p| listening.contains(p))
+}
+
+/// The ports of the listening sockets in /proc/net/tcp and tcp6 text.
+fn listening_ports(v4: &str, v6: &str) -> Vec<u16> {
+    v4.lines()
+        .chain(v6.lines())
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            // sl, local_address (ADDR:PORT in hex), rem_address, st
+            let local = f.nth(1)?;
+            let state = f.nth(1)?;
+            (state == "0A").then_some(())?;
+            u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+        })
+        .collect()
 }
 
 /// Whether the network namespace of /proc/`who` has an address besides
@@ -527,6 +562,14 @@ mod tests {
         // The kernel's unreachable ::/0 on lo is no route out.
         let v6_lo = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
         assert!(!default_route_in("", v6_lo));
+    }
+
+    #[test]
+    fn listening_ports_are_read_from_procs_tcp_tables() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:0C46 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0100007F:1F90 0100007F:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
+        let v6 = "  sl  local_address                         remote_address                        st\n   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
+        // 3142 listens, 8080 is a connection, 80 listens on ::1.
+        assert_eq!(listening_ports(v4, v6), [3142, 80]);
     }
 
     #[test]
