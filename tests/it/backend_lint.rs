@@ -84,18 +84,23 @@ fn lintian_gives_the_same_analysis_in_incus_as_in_bwrap() {
     );
     assert_eq!(incus, bwrap, "the same analysis.json");
     assert_eq!(incus_text, bwrap_text, "the same lintian.txt");
-    let pid_prefix = "strata-stage-";
-    let left: Vec<String> = String::from_utf8_lossy(
+    // Its own instances, as it named them (other tests run incus stages
+    // at the same time).
+    let stderr = run.stderr();
+    let ran_in: Vec<&str> = stderr
+        .split_whitespace()
+        .filter(|w| w.starts_with("strata-stage-"))
+        .collect();
+    assert!(!ran_in.is_empty(), "{stderr}");
+    let listed = String::from_utf8_lossy(
         &Command::new("incus")
             .args(["list", "--format", "csv", "-c", "n"])
             .output()
             .unwrap()
             .stdout,
     )
-    .lines()
-    .filter(|n| n.starts_with(pid_prefix))
-    .map(str::to_owned)
-    .collect();
+    .into_owned();
+    let left: Vec<&str> = listed.lines().filter(|n| ran_in.contains(n)).collect();
     assert!(left.is_empty(), "instances left: {left:?}");
 
     incus_network_follows_the_stage(&env);
